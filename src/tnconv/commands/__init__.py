@@ -1,0 +1,8 @@
+"""Subcommands of the ``tnconv`` command line, one module each.
+
+A subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int`` (the exit code). :data:`SUBCOMMANDS` maps names to modules; they are
+imported only when used, so ``tnconv --help`` stays fast.
+"""
+
+SUBCOMMANDS: dict[str, str] = {}

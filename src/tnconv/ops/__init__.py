@@ -1,0 +1,1 @@
+"""One module per family of operations: network builders plus evaluated functions."""

@@ -136,6 +136,6 @@ def test_bad_tensors():
     with pytest.raises(TypeError, match="dtype"):
         tnconv.conv(X.double(), W, groups=2)
     with pytest.raises(TypeError, match="weight must be a torch.Tensor"):
-        tnconv.conv(X, W.numpy(), groups=2)
+        tnconv.conv(X, W.tolist(), groups=2)
     with pytest.raises(ValueError, match="larger than the padded input"):
         tnconv.conv(torch.randn(1, 2, 2, 2), torch.randn(1, 2, 3, 3))

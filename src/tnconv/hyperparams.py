@@ -182,3 +182,52 @@ def check_same_dtype_device(**tensors: torch.Tensor | None) -> None:
             raise TypeError(f"{name} has dtype {t.dtype} but {first_name} has dtype {first.dtype}")
         if t.device != first.device:
             raise ValueError(f"{name} is on device {t.device} but {first_name} is on device {first.device}")
+
+
+def conv_transpose_geometry(
+    input_size: IntOrTuple,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    dims: int | None = None,
+) -> ConvGeometry:
+    """Geometry of the convolution whose transpose a transposed convolution is (SPEC §3).
+
+    A transposed convolution maps ``O`` positions (its ``input_size``) to
+    ``I' = (O−1)·S − 2P + Dl·(K−1) + output_padding + 1``. The returned geometry is that of
+    the forward convolution from ``I'`` to ``O``: ``input_size`` is ``I'``, ``output_size``
+    is ``O``, ``padding_left`` is ``P`` and ``padding_right`` is ``P − output_padding``
+    (so that the output-size formula gives exactly ``O``).
+
+    >>> conv_transpose_geometry(4, 3, stride=2, padding=1, output_padding=1).input_size
+    (8,)
+    """
+    if dims is None:
+        dims = 1 if isinstance(input_size, numbers.Integral) else len(input_size)  # type: ignore[arg-type]
+    sizes = normalize_tuple(input_size, dims, "input_size", minimum=1)
+    kernel = normalize_tuple(kernel_size, dims, "kernel_size", minimum=1)
+    strides = normalize_tuple(stride, dims, "stride", minimum=1)
+    dilations = normalize_tuple(dilation, dims, "dilation", minimum=1)
+    if isinstance(padding, str):
+        raise ValueError(f"padding of a transposed convolution must be an int or a tuple of ints, got {padding!r}")
+    pads = normalize_tuple(padding, dims, "padding", minimum=0)
+    extra = normalize_tuple(output_padding, dims, "output_padding", minimum=0)
+    for op, s, dl in zip(extra, strides, dilations):
+        if op >= s and op >= dl:
+            raise ValueError(
+                f"output_padding must be smaller than either stride or dilation, got output_padding={extra}, "
+                f"stride={strides}, dilation={dilations}"
+            )
+    full = tuple(
+        (o - 1) * s - 2 * p + dl * (k - 1) + op + 1
+        for o, s, p, dl, k, op in zip(sizes, strides, pads, dilations, kernel, extra)
+    )
+    if any(i <= 0 for i in full):
+        raise ValueError(
+            f"transposed convolution output size would be {full} (input_size={sizes}, kernel_size={kernel}, "
+            f"stride={strides}, padding={pads}, dilation={dilations}, output_padding={extra})"
+        )
+    right = tuple(p - op for p, op in zip(pads, extra))
+    return ConvGeometry(full, kernel, strides, dilations, pads, right, sizes)

@@ -6,7 +6,7 @@
 torch.Size([2, 4, 4, 4])
 """
 
-from . import networks, nn
+from . import networks, nn, randomized
 from .network import Node, TensorNetwork
 from .ops.conv import conv, conv1d, conv2d, conv3d
 from .pattern import IndexPattern, index_pattern
@@ -24,4 +24,5 @@ __all__ = [
     "index_pattern",
     "networks",
     "nn",
+    "randomized",
 ]

@@ -53,10 +53,23 @@ def dense_plan(network: TensorNetwork) -> DensePlan:
         if node.kind == "scalar":
             scale *= node.value
     equation = network.equation()
-    shapes = [tuple(network.size(leg) for leg in node.legs) for node in operands]
+    shapes = tuple(tuple(network.size(leg) for leg in node.legs) for node in operands)
+    flops, expression = compiled_expression(equation, shapes)
+    return DensePlan(equation, operands, scale, flops, network.output_shape, expression)
+
+
+@lru_cache(maxsize=1024)
+def compiled_expression(equation: str, shapes: tuple[tuple[int, ...], ...]) -> tuple[int, object]:
+    """Contraction order and compiled ``opt_einsum`` expression of ``equation`` on ``shapes``.
+
+    Cached apart from :func:`dense_plan` because networks that differ only in *which*
+    positions a leg is sliced to (one per draw of a randomized VJP) share it.
+
+    >>> compiled_expression("ab,bc->ac", ((2, 3), (3, 4)))[0]
+    48
+    """
     path, info = opt_einsum.contract_path(equation, *shapes, shapes=True, optimize="auto")
-    expression = opt_einsum.contract_expression(equation, *shapes, optimize=path)
-    return DensePlan(equation, operands, scale, int(info.opt_cost), network.output_shape, expression)
+    return int(info.opt_cost), opt_einsum.contract_expression(equation, *shapes, optimize=path)
 
 
 def _slice_legs(tensor: torch.Tensor, legs: tuple[str, ...], slices: Mapping[str, tuple[int, ...]]) -> torch.Tensor:

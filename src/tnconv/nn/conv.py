@@ -4,6 +4,13 @@ They subclass PyTorch's own classes, so constructor arguments, parameter names, 
 initialisation, ``state_dict`` and ``padding_mode`` handling are PyTorch's; only the
 convolution itself is tnconv's.
 
+Keyword-only options train with randomized backpropagation (:mod:`tnconv.randomized`):
+``backward_keep < 1`` makes the weight gradient an unbiased estimate that contracts only
+that fraction of ``backward_leg`` (``"spatial"``, ``"spatial:d"`` or ``"batch"``), drawn
+with ``backward_mode``; ``backward_input_keep < 1`` does the same for the input gradient
+(over output channels). The bias gradient stays exact. The options are plain attributes,
+not parameters or buffers, so ``state_dict`` is still torch's.
+
 Example:
     >>> import torch, tnconv
     >>> ref = torch.nn.Conv2d(3, 8, 3, padding=1, padding_mode="circular")
@@ -19,13 +26,15 @@ from __future__ import annotations
 import torch
 from torch.nn.modules.conv import _ConvNd
 
+from .. import randomized
 from ..hyperparams import normalize_tuple
 from ..ops.conv import conv
 from ..padding import pad_nd
 
 
 class _TNConvForward:
-    """Mixin: the convolution of a PyTorch conv module, computed by :func:`tnconv.conv`."""
+    """Mixin: the convolution of a PyTorch conv module, computed by :func:`tnconv.conv`,
+    optionally with a randomized backward (:func:`tnconv.randomized.conv`)."""
 
     padding_mode: str
     _reversed_padding_repeated_twice: list[int]
@@ -33,15 +42,64 @@ class _TNConvForward:
     padding: tuple[int, ...] | str
     dilation: tuple[int, ...]
     groups: int
+    kernel_size: tuple[int, ...]
+    # class-level defaults: modules unpickled from before these options existed stay exact
+    backward_keep: float = 1.0
+    backward_leg: str = "spatial"
+    backward_mode: str = "bernoulli"
+    backward_input_keep: float = 1.0
+
+    def __init__(
+        self,
+        *args: object,
+        backward_keep: float = 1.0,
+        backward_leg: str = "spatial",
+        backward_mode: str = "bernoulli",
+        backward_input_keep: float = 1.0,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.backward_keep = randomized.check_keep(backward_keep, "backward_keep")
+        self.backward_leg = randomized.check_leg(backward_leg, "weight", len(self.kernel_size), "backward_leg")
+        self.backward_mode = randomized.check_mode(backward_mode, "backward_mode")
+        self.backward_input_keep = randomized.check_keep(backward_input_keep, "backward_input_keep")
+
+    @property
+    def randomized_backward(self) -> bool:
+        """Whether the backward pass estimates a gradient instead of computing it exactly."""
+        return self.backward_keep < 1.0 or self.backward_input_keep < 1.0
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()  # type: ignore[misc]
+        if self.randomized_backward:
+            text += (
+                f", backward_keep={self.backward_keep}, backward_leg={self.backward_leg!r}, "
+                f"backward_mode={self.backward_mode!r}, backward_input_keep={self.backward_input_keep}"
+            )
+        return text
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        padding = self.padding
         if self.padding_mode != "zeros":
             # torch stores F.pad's layout: (left, right) pairs, last dimension first
             pairs = self._reversed_padding_repeated_twice
             left, right = tuple(pairs[-2::-2]), tuple(pairs[::-2])
-            padded = pad_nd(input, left, right, self.padding_mode)
-            return conv(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return conv(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            input, padding = pad_nd(input, left, right, self.padding_mode), 0
+        if not self.randomized_backward:
+            return conv(input, weight, bias, self.stride, padding, self.dilation, self.groups)
+        return randomized.conv(
+            input,
+            weight,
+            bias,
+            self.stride,
+            padding,
+            self.dilation,
+            self.groups,
+            keep=self.backward_keep,
+            leg=self.backward_leg,
+            mode=self.backward_mode,
+            input_keep=self.backward_input_keep,
+        )
 
 
 class Conv1d(_TNConvForward, torch.nn.Conv1d):
@@ -59,9 +117,10 @@ class Conv3d(_TNConvForward, torch.nn.Conv3d):
 class ConvNd(_TNConvForward, _ConvNd):
     """A convolution module for any number of spatial dimensions.
 
-    Same arguments as ``torch.nn.Conv2d``; the number of dimensions is the length of
-    ``kernel_size`` or, when that is an int, ``spatial_dims``. Initialisation follows
-    PyTorch (Kaiming-uniform weight, uniform bias).
+    Same arguments as ``torch.nn.Conv2d`` (and the ``backward_*`` options of the module
+    docstring); the number of dimensions is the length of ``kernel_size`` or, when that is
+    an int, ``spatial_dims``. Initialisation follows PyTorch (Kaiming-uniform weight,
+    uniform bias).
 
     >>> layer = ConvNd(2, 4, kernel_size=(3, 3, 3, 3))
     >>> layer(torch.randn(1, 2, 5, 5, 5, 5)).shape
@@ -83,6 +142,10 @@ class ConvNd(_TNConvForward, _ConvNd):
         dtype: torch.dtype | None = None,
         *,
         spatial_dims: int | None = None,
+        backward_keep: float = 1.0,
+        backward_leg: str = "spatial",
+        backward_mode: str = "bernoulli",
+        backward_input_keep: float = 1.0,
     ) -> None:
         if spatial_dims is None:
             if isinstance(kernel_size, int):
@@ -106,6 +169,10 @@ class ConvNd(_TNConvForward, _ConvNd):
             padding_mode,
             device,
             dtype,  # type: ignore[arg-type]
+            backward_keep=backward_keep,
+            backward_leg=backward_leg,
+            backward_mode=backward_mode,
+            backward_input_keep=backward_input_keep,
         )
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:

@@ -181,24 +181,32 @@ def gather_windows(x: torch.Tensor, patterns: tuple[IndexPattern, ...], position
     Returns ``u[N, C, P, K_1, …, K_D]`` with ``u[n, c, p, k] = Σ_i x[n, c, i] Π[i, o(p), k]``:
     an index gather from the zero-padded input, no multiplication.
     """
+    pads, table = _window_table(patterns, x.device)
+    x = F.pad(x, pads)
+    windows = x.flatten(2).index_select(2, table.index_select(0, positions).flatten())
+    return windows.view(*x.shape[:2], positions.numel(), *(p.kernel_size for p in patterns))
+
+
+@lru_cache(maxsize=256)
+def _window_table(patterns: tuple[IndexPattern, ...], device: torch.device) -> tuple[list[int], torch.Tensor]:
+    """``F.pad`` widths and the ``[∏O, ∏K]`` flat indices into the padded input of every window."""
     pads, padded = [], []
     for pattern in patterns:
         reach = pattern.stride * (pattern.output_size - 1) + pattern.dilation * (pattern.kernel_size - 1)
         right = max(0, reach - pattern.padding - pattern.input_size + 1)
         pads.append((pattern.padding, right))
         padded.append(pattern.input_size + pattern.padding + right)
-    x = F.pad(x, [p for pair in reversed(pads) for p in pair])
-    flat = torch.zeros((positions.numel(),), dtype=torch.long, device=x.device)
-    remaining = positions
-    out_strides = [math.prod(p.output_size for p in patterns[d + 1 :]) for d in range(len(patterns))]
-    for d, pattern in enumerate(patterns):
-        o = remaining // out_strides[d]
-        remaining = remaining % out_strides[d]
-        taps = torch.arange(pattern.kernel_size, device=x.device) * pattern.dilation
-        index = (o * pattern.stride).view(-1, *([1] * (d + 1))) + taps.view(*([1] * (d + 1)), -1)
-        flat = flat.unsqueeze(-1) * padded[d] + index
-    windows = x.flatten(2).index_select(2, flat.flatten())
-    return windows.view(*x.shape[:2], *flat.shape)
+    flat = torch.zeros((), dtype=torch.long, device=device)
+    for pattern, size in zip(patterns, padded):
+        # position S·o + Dl·k of the padded input, as a new (o, k) pair of axes
+        index = torch.arange(pattern.output_size, device=device).view(-1, 1) * pattern.stride
+        index = index + torch.arange(pattern.kernel_size, device=device).view(1, -1) * pattern.dilation
+        flat = flat.unsqueeze(-1).unsqueeze(-1) * size + index
+    dims = len(patterns)
+    # axes are (o_1, k_1, o_2, k_2, …): bring them to (o_1 … o_D, k_1 … k_D)
+    flat = flat.permute(*range(0, 2 * dims, 2), *range(1, 2 * dims, 2))
+    outputs = math.prod(p.output_size for p in patterns)
+    return [p for pair in reversed(pads) for p in pair], flat.reshape(outputs, -1).contiguous()
 
 
 def contract_presliced(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -291,6 +299,11 @@ def _check_vector(network: TensorNetwork, v: torch.Tensor) -> None:
 
 
 # ------------------------------------------------------------------------- public VJPs
+@lru_cache(maxsize=1024)
+def _vjp(network: TensorNetwork, wrt: str) -> TensorNetwork:
+    return network.vjp(wrt)
+
+
 def weight_vjp_network(
     input_shape: tuple[int, ...],
     v_shape: tuple[int, ...],
@@ -312,7 +325,7 @@ def weight_vjp_network(
     kernel = normalize_tuple(kernel_size, dims, "kernel_size", minimum=1)
     groups = normalize_groups(groups, input_shape[1], v_shape[1])
     weight_shape = (v_shape[1], input_shape[1] // groups, *kernel)
-    return conv_network(input_shape, weight_shape, stride, padding, dilation, groups).vjp("w")
+    return _vjp(conv_network(input_shape, weight_shape, stride, padding, dilation, groups), "w")
 
 
 def input_vjp_network(
@@ -345,7 +358,7 @@ def input_vjp_network(
         size = size[2:]
     elif len(size) != dims:
         raise ValueError(f"input_size must have {dims} or {dims + 2} entries, got {tuple(input_size)}")
-    return conv_network(full + size, weight_shape, stride, padding, dilation, groups).vjp("x")
+    return _vjp(conv_network(full + size, weight_shape, stride, padding, dilation, groups), "x")
 
 
 def conv_weight_vjp(

@@ -1,0 +1,465 @@
+"""Randomized VJPs (SPEC §6): unbiased, exact at keep=1, reproducible, and cheaper with keep.
+
+The statistical tests compare the mean of many draws with the exact VJP, with a tolerance
+derived from the estimator's variance. The variance is computed from the *contributions*
+``G_j`` of the leg's values (``G = Σ_j G_j``), each an exact torch VJP of ``v`` masked to
+one value ``j`` of the leg — a reference independent of tnconv:
+
+- bernoulli (keep each value with probability p, scale 1/p): ``Var = (1−p)/p · Σ_j G_j²``;
+- fixed (m of M values without replacement, scale M/m): ``Var = M²(1 − m/M) S²/m`` with
+  ``S² = Σ_j (G_j − G/M)²/(M − 1)`` (sampling without replacement).
+
+The mean of R independent draws then lies within ``5·sqrt(Var/R)`` of ``G`` entrywise.
+"""
+
+import math
+
+import opt_einsum
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tnconv
+from tnconv import randomized as R
+from tnconv.contract import dense_plan
+
+from .strategies import conv_cases
+
+TORCH_WEIGHT = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight, 3: torch.nn.grad.conv3d_weight}
+TORCH_CONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+TORCH_INPUT = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input, 3: torch.nn.grad.conv3d_input}
+DT = torch.float64
+
+# a 2-d case with every hyper-parameter: O = (3, 5), N = 3, G = 2, Co = 2
+CASE = dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+KERNEL = (3, 2)
+
+
+def case_tensors(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    # a mean of 2 makes the contributions share a sign, so |G| is large against the
+    # estimator's standard deviation and the statistical test has power
+    x = 2 + torch.randn(3, 4, 6, 5, dtype=DT, generator=gen)
+    w = torch.randn(4, 2, *KERNEL, dtype=DT, generator=gen)
+    v = 2 + torch.randn(3, 4, 3, 5, dtype=DT, generator=gen)
+    return x, w, v
+
+
+def torch_vjps(x, w, v, kwargs):
+    """Input and weight VJPs by torch's autograd (accepts padding='same', unlike torch.nn.grad)."""
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    y = TORCH_CONV[x.dim() - 2](x, w, None, **kwargs)
+    return torch.autograd.grad(y, (x, w), v)
+
+
+def leg_masks(leg, v_shape, groups):
+    """One 0/1 mask over v per value of the leg, from the leg's meaning."""
+    n, c, *out = v_shape
+    per_group = c // groups
+    index = torch.zeros(v_shape, dtype=torch.long)
+    if leg == "batch":
+        index += torch.arange(n).view(-1, *([1] * (1 + len(out))))
+        size = n
+    elif leg == "spatial":
+        index += torch.arange(math.prod(out)).view(1, 1, *out)
+        size = math.prod(out)
+    elif leg.startswith("spatial:"):
+        d = int(leg.split(":")[1]) - 1
+        shape = [1, 1] + [1] * len(out)
+        shape[2 + d] = out[d]
+        index += torch.arange(out[d]).view(shape)
+        size = out[d]
+    elif leg == "channel":  # channel c = g·Co + co: the in-group index co
+        index += (torch.arange(c) % per_group).view(1, -1, *([1] * len(out)))
+        size = per_group
+    elif leg == "group":
+        index += (torch.arange(c) // per_group).view(1, -1, *([1] * len(out)))
+        size = groups
+    return [(index == j).to(DT) for j in range(size)]
+
+
+def contributions(kind, leg, x, w, v, kwargs):
+    dims = x.dim() - 2
+    masks = leg_masks(leg, v.shape, kwargs["groups"])
+    if kind == "weight":
+        parts = [TORCH_WEIGHT[dims](x, w.shape, v * m, **kwargs) for m in masks]
+    else:
+        parts = [TORCH_INPUT[dims](x.shape, w, v * m, **kwargs) for m in masks]
+    return torch.stack(parts)
+
+
+def estimator_variance(parts, keep, mode):
+    size = parts.shape[0]
+    if mode == "bernoulli":
+        return (1 - keep) / keep * parts.square().sum(0)
+    kept = math.ceil(round(keep * size, 9))
+    if size == 1:
+        return torch.zeros_like(parts[0])
+    return size**2 * (1 - kept / size) * parts.var(0) / kept
+
+
+def randomized_vjp(kind, x, w, v, kwargs, **options):
+    if kind == "weight":
+        return R.conv_weight_vjp(x, v, w.shape[2:], **kwargs, **options)
+    return R.conv_input_vjp(w, v, x.shape, **kwargs, **options)
+
+
+def draws(kind, x, w, v, kwargs, count, **options):
+    return torch.stack([randomized_vjp(kind, x, w, v, kwargs, **options) for _ in range(count)])
+
+
+def assert_unbiased(samples, parts, keep, mode):
+    exact = parts.sum(0)
+    bound = 5 * (estimator_variance(parts, keep, mode) / samples.shape[0]).sqrt() + 1e-9 * exact.abs().max()
+    error = (samples.mean(0) - exact).abs()
+    assert (error <= bound).all(), f"max error/bound {(error / bound).max().item():.3g}"
+    # the test has power: on most entries it would reject an estimate biased by half the
+    # exact VJP (a missing or doubled rescaling, wrong positions, a biased subset)
+    assert (0.5 * exact.abs() > bound).float().mean() > 0.5
+    # the draws scatter as the formula says (a 5-sigma band on the pooled sample variance)
+    variance = estimator_variance(parts, keep, mode).sum()
+    if variance > 0:
+        ratio = samples.var(0).sum() / variance
+        assert abs(ratio - 1) < 5 * math.sqrt(3 / samples.shape[0]), ratio
+
+
+@pytest.mark.parametrize("mode", R.MODES)
+@pytest.mark.parametrize(
+    "kind, leg",
+    [
+        ("weight", "spatial"),
+        ("weight", "spatial:1"),
+        ("weight", "spatial:2"),
+        ("weight", "batch"),
+        ("input", "channel"),
+        ("input", "group"),
+        ("input", "spatial:2"),
+    ],
+)
+def test_mean_of_draws_is_the_exact_vjp(kind, leg, mode):
+    x, w, v = case_tensors()
+    # enough draws that the test has power (see assert_unbiased): the input VJP's legs have
+    # entries fed by a single leg value, whose standard deviation is |G|·sqrt((1-p)/p)
+    keep, count = 0.5, (100 if kind == "weight" else 200)
+    generator = torch.Generator().manual_seed(1)
+    samples = draws(kind, x, w, v, CASE, count, keep=keep, leg=leg, mode=mode, generator=generator)
+    assert_unbiased(samples, contributions(kind, leg, x, w, v, CASE), keep, mode)
+
+
+@pytest.mark.parametrize(
+    "dims, kwargs, mode",
+    [
+        (1, dict(stride=2, padding=2, dilation=1, groups=1), "fixed"),
+        (3, dict(stride=1, padding=0, dilation=(1, 2, 1), groups=1), "bernoulli"),
+    ],
+)
+def test_joint_positions_unbiased_in_1d_and_3d(dims, kwargs, mode):
+    generator = torch.Generator().manual_seed(2)
+    x = 2 + torch.randn(2, 2, *([5] * dims), dtype=DT, generator=generator)
+    w = torch.randn(3, 2, *([2] * dims), dtype=DT, generator=generator)
+    y = TORCH_CONV[dims](x, w, None, **kwargs)
+    v = 2 + torch.randn(y.shape, dtype=DT, generator=generator)
+    samples = draws("weight", x, w, v, kwargs, 150, keep=0.3, leg="spatial", mode=mode, generator=generator)
+    assert_unbiased(samples, contributions("weight", "spatial", x, w, v, kwargs), 0.3, mode)
+
+
+# ------------------------------------------------------------------ keep = 1 is exact
+@given(case=conv_cases(dims=st.integers(1, 3), max_size=6), data=st.data())
+def test_keep_one_is_the_exact_vjp(case, data):
+    x, w, _ = case.tensors()
+    y = TORCH_CONV[case.dims](x, w, None, case.stride, case.padding, case.dilation, case.groups)
+    v = torch.randn_like(y)
+    kwargs = case.kwargs()
+    expected_x, expected_w = torch_vjps(x, w, v, kwargs)
+    mode = data.draw(st.sampled_from(R.MODES))
+    leg = data.draw(st.sampled_from(R.legs_of("weight", case.dims)))
+    got = R.conv_weight_vjp(x, v, case.kernel_size, **kwargs, keep=1.0, leg=leg, mode=mode)
+    torch.testing.assert_close(got, expected_w, rtol=1e-10, atol=1e-10)
+    leg = data.draw(st.sampled_from(R.legs_of("input", case.dims)))
+    got = R.conv_input_vjp(w, v, x.shape, **kwargs, keep=1, leg=leg, mode=mode)
+    torch.testing.assert_close(got, expected_x, rtol=1e-10, atol=1e-10)
+
+
+@given(case=conv_cases(dims=st.integers(1, 3), max_size=6))
+def test_windows_form_with_every_position_kept_is_the_exact_weight_vjp(case):
+    """The joint-position path (gathered windows, sliced windows network) at full size."""
+    x, w, _ = case.tensors()
+    y = TORCH_CONV[case.dims](x, w, None, case.stride, case.padding, case.dilation, case.groups)
+    v = torch.randn_like(y)
+    network = R.weight_vjp_network(x.shape, v.shape, case.kernel_size, **case.kwargs())
+    windows = R.windows_network(network)
+    everything = R.Draw(tuple(range(windows.size("o"))), 1.0)
+    sliced = R.sliced_network(windows, "o", everything).simplify()
+    patterns = tuple(node.pattern for node in network.nodes if node.kind == "pattern")
+    positions = torch.arange(windows.size("o"))
+    u = R.gather_windows(x, patterns, positions)
+    got = R.contract_presliced(sliced, {"u": u, "v": v.flatten(2)})
+    torch.testing.assert_close(got, torch_vjps(x, w, v, case.kwargs())[1], rtol=1e-10, atol=1e-10)
+
+
+def test_gathered_windows_are_torch_unfold_columns():
+    x = torch.randn(2, 3, 9, 8, dtype=DT)
+    kwargs = dict(kernel_size=(3, 2), stride=(2, 1), padding=(2, 1), dilation=(1, 3))
+    columns = torch.nn.functional.unfold(x, **kwargs)  # [N, C·K1·K2, O1·O2]
+    network = R.weight_vjp_network(x.shape, (2, 1, 6, 7), (3, 2), stride=(2, 1), padding=(2, 1), dilation=(1, 3))
+    patterns = tuple(node.pattern for node in network.nodes if node.kind == "pattern")
+    assert columns.shape[-1] == 42
+    positions = torch.tensor([41, 0, 7, 7, 13])
+    u = R.gather_windows(x, patterns, positions)  # [N, C, P, K1, K2]
+    expected = columns[:, :, positions].view(2, 3, 3, 2, 5).permute(0, 1, 4, 2, 3)
+    torch.testing.assert_close(u, expected, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ reproducibility
+@pytest.mark.parametrize("leg", ["spatial", "spatial:1", "batch"])
+def test_generator_makes_draws_reproducible(leg):
+    x, w, v = case_tensors()
+
+    def draw(seed, mode):
+        generator = torch.Generator().manual_seed(seed)
+        return R.conv_weight_vjp(x, v, KERNEL, **CASE, keep=0.5, leg=leg, mode=mode, generator=generator)
+
+    for mode in R.MODES:
+        assert torch.equal(draw(7, mode), draw(7, mode))
+    # over a few seeds, draws differ (a constant estimator would not)
+    assert len({tuple(draw(seed, "bernoulli").flatten().tolist()) for seed in range(6)}) > 1
+
+
+def test_input_vjp_generator_reproducible():
+    x, w, v = case_tensors()
+
+    def draw(seed):
+        return R.conv_input_vjp(w, v, x.shape, **CASE, keep=0.5, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw(3), draw(3))
+
+
+@pytest.mark.parametrize("kind, leg", [("weight", "spatial"), ("weight", "spatial:2"), ("input", "channel")])
+def test_nothing_kept_gives_zero(kind, leg):
+    x, w, v = case_tensors()
+    generator = torch.Generator().manual_seed(0)
+    got = randomized_vjp(kind, x, w, v, CASE, keep=1e-12, leg=leg, mode="bernoulli", generator=generator)
+    expected_shape = w.shape if kind == "weight" else x.shape
+    assert got.shape == expected_shape and not got.any()
+    # fixed mode always keeps at least one value
+    got = randomized_vjp(kind, x, w, v, CASE, keep=1e-12, leg=leg, mode="fixed", generator=generator)
+    assert got.any()
+
+
+# ---------------------------------------------------------------- work falls with keep
+def flops(network):
+    return dense_plan(network.simplify()).flops
+
+
+def flops_without(network, leg):
+    """FLOPs of the plan's steps that do not touch ``leg`` (opt_einsum's cost model)."""
+    network = network.simplify()
+    plan = dense_plan(network)
+    symbols = network.symbols()
+    sizes = {symbols[name]: network.size(name) for name in network.legs}
+    total = without = 0
+    for _, removed, step, _, _ in plan.expression.contraction_list:
+        inputs = step.split("->")[0].split(",")
+        cost = opt_einsum.helpers.flop_count(set("".join(inputs)), bool(removed), len(inputs), sizes)
+        total += cost
+        without += cost if symbols[leg] not in "".join(inputs) else 0
+    assert total == plan.flops
+    return without
+
+
+def test_joint_positions_flops_proportional_to_kept_positions():
+    for x_shape, v_shape, kernel, kwargs in [
+        ((8, 16, 14, 14), (8, 32, 14, 14), 3, dict(padding=1)),
+        ((4, 6, 9, 9, 9), (4, 6, 5, 5, 5), 3, dict(stride=2, padding=1, groups=3)),
+        ((4, 8, 20), (4, 8, 20), 3, dict(padding=1, groups=8)),
+    ]:
+        windows = R.windows_network(R.weight_vjp_network(x_shape, v_shape, kernel, **kwargs))
+        size = windows.size("o")
+        full = flops(R.sliced_network(windows, "o", R.Draw(tuple(range(size)), 1.0)))
+        for keep in (0.5, 0.25, 0.1):
+            kept = R.fixed_count(size, keep)
+            draw = R.Draw(tuple(range(0, size, size // kept))[:kept], 1.0)
+            assert flops(R.sliced_network(windows, "o", draw)) * size == full * kept
+
+
+@pytest.mark.parametrize(
+    "kind, legs, shapes, kwargs",
+    [
+        ("weight", ["batch", "spatial:1", "spatial:2"], ((8, 16, 14, 14), (8, 32, 12, 12), 3), {}),
+        ("weight", ["batch", "spatial:1"], ((6, 8, 30), (6, 8, 15), 4), dict(stride=2, padding=1, groups=4)),
+        (
+            "input",
+            ["channel", "group", "spatial:1", "spatial:2"],
+            ((32, 4, 3, 3), (8, 32, 12, 12), (8, 16, 14, 14)),
+            dict(groups=4),
+        ),
+        ("input", ["group", "spatial:1"], ((64, 1, 3), (4, 64, 30), (4, 64, 30)), dict(padding=1, groups=64)),
+    ],
+)
+def test_plan_flops_fall_with_the_kept_fraction(kind, legs, shapes, kwargs):
+    """flops(m) lies between m/M·F and m/M·F + (1 − m/M)·A, A = the full plan's steps without the leg.
+
+    Every contraction order's cost is affine in the leg's size with a non-negative
+    intercept (the steps without the leg), and the optimiser (exhaustive for ≤ 4 operands)
+    returns the cheapest order, so both bounds follow; for the exact network A < F.
+    """
+    build = R.weight_vjp_network if kind == "weight" else R.input_vjp_network
+    network = build(*shapes, **kwargs)
+    total = flops(network)
+    for leg in legs:
+        name = R.network_leg(leg)
+        size = network.size(name)
+        share = flops_without(network, name) / total
+        assert share < 1
+        previous = total
+        for keep in (0.5, 0.25, 0.1):
+            kept = R.fixed_count(size, keep)
+            sliced = R.sliced_network(network, name, R.Draw(tuple(range(kept)), 1.0))
+            ratio, fraction = flops(sliced) / total, kept / size
+            assert fraction - 1e-12 <= ratio <= fraction + (1 - fraction) * share + 1e-12, (leg, keep, ratio)
+            assert flops(sliced) <= previous
+            previous = flops(sliced)
+        assert previous < total
+
+
+# -------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("keep", [0, -0.5, 1.5, float("nan"), float("inf")])
+def test_keep_outside_unit_interval(keep):
+    x, w, v = case_tensors()
+    with pytest.raises(ValueError, match=rf"keep must be in \(0, 1\], got {keep!r}"):
+        R.conv_weight_vjp(x, v, KERNEL, **CASE, keep=keep)
+    with pytest.raises(ValueError, match="keep must be in"):
+        R.conv_input_vjp(w, v, x.shape, **CASE, keep=keep)
+    with pytest.raises(TypeError, match="keep must be a number"):
+        R.conv_weight_vjp(x, v, KERNEL, **CASE, keep="half")
+
+
+def test_unknown_leg_or_mode():
+    x, w, v = case_tensors()
+    for leg in ["time", "channel", "spatial:3", "spatial:0"]:
+        with pytest.raises(ValueError, match=rf"leg must be one of .* got '{leg}'"):
+            R.conv_weight_vjp(x, v, KERNEL, **CASE, leg=leg)
+    for leg in ["batch", "spatial"]:
+        with pytest.raises(ValueError, match=rf"leg must be one of .* got '{leg}'"):
+            R.conv_input_vjp(w, v, x.shape, **CASE, leg=leg)
+    with pytest.raises(ValueError, match="mode must be one of .* got 'uniform'"):
+        R.conv_weight_vjp(x, v, KERNEL, **CASE, mode="uniform")
+    with pytest.raises(ValueError, match="mode must be one of .* got None"):
+        R.conv_input_vjp(w, v, x.shape, **CASE, mode=None)
+
+
+def test_bad_shapes():
+    x, w, v = case_tensors()
+    with pytest.raises(ValueError, match="v must have the convolution's output shape"):
+        R.conv_weight_vjp(x, v[:, :, :2], KERNEL, **CASE)
+    with pytest.raises(ValueError, match="input_size must start with"):
+        R.conv_input_vjp(w, v, (3, 5, 6, 5), **CASE)
+    with pytest.raises(ValueError, match="input_size must have 2 or 4 entries"):
+        R.conv_input_vjp(w, v, (6, 5, 1), **CASE)
+    with pytest.raises(ValueError, match="groups"):
+        R.conv_weight_vjp(x, v, KERNEL, stride=(2, 1), padding=1, dilation=(1, 2), groups=3)
+
+
+# ------------------------------------------------------------------ the module option
+def module_pair(**options):
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(4, 4, KERNEL, **CASE, dtype=DT)
+    mine = tnconv.nn.Conv2d(4, 4, KERNEL, **CASE, dtype=DT, **options)
+    mine.load_state_dict(ref.state_dict())
+    return ref, mine
+
+
+def module_grads(layer, x, r):
+    x = x.detach().requires_grad_()
+    layer.zero_grad()
+    (layer(x) * r).sum().backward()
+    return x.grad, layer.weight.grad.clone(), layer.bias.grad.clone()
+
+
+def test_module_keep_one_is_torch():
+    ref, mine = module_pair()
+    assert not mine.randomized_backward
+    x, _, r = case_tensors()
+    y = mine(x.requires_grad_())
+    assert "Randomized" not in type(y.grad_fn).__name__
+    for got, expected in zip(module_grads(mine, x, r), module_grads(ref, x, r)):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_module_state_dict_is_torch_s():
+    ref, mine = module_pair(backward_keep=0.5, backward_leg="batch", backward_mode="fixed", backward_input_keep=0.3)
+    assert mine.state_dict().keys() == ref.state_dict().keys()
+    for key, value in ref.state_dict().items():
+        assert torch.equal(mine.state_dict()[key], value)
+    assert "backward_keep=0.5" in repr(mine) and "backward_keep" not in repr(tnconv.nn.Conv2d(1, 1, 1))
+
+
+@pytest.mark.parametrize("mode", R.MODES)
+def test_module_weight_grad_unbiased_input_grad_exact(mode):
+    ref, mine = module_pair(backward_keep=0.5, backward_mode=mode)
+    assert mine.randomized_backward
+    x, _, r = case_tensors()
+    exact_x, exact_w, exact_b = module_grads(ref, x, r)
+    torch.manual_seed(5)
+    weights = []
+    for _ in range(80):
+        grad_x, grad_w, grad_b = module_grads(mine, x, r)
+        torch.testing.assert_close(grad_x, exact_x, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grad_b, exact_b, rtol=1e-10, atol=1e-12)
+        weights.append(grad_w)
+    parts = contributions("weight", "spatial", x, ref.weight.detach(), r, CASE)
+    torch.testing.assert_close(parts.sum(0), exact_w)
+    assert_unbiased(torch.stack(weights), parts, 0.5, mode)
+
+
+def test_module_input_keep_randomizes_the_input_grad_only():
+    ref, mine = module_pair(backward_input_keep=0.5, backward_mode="fixed")
+    with torch.no_grad():  # weights of one sign give the statistical test power (see case_tensors)
+        ref.weight.add_(1.0)
+        mine.weight.copy_(ref.weight)
+    x, _, r = case_tensors()
+    exact_x, exact_w, _ = module_grads(ref, x, r)
+    torch.manual_seed(6)
+    inputs = []
+    for _ in range(100):
+        grad_x, grad_w, _ = module_grads(mine, x, r)
+        torch.testing.assert_close(grad_w, exact_w, rtol=1e-10, atol=1e-12)
+        inputs.append(grad_x)
+    parts = contributions("input", "channel", x, ref.weight.detach(), r, CASE)
+    assert_unbiased(torch.stack(inputs), parts, 0.5, "fixed")
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular"])
+def test_module_padding_modes_keep_input_grad_exact(padding_mode):
+    torch.manual_seed(0)
+    ref = torch.nn.Conv1d(2, 3, 3, padding=1, padding_mode=padding_mode, dtype=DT)
+    mine = tnconv.nn.Conv1d(2, 3, 3, padding=1, padding_mode=padding_mode, dtype=DT, backward_keep=0.25)
+    mine.load_state_dict(ref.state_dict())
+    x, r = torch.randn(2, 2, 7, dtype=DT), torch.randn(2, 3, 7, dtype=DT)
+    torch.testing.assert_close(module_grads(mine, x, r)[0], module_grads(ref, x, r)[0], rtol=1e-10, atol=1e-12)
+
+
+def test_convnd_with_randomized_backward():
+    layer = tnconv.nn.ConvNd(2, 3, (2, 2, 2, 2), padding=1, dtype=DT, backward_keep=0.5, backward_leg="spatial:4")
+    exact = tnconv.nn.ConvNd(2, 3, (2, 2, 2, 2), padding=1, dtype=DT)
+    exact.load_state_dict(layer.state_dict())
+    x = torch.randn(1, 2, 3, 3, 3, 3, dtype=DT)
+    r = torch.randn_like(exact(x))
+    got, expected = module_grads(layer, x, r), module_grads(exact, x, r)
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-10, atol=1e-12)
+    assert got[1].shape == expected[1].shape
+
+
+def test_module_bad_options():
+    for kwargs, name in [
+        (dict(backward_keep=0), "backward_keep"),
+        (dict(backward_keep=1.5), "backward_keep"),
+        (dict(backward_input_keep=-1), "backward_input_keep"),
+        (dict(backward_leg="channel"), "backward_leg"),
+        (dict(backward_mode="dropout"), "backward_mode"),
+    ]:
+        with pytest.raises(ValueError, match=rf"{name} must .* got {next(iter(kwargs.values()))!r}"):
+            tnconv.nn.Conv2d(2, 2, 3, **kwargs)
+    with pytest.raises(ValueError, match="input_keep must be in"):
+        R.conv(torch.randn(1, 1, 4), torch.randn(1, 1, 2), input_keep=2.0)

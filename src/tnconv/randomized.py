@@ -55,7 +55,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .contract import dense_operand, dense_plan
@@ -179,34 +178,37 @@ def gather_windows(x: torch.Tensor, patterns: tuple[IndexPattern, ...], position
     """The windows of ``x`` (``[N, C, I_1…I_D]``) at the flat output ``positions``.
 
     Returns ``u[N, C, P, K_1, …, K_D]`` with ``u[n, c, p, k] = Σ_i x[n, c, i] Π[i, o(p), k]``:
-    an index gather from the zero-padded input, no multiplication.
+    an index gather (taps in the padding are zeroed), no multiplication by Π, and no copy of
+    the whole input — the cost is proportional to the number of kept positions.
     """
-    pads, table = _window_table(patterns, x.device)
-    x = F.pad(x, pads)
-    windows = x.flatten(2).index_select(2, table.index_select(0, positions).flatten())
+    index, inside = _window_table(patterns, x.device)
+    windows = x.flatten(2).index_select(2, index.index_select(0, positions).flatten())
+    if inside is not None:
+        windows = windows * inside.index_select(0, positions).flatten().to(x.dtype)
     return windows.view(*x.shape[:2], positions.numel(), *(p.kernel_size for p in patterns))
 
 
 @lru_cache(maxsize=256)
-def _window_table(patterns: tuple[IndexPattern, ...], device: torch.device) -> tuple[list[int], torch.Tensor]:
-    """``F.pad`` widths and the ``[∏O, ∏K]`` flat indices into the padded input of every window."""
-    pads, padded = [], []
+def _window_table(patterns: tuple[IndexPattern, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Flat input index of every window tap, ``[∏O, ∏K]``, and which taps lie inside the input
+    (``None`` when all do); taps in the padding point at index 0 and are masked out."""
+    index = torch.zeros((), dtype=torch.long, device=device)
+    inside = torch.ones((), dtype=torch.bool, device=device)
     for pattern in patterns:
-        reach = pattern.stride * (pattern.output_size - 1) + pattern.dilation * (pattern.kernel_size - 1)
-        right = max(0, reach - pattern.padding - pattern.input_size + 1)
-        pads.append((pattern.padding, right))
-        padded.append(pattern.input_size + pattern.padding + right)
-    flat = torch.zeros((), dtype=torch.long, device=device)
-    for pattern, size in zip(patterns, padded):
-        # position S·o + Dl·k of the padded input, as a new (o, k) pair of axes
-        index = torch.arange(pattern.output_size, device=device).view(-1, 1) * pattern.stride
-        index = index + torch.arange(pattern.kernel_size, device=device).view(1, -1) * pattern.dilation
-        flat = flat.unsqueeze(-1).unsqueeze(-1) * size + index
+        # input position S·o + Dl·k − P_l as a new (o, k) pair of axes
+        o = torch.arange(pattern.output_size, device=device).view(-1, 1)
+        k = torch.arange(pattern.kernel_size, device=device).view(1, -1)
+        position = o * pattern.stride + k * pattern.dilation - pattern.padding
+        valid = (position >= 0) & (position < pattern.input_size)
+        index = index.unsqueeze(-1).unsqueeze(-1) * pattern.input_size + position.clamp(0, pattern.input_size - 1)
+        inside = inside.unsqueeze(-1).unsqueeze(-1) & valid
     dims = len(patterns)
     # axes are (o_1, k_1, o_2, k_2, …): bring them to (o_1 … o_D, k_1 … k_D)
-    flat = flat.permute(*range(0, 2 * dims, 2), *range(1, 2 * dims, 2))
+    order = (*range(0, 2 * dims, 2), *range(1, 2 * dims, 2))
     outputs = math.prod(p.output_size for p in patterns)
-    return [p for pair in reversed(pads) for p in pair], flat.reshape(outputs, -1).contiguous()
+    index = index.permute(*order).reshape(outputs, -1).contiguous()
+    inside = inside.permute(*order).reshape(outputs, -1).contiguous()
+    return index, (None if bool(inside.all()) else inside)
 
 
 def contract_presliced(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:

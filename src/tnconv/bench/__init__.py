@@ -1,0 +1,1 @@
+"""Benchmarks of tnconv against PyTorch (SPEC §7)."""

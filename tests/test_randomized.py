@@ -194,7 +194,7 @@ def test_windows_form_with_every_position_kept_is_the_exact_weight_vjp(case):
     patterns = tuple(node.pattern for node in network.nodes if node.kind == "pattern")
     positions = torch.arange(windows.size("o"))
     u = R.gather_windows(x, patterns, positions)
-    got = R.contract_presliced(sliced, {"u": u, "v": v.flatten(2)})
+    got = R.contract_presliced(sliced, {"u": u, "v": v.flatten(2)}).movedim(-1, 1)
     torch.testing.assert_close(got, torch_vjps(x, w, v, case.kwargs())[1], rtol=1e-10, atol=1e-10)
 
 
@@ -206,8 +206,8 @@ def test_gathered_windows_are_torch_unfold_columns():
     patterns = tuple(node.pattern for node in network.nodes if node.kind == "pattern")
     assert columns.shape[-1] == 42
     positions = torch.tensor([41, 0, 7, 7, 13])
-    u = R.gather_windows(x, patterns, positions)  # [N, C, P, K1, K2]
-    expected = columns[:, :, positions].view(2, 3, 3, 2, 5).permute(0, 1, 4, 2, 3)
+    u = R.gather_windows(x, patterns, positions)  # [N, P, K1, K2, C]
+    expected = columns[:, :, positions].view(2, 3, 3, 2, 5).permute(0, 4, 2, 3, 1)
     torch.testing.assert_close(u, expected, rtol=0, atol=0)
 
 

@@ -149,18 +149,22 @@ def sample(size: int, keep: float, mode: str, generator: torch.Generator | None 
 def windows_network(vjp: TensorNetwork, data: str = "x", joint: str = JOINT) -> TensorNetwork:
     """``vjp`` with the windows ``data·Π_1⋯Π_D`` absorbed into one input node ``u``.
 
-    ``u`` carries ``data``'s non-spatial axes, then the joint output-position leg ``joint``
-    (size ``∏O``, row-major over ``o_1 … o_D``), then ``k_1 … k_D``; every other node's
-    output-position axes are merged into ``joint`` (a reshape, e.g. ``v[n, (g co), o]``).
+    ``u`` carries ``data``'s first (batch) axis, the joint output-position leg ``joint``
+    (size ``∏O``, row-major over ``o_1 … o_D``), the taps ``k_1 … k_D``, then ``data``'s other
+    non-spatial axes (channels) — the layout :func:`gather_windows` produces. Every other
+    node's output-position axes are merged into ``joint`` (a reshape, e.g. ``v[n, (g co), o]``).
+    The output keeps ``vjp``'s first axis, then puts the taps before the other axes, in
+    ``u``'s order, so that contracting it is a plain matrix product (no copy of ``u``):
+    ``[(g co), k…, ci]`` for the weight VJP.
     """
     patterns = [node for node in vjp.nodes if node.kind == "pattern"]
     input_legs = {node.axes[0][0] for node in patterns}
     position_legs = tuple(node.axes[1][0] for node in patterns)
+    taps = tuple(node.axes[2] for node in patterns)
     sizes = vjp.size_of
     source = vjp.node(data)
-    u_axes = tuple(axis for axis in source.axes if not set(axis) & input_legs)
-    u_axes += ((joint,),) + tuple(node.axes[2] for node in patterns)
-    nodes = [Node("u", "input", u_axes)]
+    lead, *channels = [axis for axis in source.axes if not set(axis) & input_legs]
+    nodes = [Node("u", "input", (lead, (joint,), *taps, *channels))]
     trailing = tuple((leg,) for leg in position_legs)
     for node in vjp.nodes:
         if node.name == data or node.kind == "pattern":
@@ -171,27 +175,34 @@ def windows_network(vjp: TensorNetwork, data: str = "x", joint: str = JOINT) -> 
                 raise ValueError(f"node {node.name!r} does not carry the output positions as its trailing axes")
             axes = axes[: -len(trailing)] + ((joint,),)
         nodes.append(Node(node.name, node.kind, axes, node.pattern, node.value))
-    return vjp.with_nodes(nodes, extra_sizes={joint: math.prod(sizes[leg] for leg in position_legs)})
+    first, *rest = vjp.output
+    output = (first, *[axis for axis in rest if axis in taps], *[axis for axis in rest if axis not in taps])
+    return vjp.with_nodes(
+        nodes, output=tuple(output), extra_sizes={joint: math.prod(sizes[leg] for leg in position_legs)}
+    )
 
 
 def gather_windows(x: torch.Tensor, patterns: tuple[IndexPattern, ...], positions: torch.Tensor) -> torch.Tensor:
     """The windows of ``x`` (``[N, C, I_1…I_D]``) at the flat output ``positions``.
 
-    Returns ``u[N, C, P, K_1, …, K_D]`` with ``u[n, c, p, k] = Σ_i x[n, c, i] Π[i, o(p), k]``:
-    an index gather (taps in the padding are zeroed), no multiplication by Π, and no copy of
-    the whole input — the cost is proportional to the number of kept positions.
+    Returns ``u[N, P, K_1, …, K_D, C]`` with ``u[n, p, k, c] = Σ_i x[n, c, i] Π[i, o(p), k]``:
+    an index gather, no multiplication by Π. ``x`` is copied once to channels-last rows (plus
+    one zero row that taps in the padding point at), so that every gathered tap is a
+    contiguous row of channels; the gather costs in proportion to the kept positions.
     """
-    index, inside = _window_table(patterns, x.device)
-    windows = x.flatten(2).index_select(2, index.index_select(0, positions).flatten())
-    if inside is not None:
-        windows = windows * inside.index_select(0, positions).flatten().to(x.dtype)
-    return windows.view(*x.shape[:2], positions.numel(), *(p.kernel_size for p in patterns))
+    batch, channels = x.shape[:2]
+    length = math.prod(x.shape[2:])
+    rows = x.new_empty((batch, length + 1, channels))
+    rows[:, :length].copy_(x.reshape(batch, channels, length).transpose(1, 2))
+    rows[:, length].zero_()
+    index = _window_table(patterns, x.device).index_select(0, positions)
+    return rows.index_select(1, index.flatten()).view(batch, positions.numel(), *index.shape[1:], channels)
 
 
 @lru_cache(maxsize=256)
-def _window_table(patterns: tuple[IndexPattern, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Flat input index of every window tap, ``[∏O, ∏K]``, and which taps lie inside the input
-    (``None`` when all do); taps in the padding point at index 0 and are masked out."""
+def _window_table(patterns: tuple[IndexPattern, ...], device: torch.device) -> torch.Tensor:
+    """``[∏O, K_1, …, K_D]``: the flat input index ``Σ_d i_d·∏_{e>d} I_e`` of every window tap,
+    ``∏I`` (one past the input: the zero row) for taps in the padding."""
     index = torch.zeros((), dtype=torch.long, device=device)
     inside = torch.ones((), dtype=torch.bool, device=device)
     for pattern in patterns:
@@ -205,10 +216,8 @@ def _window_table(patterns: tuple[IndexPattern, ...], device: torch.device) -> t
     dims = len(patterns)
     # axes are (o_1, k_1, o_2, k_2, …): bring them to (o_1 … o_D, k_1 … k_D)
     order = (*range(0, 2 * dims, 2), *range(1, 2 * dims, 2))
-    outputs = math.prod(p.output_size for p in patterns)
-    index = index.permute(*order).reshape(outputs, -1).contiguous()
-    inside = inside.permute(*order).reshape(outputs, -1).contiguous()
-    return index, (None if bool(inside.all()) else inside)
+    index = torch.where(inside, index, math.prod(p.input_size for p in patterns)).permute(*order)
+    return index.reshape(-1, *(p.kernel_size for p in patterns)).contiguous()
 
 
 def contract_presliced(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -270,7 +279,8 @@ def _joint_positions(
     kept = torch.tensor(draw.indices, device=x.device)
     patterns = tuple(node.pattern for node in vjp.nodes if node.kind == "pattern")
     u = gather_windows(x, patterns, kept)  # type: ignore[arg-type]
-    return contract_presliced(network, {"u": u, "v": v.flatten(2).index_select(2, kept)})
+    result = contract_presliced(network, {"u": u, "v": v.flatten(2).index_select(2, kept)})
+    return result.movedim(-1, 1).contiguous()  # [(g co), k…, ci] → the weight's [(g co), ci, k…]
 
 
 def _randomized(

@@ -272,9 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases = [c for c in cases if c.model in wanted or c.label in wanted]
     cases = [c for c in cases if not c.transposed and c.dims <= 3][: args.limit]
     keeps = tuple(float(k) for k in args.keeps.split(","))
-    rows = run(
-        cases, keeps, leg=args.leg, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device
-    )
+    rows = run(cases, keeps, leg=args.leg, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device)
     print(format_table(rows))
     return 0
 

@@ -190,11 +190,11 @@ def test_windows_form_with_every_position_kept_is_the_exact_weight_vjp(case):
     network = R.weight_vjp_network(x.shape, v.shape, case.kernel_size, **case.kwargs())
     windows = R.windows_network(network)
     everything = R.Draw(tuple(range(windows.size("o"))), 1.0)
-    sliced = R.sliced_network(windows, "o", everything).simplify()
+    sliced = R.sliced_network(windows, "o", everything)
     patterns = tuple(node.pattern for node in network.nodes if node.kind == "pattern")
     positions = torch.arange(windows.size("o"))
     u = R.gather_windows(x, patterns, positions)
-    got = R.contract_presliced(sliced, {"u": u, "v": v.flatten(2)}).movedim(-1, 1)
+    got = R.contract_draw(sliced, {"u": u, "v": v.flatten(2)}, presliced=True).movedim(-1, 1)
     torch.testing.assert_close(got, torch_vjps(x, w, v, case.kwargs())[1], rtol=1e-10, atol=1e-10)
 
 
@@ -463,3 +463,21 @@ def test_module_bad_options():
             tnconv.nn.Conv2d(2, 2, 3, **kwargs)
     with pytest.raises(ValueError, match="input_keep must be in"):
         R.conv(torch.randn(1, 1, 4), torch.randn(1, 1, 2), input_keep=2.0)
+
+
+def test_draws_do_not_fill_the_plan_caches():
+    """A network sliced for one draw holds its indices: caching one per draw would grow forever."""
+    from tnconv.simplify import simplify
+
+    dense_plan.cache_clear()  # (a full cache would hide growth)
+    simplify.cache_clear()
+    x, w, v = case_tensors()
+    R.conv_weight_vjp(x, v, KERNEL, **CASE, keep=1.0)
+    before = dense_plan.cache_info().currsize, simplify.cache_info().currsize
+    generator = torch.Generator().manual_seed(0)
+    for leg in R.legs_of("weight", 2):
+        for _ in range(5):
+            R.conv_weight_vjp(x, v, KERNEL, **CASE, keep=0.5, leg=leg, generator=generator)
+    for leg in R.legs_of("input", 2):
+        R.conv_input_vjp(w, v, x.shape, **CASE, keep=0.5, leg=leg, generator=generator)
+    assert (dense_plan.cache_info().currsize, simplify.cache_info().currsize) == before

@@ -32,7 +32,7 @@ joint subset is not a slice of any one of them. Lifting every Π_d onto a joint 
 keeps the network dense but multiplies its cost by the other dimensions' sizes (it saves
 nothing unless ``keep < 1/O``). What really saves work is to slice the joint leg out of
 the *windows* ``x·Π_1⋯Π_D``: the kept windows of ``x`` are gathered (no arithmetic), and the
-remaining network ``u[n, g, ci, o, k] · v[n, g, co, o]`` (:func:`windows_network`, derived
+remaining network ``u[n, o, k, g, ci] · v[n, g, co, o]`` (:func:`windows_network`, derived
 from the VJP network) is sliced on the joint leg ``o``. Its cost is proportional to the
 number of kept positions. ``"spatial:d"`` slices one ``o_d`` (on Π_d and ``v``) in the
 dense network itself: a cheaper but more correlated estimate (whole rows are dropped).
@@ -70,6 +70,7 @@ from .network import Node, TensorNetwork
 from .ops.conv import check_bias, conv_network
 from .ops.conv import conv as exact_conv
 from .pattern import IndexPattern
+from .simplify import simplify
 
 MODES = ("bernoulli", "fixed")
 #: Named legs of each VJP and the network leg they slice (``"spatial:d"`` is added per dimension).
@@ -220,18 +221,31 @@ def _window_table(patterns: tuple[IndexPattern, ...], device: torch.device) -> t
     return index.reshape(-1, *(p.kernel_size for p in patterns)).contiguous()
 
 
-def contract_presliced(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Contract a sliced ``network`` whose input tensors are given already sliced."""
-    plan = dense_plan(network)
+def contract_draw(network: TensorNetwork, tensors: Mapping[str, torch.Tensor], presliced: bool = False) -> torch.Tensor:
+    """Contract ``network``, sliced for one draw, with the dense-einsum plan.
+
+    With ``presliced``, input tensors are given already sliced (``u`` and ``v`` of the joint
+    positions); otherwise they have their full shapes and are sliced here. Neither the
+    network nor its simplified form nor its plan is cached: they hold the draw's indices
+    (up to ``∏O`` of them), and a cache of one entry per draw would grow with training. The
+    contraction order and compiled expression are cached, keyed by shapes only
+    (:func:`tnconv.contract.compiled_expression`).
+    """
+    network = _uncached(simplify)(network)
+    plan = _uncached(dense_plan)(network)
     first = next(iter(tensors.values()))
     operands = [
         tensors[node.name].reshape([network.size(leg) for leg in node.legs])
-        if node.kind == "input"
+        if presliced and node.kind == "input"
         else dense_operand(network, node, tensors, first.dtype, first.device)
         for node in plan.operands
     ]
     result = plan.expression(*operands, backend="torch").reshape(plan.output_shape)  # type: ignore[operator]
     return result * plan.scale if plan.scale != 1.0 else result
+
+
+def _uncached(function):  # type: ignore[no-untyped-def]
+    return getattr(function, "__wrapped__", function)
 
 
 def sliced_network(network: TensorNetwork, leg: str, draw: Draw) -> TensorNetwork:
@@ -275,11 +289,11 @@ def _joint_positions(
     draw = sample(windows.size(JOINT), keep, mode, generator)
     if draw is None:
         return x.new_zeros(vjp.output_shape)
-    network = sliced_network(windows, JOINT, draw).simplify()
+    network = sliced_network(windows, JOINT, draw)
     kept = torch.tensor(draw.indices, device=x.device)
     patterns = tuple(node.pattern for node in vjp.nodes if node.kind == "pattern")
     u = gather_windows(x, patterns, kept)  # type: ignore[arg-type]
-    result = contract_presliced(network, {"u": u, "v": v.flatten(2).index_select(2, kept)})
+    result = contract_draw(network, {"u": u, "v": v.flatten(2).index_select(2, kept)}, presliced=True)
     return result.movedim(-1, 1).contiguous()  # [(g co), k…, ci] → the weight's [(g co), ci, k…]
 
 
@@ -301,7 +315,7 @@ def _randomized(
         first = next(iter(tensors.values()))
         return first.new_zeros(network.output_shape)
     sliced = sliced_network(network, target, draw)
-    return restore_output(sliced.simplify().contract(**tensors), sliced)
+    return restore_output(contract_draw(sliced, tensors), sliced)
 
 
 def _check_vector(network: TensorNetwork, v: torch.Tensor) -> None:

@@ -37,9 +37,9 @@ def test_native_matches_einsum_for_conv_and_vjps(case, which):
     tn = tnconv.networks.conv(x.shape, w.shape, **case.kwargs())
     network = {
         "conv": tn,
-        "x": tn.vjp("x").simplify(),
-        "w": tn.vjp("w").simplify(),
-        "mjp_x": tn.vjp("x", batch=2).simplify(),
+        "x": tn.vjp("x"),
+        "w": tn.vjp("w"),
+        "mjp_x": tn.vjp("x", batch=2),
     }[which]
     assert recognize(network) is not None
     assert_strategy_matches_einsum(network, "native")
@@ -69,7 +69,7 @@ def transposed_network(batch, groups, ci, co, size, kernel, stride, padding, out
 )
 def test_native_handles_transposed_geometries(args):
     tn = transposed_network(2, 2, 2, 3, **args)
-    for network in (tn, tn.vjp("x").simplify(), tn.vjp("w").simplify()):
+    for network in (tn, tn.vjp("x"), tn.vjp("w")):
         assert recognize(network) is not None
         assert_strategy_matches_einsum(network, "native")
 
@@ -81,3 +81,29 @@ def test_native_does_not_claim_other_networks():
     assert recognize(tnconv.networks.conv((2, 3, 8), (4, 3, 3)).vjp("w", batch=3)) is None
     with pytest.raises(ValueError, match="does not apply"):
         tn.contract(strategy="native", **inputs_for(tn))
+
+
+@given(case=conv_cases(dims=st.integers(1, 4)), which=st.sampled_from(["conv", "w", "mjp_w", "sliced", "reduce"]))
+def test_structured_matches_einsum(case, which):
+    x, w, _ = case.tensors()
+    tn = tnconv.networks.conv(x.shape, w.shape, **case.kwargs())
+    network = {
+        "conv": tn,
+        "w": tn.vjp("w"),
+        "mjp_w": tn.vjp("w", batch=2),
+        "sliced": tn.vjp("w").slice("o1", [0] * 2),
+        "reduce": tn.with_nodes(tn.nodes, output=tn.output[:2]),
+    }[which]
+    has_patterns = any(n.kind == "pattern" for n in network.simplify().nodes)
+    assert_strategy_matches_einsum(network, "structured", must_apply=which != "reduce" and has_patterns)
+
+
+@given(case=conv_cases(dims=st.integers(1, 4)), which=st.sampled_from(["conv", "x", "w", "mjp_w"]))
+def test_auto_and_simplified_match_einsum(case, which):
+    x, w, _ = case.tensors()
+    tn = tnconv.networks.conv(x.shape, w.shape, **case.kwargs())
+    network = {"conv": tn, "x": tn.vjp("x"), "w": tn.vjp("w"), "mjp_w": tn.vjp("w", batch=2)}[which]
+    tensors = inputs_for(network)
+    expected = network.contract(strategy="einsum", **tensors)
+    for strategy in ("auto", "simplified"):
+        torch.testing.assert_close(network.contract(strategy=strategy, **tensors), expected, rtol=1e-10, atol=1e-10)

@@ -7,6 +7,7 @@ torch.Size([2, 4, 4, 4])
 """
 
 from . import networks, nn
+from .draw import draw
 from .network import Node, TensorNetwork
 from .ops.conv import conv, conv1d, conv2d, conv3d
 from .pattern import IndexPattern, index_pattern
@@ -21,6 +22,7 @@ __all__ = [
     "conv1d",
     "conv2d",
     "conv3d",
+    "draw",
     "index_pattern",
     "networks",
     "nn",

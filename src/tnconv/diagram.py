@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,7 +35,16 @@ from .network import TensorNetwork
 # sit further apart than a junction and its open end. An edge joining two data nodes directly
 # counts as much longer: data nodes should be spread out with the patterns between them, and
 # the direct edge is bent around whatever lies in between.
-_REACH = {"input": 0.8, "pattern": 0.6, "identity": 0.45, "ones": 0.45, "junction": 0.7, "open": 0.45, "sum": 0.2}
+_REACH = {
+    "input": 0.8,
+    "pattern": 0.6,
+    "constant": 0.6,
+    "identity": 0.45,
+    "ones": 0.45,
+    "junction": 0.7,
+    "open": 0.45,
+    "sum": 0.2,
+}
 _DIRECT_DATA_LENGTH = 3.2
 _STARTS = 5
 _SPACING = 1.0
@@ -166,12 +177,26 @@ def graph(network: TensorNetwork) -> tuple[tuple[Vertex, ...], tuple[Edge, ...]]
 def diagram(network: TensorNetwork) -> Diagram:
     """The laid-out diagram of ``network`` (cached; the same network always looks the same)."""
     vertices, edges = graph(network)
-    positions = _layout(vertices, edges)
-    bends = _choose_bends(vertices, edges, positions)
+    with _one_thread():
+        positions = _layout(vertices, edges)
+        bends = _choose_bends(vertices, edges, positions)
     return Diagram(network, vertices, edges, tuple(map(tuple, positions.tolist())), bends)
 
 
 # ------------------------------------------------------------------------------ layout
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one thread: the layout's tensors are tiny, and waking a thread pool for
+    each of its many small operations costs far more than the arithmetic (ten times more
+    on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _pairwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Euclidean distances between the points of ``a [..., P, 2]`` and ``b [..., Q, 2]``.
 
@@ -284,14 +309,11 @@ def _stress_layout(vertices: list[Vertex], edges: tuple[Edge, ...]) -> torch.Ten
     free = [i for i in range(n) if i not in pinned]
     off = ~torch.eye(n, dtype=torch.bool)
     weights = torch.where(off, target.clamp(min=1e-9).pow(-2), torch.zeros((), dtype=torch.float64))
-    best, best_score = None, math.inf
-    for start in [_tutte(n, pairs, pinned, ring)] + _starts(target, pinned, ring):
-        x = _smacof(start, target, weights, pinned, free)
-        stress = (weights * (_pairwise(x, x) - target).square()).sum().item() / 2
-        score = _crossings(x, pairs) + stress / (n * n)
-        if score < best_score - 1e-9:
-            best, best_score = x, score
-    return best
+    starts = torch.stack([_tutte(n, pairs, pinned, ring), *_starts(target, pinned, ring)])
+    layouts = _smacof(starts, target, weights, pinned, free)
+    stresses = (weights * (_pairwise(layouts, layouts) - target).square()).sum((1, 2)) / 2
+    scores = [_crossings(x, pairs) + stress / (n * n) for x, stress in zip(layouts, stresses.tolist())]
+    return layouts[scores.index(min(scores))]  # the first of equals
 
 
 def _chains(vertices: list[Vertex], pairs: list[tuple[int, int]]) -> dict[frozenset[int], list[set[int]]]:
@@ -383,7 +405,7 @@ def _tutte(n: int, pairs: list[tuple[int, int]], pinned: list[int], ring: torch.
     x = 0.3 * torch.stack((angle.cos(), angle.sin()), 1)
     twist = x.clone()
     x[pinned] = ring
-    for _ in range(200):
+    for _ in range(100):
         x = adjacency @ x / degree + 0.05 * twist
         x[pinned] = ring
     return x
@@ -422,25 +444,27 @@ def _starts(target: torch.Tensor, pinned: list[int], ring: torch.Tensor) -> list
 
 
 def _smacof(
-    x: torch.Tensor,
+    starts: torch.Tensor,
     target: torch.Tensor,
     weights: torch.Tensor,
     pinned: list[int],
     free: list[int],
-    iterations: int = 200,
+    iterations: int = 150,
 ) -> torch.Tensor:
-    """Stress majorization (Guttman transforms) that moves only the ``free`` vertices."""
+    """Stress majorization (Guttman transforms) of a batch of starts ``[S, V, 2]``, moving
+    only the ``free`` vertices."""
     laplacian = torch.diag(weights.sum(1)) - weights
     inverse = torch.linalg.pinv(laplacian[free][:, free])
-    fixed = laplacian[free][:, pinned] @ x[pinned] if pinned else 0.0
-    x = x.clone()
+    fixed = laplacian[free][:, pinned] @ starts[0, pinned] if pinned else 0.0
+    pull = weights * target
+    x = starts.clone()
     for _ in range(iterations):
         current = _pairwise(x, x)
-        ratio = torch.where(current > 1e-12, weights * target / current.clamp(min=1e-12), 0.0)
-        pulled = ((torch.diag(ratio.sum(1)) - ratio) @ x)[free]
+        ratio = torch.where(current > 1e-12, pull / current.clamp(min=1e-12), 0.0)
+        pulled = (ratio.sum(-1, keepdim=True) * x - ratio @ x)[:, free]
         update = inverse @ (pulled - fixed)
-        done = (update - x[free]).abs().max() < 1e-4
-        x[free] = update
+        done = (update - x[:, free]).abs().max() < 1e-4
+        x[:, free] = update
         if done:
             break
     return x
@@ -491,11 +515,14 @@ def _control(
 
 
 def _samples(a: torch.Tensor, b: torch.Tensor, bends: torch.Tensor) -> torch.Tensor:
-    """``[len(bends), _SAMPLES, 2]`` points of the curves, ends excluded (they sit inside the vertices)."""
-    d = b - a
-    control = 0.5 * (a + b) + bends.unsqueeze(1) * torch.stack((-d[1], d[0]))
-    t = torch.linspace(0.1, 0.9, _SAMPLES, dtype=torch.float64).view(1, -1, 1)
-    return (1 - t) ** 2 * a + 2 * (1 - t) * t * control.unsqueeze(1) + t**2 * b
+    """``[E, len(bends), _SAMPLES, 2]`` points of the curves from ``a [E, 2]`` to ``b [E, 2]``,
+    ends excluded (they sit inside the vertices)."""
+    d = (b - a).unsqueeze(1)
+    normal = torch.stack((-d[..., 1], d[..., 0]), -1)
+    control = (0.5 * (a + b)).unsqueeze(1) + bends.view(1, -1, 1) * normal  # [E, C, 2]
+    t = torch.linspace(0.1, 0.9, _SAMPLES, dtype=torch.float64).view(1, 1, -1, 1)
+    start, end = a.view(-1, 1, 1, 2), b.view(-1, 1, 1, 2)
+    return (1 - t) ** 2 * start + 2 * (1 - t) * t * control.unsqueeze(2) + t**2 * end
 
 
 def _clearance(vertex: Vertex) -> float:
@@ -503,32 +530,39 @@ def _clearance(vertex: Vertex) -> float:
 
 
 def _choose_bends(vertices: tuple[Vertex, ...], edges: tuple[Edge, ...], positions: torch.Tensor) -> tuple[float, ...]:
-    """Bend each edge (in order) as little as possible while avoiding what is already drawn."""
+    """Bend each edge (in order) as little as possible while keeping clear of vertices, of
+    edges already drawn and of their labels. Edges to open ends stay straight."""
+    if not edges:
+        return ()
     index = {v.id: i for i, v in enumerate(vertices)}
-    clearance = torch.tensor([_clearance(v) for v in vertices], dtype=torch.float64)
+    ends = torch.tensor([[index[e.a], index[e.b]] for e in edges])
     candidates = torch.tensor(_BENDS, dtype=torch.float64)
+    points = _samples(positions[ends[:, 0]], positions[ends[:, 1]], candidates)  # [E, C, S, 2]
+    # Cost of passing near a vertex other than the edge's own ends, for every edge and bend at once.
+    clearance = torch.tensor([_clearance(v) for v in vertices], dtype=torch.float64)
+    intrusion = (clearance - _pairwise(points, positions.view(1, 1, -1, 2))).clamp(min=0)  # [E, C, S, V]
+    own = torch.zeros(len(edges), len(vertices), dtype=torch.bool)
+    own[torch.arange(len(edges)), ends[:, 0]] = True
+    own[torch.arange(len(edges)), ends[:, 1]] = True
+    intrusion = intrusion.masked_fill(own.view(len(edges), 1, 1, -1), 0.0)
+    costs = 0.4 * candidates.abs() + 10.0 * intrusion.sum(3).amax(2)  # [E, C]
     middle = _SAMPLES // 2
     drawn = torch.zeros(0, 2, dtype=torch.float64)
     labels = torch.zeros(0, 2, dtype=torch.float64)
     bends: list[float] = []
-    for edge in edges:
-        a, b = index[edge.a], index[edge.b]
-        others = torch.ones(len(vertices), dtype=torch.bool)
-        others[[a, b]] = False
-        points = _samples(positions[a], positions[b], candidates)  # [bends, samples, 2]
-        cost = 0.4 * candidates.abs()
-        if others.any():
-            near = _pairwise(points, positions[others].expand(len(candidates), -1, -1))
-            cost += 10.0 * (clearance[others] - near).clamp(min=0).sum(2).amax(1)
-        if len(drawn):
-            close = _pairwise(points, drawn.expand(len(candidates), -1, -1)).amin(2)
-            cost += 2.0 * (0.12 - close).clamp(min=0).sum(1)
-        if edge.labelled and len(labels):
-            gap = _pairwise(points[:, middle : middle + 1], labels.expand(len(candidates), -1, -1))
-            cost += 10.0 * (0.35 - gap).clamp(min=0).sum((1, 2))
-        best = int(torch.argmin(cost))  # the first minimum: the least bent of equals
-        drawn = torch.cat((drawn, points[best]))
+    for e, edge in enumerate(edges):
+        if "open" in (vertices[ends[e, 0]].kind, vertices[ends[e, 1]].kind):
+            best = 0
+        else:
+            cost = costs[e]
+            if len(drawn):
+                cost = cost + 2.0 * (0.12 - _pairwise(points[e], drawn).amin(2)).clamp(min=0).sum(1)
+            if edge.labelled and len(labels):
+                gap = _pairwise(points[e, :, middle], labels)
+                cost = cost + 10.0 * (0.35 - gap).clamp(min=0).sum(1)
+            best = int(torch.argmin(cost))  # the first minimum: the least bent of equals
+        drawn = torch.cat((drawn, points[e, best]))
         if edge.labelled:
-            labels = torch.cat((labels, points[best, middle : middle + 1]))
+            labels = torch.cat((labels, points[e, best, middle : middle + 1]))
         bends.append(_BENDS[best])
     return tuple(bends)

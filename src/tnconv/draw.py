@@ -38,9 +38,11 @@ STYLES: dict[str, tuple[str, str, str, str, str, str]] = {
     "identity": ("identity", "#b0b0b0", "black", "D", "diamond", "diamond"),
     "ones": ("ones", "#6fbf73", "black", "^", "triangle", "regular polygon, regular polygon sides=3"),
     "scalar": ("scalar", "#a58fd0", "black", "h", "hexagon", "regular polygon, regular polygon sides=6"),
+    "constant": ("pre-contracted", "#e8d37a", "black", "8", "octagon", "regular polygon, regular polygon sides=8"),
 }
 _OTHER = ("other", "#dddddd", "black", "p", "pentagon", "ellipse")
 _EDGE_COLOUR = "#444444"
+_LEGEND_ORDER = (*STYLES, "other", "junction", "sum")
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 _NAME = re.compile(r"^([A-Za-z]+?)(\d*)('*)$")
 
@@ -71,6 +73,8 @@ def node_label(node: Node) -> str:
         return "1"
     if node.kind == "scalar":
         return f"×{node.value:.3g}"
+    if node.kind == "constant" and node.network is not None and node.network.nodes:
+        return "Σ" + node_label(node.network.nodes[0])
     return node.name
 
 
@@ -171,7 +175,7 @@ def _draw_on(ax: Axes, layout: Diagram, show_sizes: bool) -> None:
     for vertex, (x, y) in zip(layout.vertices, layout.positions):
         if vertex.node is not None:
             node = nodes[vertex.node]
-            kinds_seen.setdefault(node.kind)
+            kinds_seen.setdefault(node.kind if node.kind in STYLES else "other")
             _, fill, ink, *_ = _style(node.kind)
             ax.add_patch(_node_patch(node.kind, x, y, fill, Circle, FancyBboxPatch, RegularPolygon))
             ax.text(x, y, node_label(node), ha="center", va="center", fontsize=9, color=ink, zorder=5)
@@ -187,7 +191,7 @@ def _draw_on(ax: Axes, layout: Diagram, show_sizes: bool) -> None:
             ax.add_patch(Circle((x, y), 0.05, facecolor="white", edgecolor=_EDGE_COLOUR, linewidth=1.2, zorder=4))
             _end_label(ax, layout, vertex, leg_label(network, vertex.leg, show_sizes), box)
     handles = []
-    for kind in kinds_seen:
+    for kind in sorted(kinds_seen, key=_LEGEND_ORDER.index):
         if kind == "junction":
             handles.append(Line2D([], [], marker="o", color="black", linestyle="", markersize=4, label="hyperedge"))
         elif kind == "sum":
@@ -241,6 +245,8 @@ def _node_patch(kind: str, x: float, y: float, fill: str, circle: Any, fancy_box
         return polygon((x, y - 0.03), numVertices=3, radius=0.19, **style)
     if kind == "scalar":
         return polygon((x, y), numVertices=6, radius=0.24, **style)
+    if kind == "constant":
+        return polygon((x, y), numVertices=8, radius=0.24, orientation=0.3927, **style)
     return polygon((x, y), numVertices=5, radius=0.2, **style)
 
 
@@ -338,6 +344,8 @@ def _tex_node(node: Node) -> str:
         return r"\mathbf{1}"
     if node.kind == "scalar":
         return rf"\times {node.value:.4g}"
+    if node.kind == "constant" and node.network is not None and node.network.nodes:
+        return r"\Sigma " + _tex_node(node.network.nodes[0])
     if node.name.endswith("_dot") and _NAME.match(node.name[:-4]):
         return rf"\dot{{{_tex_name(node.name[:-4])}}}"
     return _tex_name(node.name)

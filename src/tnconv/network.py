@@ -372,3 +372,16 @@ class TensorNetwork:
         from .contract import contract
 
         return contract(self, tensors, strategy=strategy)
+
+    # ---------------------------------------------------------------- diagrams
+    def to_dot(self, *, simplified: bool = False, show_sizes: bool = False) -> str:
+        """The network as Graphviz DOT text (see :func:`tnconv.draw.to_dot`)."""
+        from .draw import to_dot
+
+        return to_dot(self, simplified=simplified, show_sizes=show_sizes)
+
+    def to_latex(self, *, simplified: bool = False, show_sizes: bool = False) -> str:
+        """The network as a TikZ picture (see :func:`tnconv.draw.to_latex`)."""
+        from .draw import to_latex
+
+        return to_latex(self, simplified=simplified, show_sizes=show_sizes)

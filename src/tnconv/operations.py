@@ -1,0 +1,115 @@
+"""Every operation of SPEC §3 by name, built from one set of hyper-parameters.
+
+:data:`OPERATIONS` maps a name (``"conv"``, ``"weight_vjp"``, ``"kfac_reduce"``, …) to a
+function ``Hyperparameters -> TensorNetwork``. The ``tnconv draw`` command, the diagram
+gallery and tests use it to reach every network through one door.
+
+>>> net = operation_network("weight_vjp", Hyperparameters(dims=1, kernel_size=3, stride=2))
+>>> net.inputs, net.output_shape
+(('x', 'v'), (4, 4, 3))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import networks
+from .hyperparams import IntOrTuple, Padding, normalize_tuple
+from .network import TensorNetwork
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Shapes and hyper-parameters shared by all operations (PyTorch's meanings).
+
+    Attributes:
+        dims: number of spatial dimensions ``D``.
+        batch: ``N``.
+        channels: ``C_in``.
+        out_channels: ``C_out`` (default: ``channels``).
+        groups: ``G``.
+        input_size: ``I`` per spatial dimension (an int or a ``D``-tuple).
+        kernel_size, stride, padding, dilation: as ``torch.nn.functional.conv2d``.
+        output_padding: of transposed convolutions.
+        vectors: ``M``, the number of vectors of an MJP or columns of a GGN factor.
+    """
+
+    dims: int = 2
+    batch: int = 2
+    channels: int = 4
+    out_channels: int | None = None
+    groups: int = 1
+    input_size: IntOrTuple = 8
+    kernel_size: IntOrTuple = 3
+    stride: IntOrTuple = 1
+    padding: Padding = 0
+    dilation: IntOrTuple = 1
+    output_padding: IntOrTuple = 0
+    vectors: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("dims", "batch", "channels", "groups", "vectors"):
+            normalize_tuple(getattr(self, name), 1, name, minimum=1)
+        if self.out_channels is not None:
+            normalize_tuple(self.out_channels, 1, "out_channels", minimum=1)
+
+    @property
+    def c_out(self) -> int:
+        return self.channels if self.out_channels is None else self.out_channels
+
+    @property
+    def spatial_input(self) -> tuple[int, ...]:
+        return normalize_tuple(self.input_size, self.dims, "input_size", minimum=1)
+
+    @property
+    def kernel(self) -> tuple[int, ...]:
+        return normalize_tuple(self.kernel_size, self.dims, "kernel_size", minimum=1)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``[N, C_in, I…]``."""
+        return (self.batch, self.channels, *self.spatial_input)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """``[C_out, C_in/G, K…]`` (``C_in/G`` rounded down; a mismatch is reported by the builder)."""
+        return (self.c_out, max(1, self.channels // self.groups), *self.kernel)
+
+    @property
+    def conv_hyperparameters(self) -> dict:
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups}
+
+
+Builder = Callable[[Hyperparameters], TensorNetwork]
+
+
+def _conv(h: Hyperparameters) -> TensorNetwork:
+    return networks.conv(h.input_shape, h.weight_shape, **h.conv_hyperparameters)
+
+
+OPERATIONS: dict[str, tuple[str, Builder]] = {
+    "conv": ("convolution", _conv),
+    "input_vjp": ("input VJP (= transposed convolution of v)", lambda h: _conv(h).vjp("x")),
+    "weight_vjp": ("weight VJP", lambda h: _conv(h).vjp("w")),
+    "input_jvp": ("input JVP", lambda h: _conv(h).jvp("x")),
+    "weight_jvp": ("weight JVP", lambda h: _conv(h).jvp("w")),
+    "input_mjp": ("input VJP of M vectors at once", lambda h: _conv(h).vjp("x", batch=h.vectors)),
+    "weight_mjp": ("weight VJP of M vectors at once", lambda h: _conv(h).vjp("w", batch=h.vectors)),
+}
+"""``name -> (one-line description, builder)``, in the order of SPEC §3."""
+
+ALIASES: dict[str, str] = {"mjp": "input_mjp"}
+"""Other accepted names."""
+
+
+def operation_network(name: str, hyperparameters: Hyperparameters | None = None) -> TensorNetwork:
+    """The network of operation ``name`` (a key of :data:`OPERATIONS` or :data:`ALIASES`).
+
+    Raises ``ValueError`` naming the available operations if ``name`` is unknown, and the
+    builders' ``ValueError``/``TypeError`` for inconsistent hyper-parameters.
+    """
+    key = ALIASES.get(name, name)
+    if key not in OPERATIONS:
+        raise ValueError(f"unknown operation {name!r}; choose one of: {', '.join(OPERATIONS)}")
+    return OPERATIONS[key][1](hyperparameters or Hyperparameters())

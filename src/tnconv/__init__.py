@@ -9,6 +9,13 @@ torch.Size([2, 4, 4, 4])
 from . import networks, nn
 from .network import Node, TensorNetwork
 from .ops.conv import conv, conv1d, conv2d, conv3d
+from .ops.kfac import (
+    kfac_reduce_factor,
+    kfac_reduce_factor_transpose,
+    kfc_factor,
+    kfc_factor_transpose,
+    output_grad_factor,
+)
 from .pattern import IndexPattern, index_pattern
 
 __version__ = "0.1.0"
@@ -22,6 +29,11 @@ __all__ = [
     "conv2d",
     "conv3d",
     "index_pattern",
+    "kfac_reduce_factor",
+    "kfac_reduce_factor_transpose",
+    "kfc_factor",
+    "kfc_factor_transpose",
     "networks",
     "nn",
+    "output_grad_factor",
 ]

@@ -50,6 +50,8 @@ class Node:
         axes: one tuple of legs per tensor dimension.
         pattern: the :class:`IndexPattern` of a ``"pattern"`` node.
         value: the constant of a ``"scalar"`` node.
+        source: for an ``"input"`` node that reads another node's tensor (the two copies of
+            ``x`` in ``x·x``, e.g. in KFC), the keyword of that tensor; ``None``: its own name.
     """
 
     name: str
@@ -57,6 +59,7 @@ class Node:
     axes: Axes
     pattern: IndexPattern | None = None
     value: float = 1.0
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in NODE_KINDS:
@@ -69,10 +72,17 @@ class Node:
             raise ValueError(f"scalar node {self.name!r} has no axes, got {self.axes}")
         if len(set(self.legs)) != len(self.legs):
             raise ValueError(f"node {self.name!r} carries a leg twice: {self.legs}")
+        if self.source is not None and self.kind != "input":
+            raise ValueError(f"only input nodes read a source tensor, {self.name!r} is a {self.kind}")
 
     @property
     def legs(self) -> tuple[str, ...]:
         return tuple(leg for axis in self.axes for leg in axis)
+
+    @property
+    def key(self) -> str:
+        """The keyword under which :meth:`TensorNetwork.contract` expects this node's tensor."""
+        return self.source if self.source is not None else self.name
 
     @property
     def is_data(self) -> bool:
@@ -133,6 +143,14 @@ class TensorNetwork:
                 a, b = node.legs
                 if sizes[a] != sizes[b]:
                     raise ValueError(f"identity node {node.name!r} joins legs of sizes {sizes[a]} and {sizes[b]}")
+        shapes: dict[str, tuple[int, ...]] = {}
+        for node in self.nodes:
+            if node.kind == "input":
+                shape = tuple(math.prod(sizes[leg] for leg in axis) for axis in node.axes)
+                if shapes.setdefault(node.key, shape) != shape:
+                    raise ValueError(
+                        f"nodes reading tensor {node.key!r} disagree on its shape: {shapes[node.key]} and {shape}"
+                    )
         object.__setattr__(self, "_hash", hash((self.nodes, self.sizes, self.output, self.slices)))
 
     def __hash__(self) -> int:
@@ -164,8 +182,9 @@ class TensorNetwork:
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        """Names of the data nodes, the keywords of :meth:`contract`."""
-        return tuple(node.name for node in self.nodes if node.kind == "input")
+        """The keywords of :meth:`contract`: the data nodes' names (a tensor read by several
+        nodes, see :attr:`Node.source`, is listed once)."""
+        return tuple(dict.fromkeys(node.key for node in self.nodes if node.kind == "input"))
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -176,7 +195,8 @@ class TensorNetwork:
     def input_shape(self, name: str) -> tuple[int, ...]:
         """The shape ``contract`` expects for input ``name`` (full, unsliced leg sizes)."""
         sizes = dict(self.sizes)
-        return tuple(math.prod(sizes[leg] for leg in axis) for axis in self.node(name).axes)
+        node = next((n for n in self.nodes if n.kind == "input" and n.key == name), None) or self.node(name)
+        return tuple(math.prod(sizes[leg] for leg in axis) for axis in node.axes)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -204,6 +224,8 @@ class TensorNetwork:
                 if node.pattern is not None
                 else (f" = {node.value}" if node.kind == "scalar" else "")
             )
+            if node.source is not None:
+                extra += f" reads {node.source}"
             lines.append(f"  {node.name:<10} {node.kind:<8} [{desc}]{extra}")
         legs = ", ".join(f"{leg}={self.size(leg)}({symbol[leg]})" for leg in self.legs)
         lines.append(f"  legs: {legs}")
@@ -300,7 +322,9 @@ class TensorNetwork:
         (named ``tangent``, default ``wrt + "_dot"``) of the same shape — the network is linear."""
         self.node(wrt)
         tangent = tangent or f"{wrt}_dot"
-        return self.with_nodes(replace(node, name=tangent) if node.name == wrt else node for node in self.nodes)
+        return self.with_nodes(
+            replace(node, name=tangent, source=None) if node.name == wrt else node for node in self.nodes
+        )
 
     def slice(self, leg: str, indices: Sequence[int]) -> TensorNetwork:
         """Restrict ``leg`` to the positions ``indices`` on every node that carries it.

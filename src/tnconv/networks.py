@@ -9,5 +9,9 @@ abcd,def,bgcf->abge
 """
 
 from .ops.conv import conv_network as conv
+from .ops.kfac import kfac_reduce_network as kfac_reduce
+from .ops.kfac import kfac_reduce_transpose_network as kfac_reduce_transpose
+from .ops.kfac import kfc_network as kfc
+from .ops.kfac import kfc_transpose_network as kfc_transpose
 
-__all__ = ["conv"]
+__all__ = ["conv", "kfac_reduce", "kfac_reduce_transpose", "kfc", "kfc_transpose"]

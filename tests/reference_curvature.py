@@ -67,3 +67,31 @@ def factor_reference(unfolded, groups, approx, bias):
         return torch.einsum("ngap,ngbp->gab", u, u) / n
     mean = u.mean(-1)
     return torch.einsum("nga,ngb->gab", mean, mean) / n
+
+
+def layer_jacobians(x, weight_shape, conv_kwargs):
+    """Per-sample Jacobians of a convolution's output w.r.t. weight and bias, via torch.func.
+
+    ``vmap`` over the batch of ``jacrev`` of the convolution of one sample (``torch``'s own
+    for D ≤ 3, the loop reference for D > 3). Returns ``[N, C_out·∏O, C_out·Ci·∏K]`` and
+    ``[N, C_out·∏O, C_out]``; the values of w and b do not matter (the layer is linear).
+    """
+    from torch.func import jacrev, vmap
+
+    from .reference import TORCH_CONV
+
+    dims = x.dim() - 2
+    w = torch.randn(weight_shape, dtype=x.dtype)
+    b = torch.randn(weight_shape[0], dtype=x.dtype)
+    kw = dict(conv_kwargs)
+    if dims <= 3:
+        layer = lambda w_, b_, xn: TORCH_CONV[dims](xn[None], w_, b_, **kw)[0]
+    else:
+        layer = lambda w_, b_, xn: (
+            conv_reference(xn[None], w_, kw["stride"], kw["padding"], kw["dilation"], kw["groups"])[0]
+            + b_.view(-1, *([1] * dims))
+        )
+    jac_w, jac_b = vmap(jacrev(layer, argnums=(0, 1)), in_dims=(None, None, 0))(w, b, x)
+    n = x.shape[0]
+    outputs = math.prod(jac_b.shape[1 : 2 + dims])
+    return jac_w.reshape(n, outputs, -1), jac_b.reshape(n, outputs, -1)

@@ -9,6 +9,8 @@ torch.Size([2, 4, 4, 4])
 from . import networks, nn
 from .network import Node, TensorNetwork
 from .ops.conv import conv, conv1d, conv2d, conv3d
+from .ops.ggn import ggn_diagonal, ggn_gram
+from .ops.gradients import grad_second_moment, per_sample_weight_grad
 from .ops.kfac import (
     kfac_reduce_factor,
     kfac_reduce_factor_transpose,
@@ -28,6 +30,9 @@ __all__ = [
     "conv1d",
     "conv2d",
     "conv3d",
+    "ggn_diagonal",
+    "ggn_gram",
+    "grad_second_moment",
     "index_pattern",
     "kfac_reduce_factor",
     "kfac_reduce_factor_transpose",
@@ -36,4 +41,5 @@ __all__ = [
     "networks",
     "nn",
     "output_grad_factor",
+    "per_sample_weight_grad",
 ]

@@ -44,6 +44,7 @@ from typing import Literal
 import torch
 
 from ..hyperparams import (
+    ConvGeometry,
     IntOrTuple,
     Padding,
     check_tensor,
@@ -115,7 +116,7 @@ def input_patches_transpose(
 
 
 @lru_cache(maxsize=1024)
-def _transpose_patches(batch: int, in_per_group: int, groups: int, geometry) -> TensorNetwork:  # type: ignore[no-untyped-def]
+def _transpose_patches(batch: int, in_per_group: int, groups: int, geometry: ConvGeometry) -> TensorNetwork:
     dims = geometry.dims
     x = Node("x", "input", (("n",), ("g", "ci")) + tuple((leg,) for leg in spatial_legs("o", dims)))
     sizes = {"n": batch, "g": groups, "ci": in_per_group, **pattern_sizes(geometry)}

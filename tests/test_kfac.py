@@ -136,6 +136,42 @@ def test_transpose_factors_match_unfold(case, approx, bias):
     assert rel_err(NETWORKS_T[approx](x.shape, **kw).contract(x=x), plain) < 1e-10
 
 
+def pattern_by_loops(in_size, out_size, kernel, stride, padding, dilation):
+    """Π[i, o, k] = 1 iff i = S·o + Dl·k − P (SPEC §2), filled entry by entry."""
+    pi = torch.zeros(in_size, out_size, kernel, dtype=torch.float64)
+    for o in range(out_size):
+        for k in range(kernel):
+            i = stride * o + dilation * k - padding
+            if 0 <= i < in_size:
+                pi[i, o, k] = 1
+    return pi
+
+
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+def test_transpose_factors_4d(approx):
+    """D = 4 has no torch transposed convolution: unfold x[n,c,o] Π[i,o,k] with loop-built Π."""
+    kernel, stride, padding, output_padding, dilation = (
+        (2, 3, 1, 2),
+        (2, 1, 3, 1),
+        (1, 1, 0, 0),
+        (1, 0, 2, 0),
+        (1, 1, 1, 2),
+    )
+    x = torch.randn(2, 4, 2, 3, 2, 2, dtype=torch.float64)
+    full = [
+        (o - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for o, s, p, d, k, op in zip(x.shape[2:], stride, padding, dilation, kernel, output_padding)
+    ]
+    pis = [
+        pattern_by_loops(i, o, k, s, p, d)
+        for i, o, k, s, p, d in zip(full, x.shape[2:], kernel, stride, padding, dilation)
+    ]
+    u = torch.einsum("ncabde,Aak,Bbl,Ddm,Eep->ncklmpABDE", x, *pis).reshape(2, 4 * 12, -1)
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=2)
+    expected = factor_reference(u, 2, approx, True)
+    torch.testing.assert_close(FACTORS_T[approx](x, kernel, **kw, bias=True), expected)
+
+
 # --------------------------------------------------------------------- output-gradient factor
 
 

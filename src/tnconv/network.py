@@ -32,8 +32,8 @@ from .pattern import IndexPattern
 if TYPE_CHECKING:
     import torch
 
-NodeKind = Literal["input", "pattern", "identity", "ones", "scalar"]
-NODE_KINDS = ("input", "pattern", "identity", "ones", "scalar")
+NodeKind = Literal["input", "pattern", "identity", "ones", "scalar", "constant"]
+NODE_KINDS = ("input", "pattern", "identity", "ones", "scalar", "constant")
 Axes = tuple[tuple[str, ...], ...]
 
 
@@ -50,6 +50,8 @@ class Node:
         axes: one tuple of legs per tensor dimension.
         pattern: the :class:`IndexPattern` of a ``"pattern"`` node.
         value: the constant of a ``"scalar"`` node.
+        network: the data-independent sub-network of a ``"constant"`` node; its output legs
+            are the node's legs.
         source: for an ``"input"`` node that reads another node's tensor (the two copies of
             ``x`` in ``x·x``, e.g. in KFC), the keyword of that tensor; ``None``: its own name.
     """
@@ -59,6 +61,7 @@ class Node:
     axes: Axes
     pattern: IndexPattern | None = None
     value: float = 1.0
+    network: TensorNetwork | None = None
     source: str | None = None
 
     def __post_init__(self) -> None:
@@ -68,6 +71,8 @@ class Node:
             raise ValueError(f"pattern node {self.name!r} needs an IndexPattern and three axes (i, o, k)")
         if self.kind == "identity" and len(self.legs) != 2:
             raise ValueError(f"identity node {self.name!r} needs exactly two legs, got {self.legs}")
+        if self.kind == "constant" and (self.network is None or self.network.output != self.axes):
+            raise ValueError(f"constant node {self.name!r} needs a network whose output axes are {self.axes}")
         if self.kind == "scalar" and self.axes:
             raise ValueError(f"scalar node {self.name!r} has no axes, got {self.axes}")
         if len(set(self.legs)) != len(self.legs):

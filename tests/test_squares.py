@@ -83,3 +83,33 @@ def test_each_path_is_taken_where_cheaper():
     assert square_recipe(outer, (), (), 1.0).direct is not None
     u, v = torch.randn(30, dtype=torch.float64), torch.randn(30, dtype=torch.float64)
     torch.testing.assert_close(contract_square(outer, {"u": u, "v": v}), torch.outer(u, v).square().sum())
+
+
+def test_renaming_a_simplified_network_renames_its_constants():
+    """Σ_o Π of KFAC-reduce becomes a constant node; renaming its legs (as a primed copy does)
+    must rename the constant's sub-network too, also onto the name of a leg summed inside it."""
+    import tnconv
+
+    tn = tnconv.networks.kfac_reduce((2, 3, 7), 3, padding=1).simplify()
+    constants = [n for n in tn.nodes if n.kind == "constant"]
+    assert constants, "Σ_o Π is pre-contracted"
+    inner = constants[0].network
+    summed = next(leg for leg in inner.legs if leg not in inner.output_legs)  # o1 or o1'
+    own = constants[0].legs[0]
+    renamed = tn.rename({own: summed})
+    x = torch.randn(2, 3, 7, dtype=torch.float64)
+    torch.testing.assert_close(renamed.contract(x=x), tn.contract(x=x))
+    torch.testing.assert_close(square_network(tn, keep=(0, 1, 2)).contract(x=x), tn.contract(x=x).square())
+
+
+def test_non_overlapping_split_keeps_shared_inputs():
+    """A patchify KFC (K = S) is rewritten to reshapes; both copies still read x."""
+    import tnconv
+
+    tn = tnconv.networks.kfc((2, 3, 8, 8), 4, stride=4)
+    simple = tn.simplify()
+    assert simple.inputs == ("x",) and not any(
+        n.kind == "pattern" and n.pattern.kernel_size == 4 and n.pattern.input_size == 8 for n in simple.nodes
+    )
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(simple.contract(x=x), tn.contract(x=x, strategy="einsum"))

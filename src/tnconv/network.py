@@ -95,7 +95,21 @@ class Node:
         return self.kind == "input"
 
     def renamed(self, mapping: Mapping[str, str]) -> Node:
-        return replace(self, axes=tuple(tuple(mapping.get(leg, leg) for leg in axis) for axis in self.axes))
+        axes = tuple(tuple(mapping.get(leg, leg) for leg in axis) for axis in self.axes)
+        if self.kind != "constant" or self.network is None:
+            return replace(self, axes=axes)
+        # a constant's open legs are its sub-network's output legs: rename them there too,
+        # first moving the sub-network's summed legs out of the way of the new names
+        sub, own = self.network, set(self.legs)
+        targets = {mapping.get(leg, leg) for leg in own}
+        taken = set(sub.legs) | targets
+        inner: dict[str, str] = {}
+        for leg in sub.legs:
+            if leg not in own and leg in targets:
+                inner[leg] = _fresh(leg, taken)
+                taken.add(inner[leg])
+        inner.update({leg: mapping[leg] for leg in own if leg in mapping})
+        return replace(self, axes=axes, network=sub.rename(inner))
 
 
 def _fresh(leg: str, taken: set[str]) -> str:

@@ -120,7 +120,7 @@ def square_recipe(
 ) -> SquareRecipe:
     """Choose, by ``opt_einsum``'s operation count, between one contraction and materialising ``J``."""
     factor = network.simplify()
-    direct = square_network(factor, keep, outer).scaled(scale).simplify()
+    direct = square_network(network, keep, outer).scaled(scale).simplify()
     product = materialized_square(factor, keep, outer).scaled(scale)
     direct_flops = dense_plan(direct).flops
     materialized_flops = dense_plan(factor).flops + dense_plan(product).flops

@@ -113,3 +113,19 @@ def test_non_overlapping_split_keeps_shared_inputs():
     )
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     torch.testing.assert_close(simple.contract(x=x), tn.contract(x=x, strategy="einsum"))
+
+
+def test_structured_strategy_with_one_of_two_readers_unfolded():
+    """x feeds a pattern (unfolded into a strided view) and a second node that reads it as is."""
+    from tnconv.pattern import pattern_of
+
+    nodes = (
+        Node("x", "input", (("n",), ("i",))),
+        Node("pi", "pattern", (("i",), ("o",), ("k",)), pattern=pattern_of(6, 3)),
+        Node("y", "input", (("n",), ("j",)), source="x"),
+    )
+    tn = TensorNetwork(nodes, (("n", 2), ("i", 6), ("o", 4), ("k", 3), ("j", 6)), (("o",), ("k",), ("j",)))
+    x = torch.randn(2, 6, dtype=torch.float64)
+    expected = torch.einsum("nok,nj->okj", x.unfold(1, 3, 1), x)
+    for strategy in ("einsum", "structured", "auto"):
+        torch.testing.assert_close(tn.contract(x=x, strategy=strategy), expected)

@@ -46,9 +46,13 @@ def test_ggn_diagonal_and_gram_match_torch_func(case, columns):
     # the networks, unsimplified (weight only)
     weight_rows = rows[:, : w.numel()]
     network = tnconv.networks.ggn_diagonal(x.shape, s.shape, case.kernel_size, **kw)
-    assert rel_err(network.contract(x=x, s=s), weight_rows.square().sum(0).reshape(w.shape)) < 1e-10
+    for strategy in ("einsum", "auto"):
+        assert (
+            rel_err(network.contract(x=x, s=s, strategy=strategy), weight_rows.square().sum(0).reshape(w.shape)) < 1e-10
+        )
     network = tnconv.networks.ggn_gram(x.shape, s.shape, case.kernel_size, **kw)
-    assert rel_err(network.contract(x=x, s=s), weight_rows @ weight_rows.T) < 1e-10
+    for strategy in ("einsum", "auto"):
+        assert rel_err(network.contract(x=x, s=s, strategy=strategy), weight_rows @ weight_rows.T) < 1e-10
 
 
 def test_ggn_4d():

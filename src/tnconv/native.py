@@ -115,7 +115,7 @@ def recognize(network: TensorNetwork) -> NativeCall | None:
     found = tuple(p.pattern for p in patterns)
 
     def call(kind, first, second, groups):  # type: ignore[no-untyped-def]
-        return NativeCall(kind, (first.name, second.name), found, groups, scale, network.output_shape)
+        return NativeCall(kind, (first.key, second.key), found, groups, scale, network.output_shape)
 
     if W is not None and len(W.axes) == dims + 2:
         group = W.axes[0][0] if len(W.axes[0]) == 2 else None

@@ -119,7 +119,7 @@ def split_non_overlapping(network: TensorNetwork) -> TensorNetwork:
         split = {n.name: n.renamed({}) for n in carriers}
         for name, n in split.items():
             axes = tuple(tuple(x for leg in axis for x in ((o, s) if leg == i else (leg,))) for axis in n.axes)
-            split[name] = Node(n.name, n.kind, axes)
+            split[name] = replace(n, axes=axes)
         selector = Node(
             node.name, "pattern", ((s,), (z,), (k,)), pattern=IndexPattern(p.stride, 1, p.kernel_size, 1, p.dilation, 0)
         )

@@ -78,8 +78,10 @@ def structured_plan(network: TensorNetwork) -> StructuredPlan | None:
             by_leg = {step.leg: step for step in steps[node.name]}
             axes = _unfolded_axes(network, node, by_leg)
             legs = tuple((leg, network.size_of[leg]) for leg in node.legs)
-            unfolds.append((node.name, node.key, legs, tuple(steps[node.name])))
-            node = Node(node.name, "input", axes)
+            # a new tensor: its own name, so that other nodes reading the same key keep the original
+            name = node.name + "~unfolded"
+            unfolds.append((name, node.key, legs, tuple(steps[node.name])))
+            node = Node(name, "input", axes)
         nodes.append(node)
     dropped = {step.leg for group in steps.values() for step in group}
     slices = tuple((leg, kept) for leg, kept in network.slices if leg not in dropped)

@@ -10,6 +10,15 @@ from . import networks, nn
 from .draw import draw
 from .network import Node, TensorNetwork
 from .ops.conv import conv, conv1d, conv2d, conv3d
+from .ops.ggn import ggn_diagonal, ggn_gram
+from .ops.gradients import grad_second_moment, per_sample_weight_grad
+from .ops.kfac import (
+    kfac_reduce_factor,
+    kfac_reduce_factor_transpose,
+    kfc_factor,
+    kfc_factor_transpose,
+    output_grad_factor,
+)
 from .pattern import IndexPattern, index_pattern
 
 __version__ = "0.1.0"
@@ -23,7 +32,16 @@ __all__ = [
     "conv2d",
     "conv3d",
     "draw",
+    "ggn_diagonal",
+    "ggn_gram",
+    "grad_second_moment",
     "index_pattern",
+    "kfac_reduce_factor",
+    "kfac_reduce_factor_transpose",
+    "kfc_factor",
+    "kfc_factor_transpose",
     "networks",
     "nn",
+    "output_grad_factor",
+    "per_sample_weight_grad",
 ]

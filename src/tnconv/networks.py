@@ -9,5 +9,23 @@ abcd,def,bgcf->abge
 """
 
 from .ops.conv import conv_network as conv
+from .ops.ggn import ggn_diagonal_network as ggn_diagonal
+from .ops.ggn import ggn_gram_network as ggn_gram
+from .ops.gradients import grad_second_moment_network as grad_second_moment
+from .ops.gradients import per_sample_weight_grad_network as per_sample_weight_grad
+from .ops.kfac import kfac_reduce_network as kfac_reduce
+from .ops.kfac import kfac_reduce_transpose_network as kfac_reduce_transpose
+from .ops.kfac import kfc_network as kfc
+from .ops.kfac import kfc_transpose_network as kfc_transpose
 
-__all__ = ["conv"]
+__all__ = [
+    "conv",
+    "ggn_diagonal",
+    "ggn_gram",
+    "grad_second_moment",
+    "kfac_reduce",
+    "kfac_reduce_transpose",
+    "kfc",
+    "kfc_transpose",
+    "per_sample_weight_grad",
+]

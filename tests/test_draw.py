@@ -192,7 +192,7 @@ def test_latex_has_one_node_per_vertex_and_one_draw_per_edge(name):
     assert sum(line.startswith(r"\draw") for line in lines) == n_edges
     assert tikz.count(r"\begin{tikzpicture}") == tikz.count(r"\end{tikzpicture}") == 1
     assert tikz.count("{") == tikz.count("}")
-    names = re.findall(r"\\node\[[^\]]*\] \((v\d+)\)", tikz)
+    names = re.findall(r"^\\node\[.*\] \((v\d+)\) at \(-?\d+\.\d+, -?\d+\.\d+\) \{.*\};$", tikz, re.M)
     assert len(names) == len(set(names)) == vertices
     used = re.findall(r"\((v\d+)\)", "\n".join(line for line in lines if line.startswith(r"\draw")))
     assert set(used) <= set(names)

@@ -14,8 +14,10 @@ edges are bent where a straight line would cross a node, another edge or a label
 
 >>> import tnconv
 >>> d = diagram(tnconv.networks.conv((2, 4, 8), (6, 4, 3)))
->>> [v.id for v in d.vertices if v.kind in ("junction", "open")]
-['open:n', 'open:g', 'open:co', 'open:o1']
+>>> [v.id for v in d.vertices if v.node is None]
+['open:n', 'open:g', 'junction:g', 'open:o1', 'open:co']
+>>> sorted(e.b for e in d.edges if e.a == "junction:g")   # g joins x, w and the output
+['open:g', 'w', 'x']
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ _REACH = {
 _DIRECT_DATA_LENGTH = 3.2
 _STARTS = 5
 _SPACING = 1.0
+_NODE_GAP = 0.6
+_GAP = 0.3
 _BENDS = (0.0, 0.22, -0.22, 0.45, -0.45, 0.7, -0.7)
 _SAMPLES = 17
 
@@ -310,7 +314,7 @@ def _stress_layout(vertices: list[Vertex], edges: tuple[Edge, ...]) -> torch.Ten
     off = ~torch.eye(n, dtype=torch.bool)
     weights = torch.where(off, target.clamp(min=1e-9).pow(-2), torch.zeros((), dtype=torch.float64))
     starts = torch.stack([_tutte(n, pairs, pinned, ring), *_starts(target, pinned, ring)])
-    layouts = _smacof(starts, target, weights, pinned, free)
+    layouts = _separate(_smacof(starts, target, weights, pinned, free), vertices, free)
     stresses = (weights * (_pairwise(layouts, layouts) - target).square()).sum((1, 2)) / 2
     scores = [_crossings(x, pairs) + stress / (n * n) for x, stress in zip(layouts, stresses.tolist())]
     return layouts[scores.index(min(scores))]  # the first of equals
@@ -354,31 +358,24 @@ def _between(
     line between the two, and chains joining the same two data nodes side by side across
     it (the first on the left of the line). Each node goes as far along the line as its
     number of steps from the first data node makes it. Chains touching more than two data
-    nodes go to the middle of those."""
+    nodes are left to the stress layout."""
     place = {d: ring[j] for j, d in enumerate(ring_order)}
     neighbours = _neighbours(len(vertices), pairs)
     chosen: list[int] = []
     places: list[torch.Tensor] = []
     for touched, pieces in _chains(vertices, pairs).items():
-        data = sorted(touched, key=ring_order.index)
-        ends = torch.stack([place[d] for d in data])
-        if len(data) == 2:
-            direction = ends[1] - ends[0]
-            across = torch.stack((-direction[1], direction[0])) / direction.norm()
-        else:
-            across = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        if len(touched) != 2:
+            continue
+        first_end, second_end = sorted(touched, key=ring_order.index)
+        start, direction = place[first_end], place[second_end] - place[first_end]
+        across = torch.stack((-direction[1], direction[0])) / direction.norm()
         for j, piece in enumerate(pieces):
             offset = (0.5 * (len(pieces) - 1) - j) * _SPACING * across
-            if len(data) == 2:
-                first = _steps(piece, data[0], neighbours)
-                second = _steps(piece, data[1], neighbours)
+            first = _steps(piece, first_end, neighbours)
+            second = _steps(piece, second_end, neighbours)
             for node in sorted(piece):
                 chosen.append(node)
-                if len(data) == 2:
-                    t = first[node] / (first[node] + second[node])
-                    places.append(ends[0] + t * (ends[1] - ends[0]) + offset)
-                else:
-                    places.append(ends.mean(0) + offset)
+                places.append(start + first[node] / (first[node] + second[node]) * direction + offset)
     return chosen, torch.stack(places) if places else torch.zeros(0, 2, dtype=torch.float64)
 
 
@@ -470,6 +467,32 @@ def _smacof(
     return x
 
 
+def _separate(x: torch.Tensor, vertices: list[Vertex], free: list[int], rounds: int = 60) -> torch.Tensor:
+    """Push the ``free`` vertices of a batch of layouts ``[S, V, 2]`` apart until no two
+    shapes overlap: nodes keep ``_NODE_GAP`` between centres, other vertices ``_GAP``."""
+    n = len(vertices)
+    is_node = torch.tensor([v.node is not None for v in vertices])
+    gap = torch.where(is_node.view(-1, 1) & is_node.view(1, -1), _NODE_GAP, _GAP).to(torch.float64)
+    gap.fill_diagonal_(0.0)
+    movable = torch.zeros(n, dtype=torch.float64)
+    movable[free] = 1.0
+    # A pair moves apart by its overlap: shared when both may move, else all on the free one.
+    share = movable.view(1, -1) / (movable.view(1, -1) + movable.view(-1, 1)).clamp(min=1.0)
+    angle = torch.arange(n * n, dtype=torch.float64).view(n, n) * 2.399963  # for coinciding points
+    fallback = torch.stack((angle.cos(), angle.sin()), -1)
+    fallback = fallback - fallback.transpose(0, 1)
+    x = x.clone()
+    for _ in range(rounds):
+        delta = x.unsqueeze(2) - x.unsqueeze(1)  # [S, V, V, 2]: from j to i
+        distance = delta.norm(dim=-1, keepdim=True)
+        direction = torch.where(distance > 1e-9, delta / distance.clamp(min=1e-9), fallback)
+        overlap = (gap - distance.squeeze(-1)).clamp(min=0)
+        if overlap.max() < 1e-6:
+            break
+        x = x + ((overlap * share.transpose(0, 1)).unsqueeze(-1) * direction).sum(2) * 1.05
+    return x
+
+
 def _crossings(x: torch.Tensor, pairs: list[tuple[int, int]]) -> int:
     """How many pairs of straight edges (without a common end) cross."""
     count = 0
@@ -546,6 +569,10 @@ def _choose_bends(vertices: tuple[Vertex, ...], edges: tuple[Edge, ...], positio
     own[torch.arange(len(edges)), ends[:, 1]] = True
     intrusion = intrusion.masked_fill(own.view(len(edges), 1, 1, -1), 0.0)
     costs = 0.4 * candidates.abs() + 10.0 * intrusion.sum(3).amax(2)  # [E, C]
+    # Near its own ends an edge meets the other edges of those vertices anyway: only the
+    # stretch outside the node shapes counts as overlapping.
+    from_ends = _pairwise(points, positions[ends].view(len(edges), 1, 2, 2)).amin(3)  # [E, C, S]
+    outside = from_ends > 0.3
     middle = _SAMPLES // 2
     drawn = torch.zeros(0, 2, dtype=torch.float64)
     labels = torch.zeros(0, 2, dtype=torch.float64)
@@ -556,12 +583,13 @@ def _choose_bends(vertices: tuple[Vertex, ...], edges: tuple[Edge, ...], positio
         else:
             cost = costs[e]
             if len(drawn):
-                cost = cost + 2.0 * (0.12 - _pairwise(points[e], drawn).amin(2)).clamp(min=0).sum(1)
+                overlap = (0.12 - _pairwise(points[e], drawn).amin(2)).clamp(min=0)
+                cost = cost + 2.0 * (overlap * outside[e]).sum(1)
             if edge.labelled and len(labels):
                 gap = _pairwise(points[e, :, middle], labels)
                 cost = cost + 10.0 * (0.35 - gap).clamp(min=0).sum(1)
             best = int(torch.argmin(cost))  # the first minimum: the least bent of equals
-        drawn = torch.cat((drawn, points[e, best]))
+        drawn = torch.cat((drawn, points[e, best][outside[e, best]]))
         if edge.labelled:
             labels = torch.cat((labels, points[e, best, middle : middle + 1]))
         bends.append(_BENDS[best])

@@ -62,6 +62,13 @@ def leg_label(network: TensorNetwork, leg: str, show_sizes: bool = False) -> str
     return f"{leg}={network.size(leg)}" if show_sizes else leg
 
 
+def scalar_text(value: float) -> str:
+    """``1/648`` for the reciprocal of an integer (normalisations such as ``1/(N·|O|²)``), else ``0.25``."""
+    if value != 0 and abs(1 / value - round(1 / value)) < 1e-9 * abs(1 / value) and abs(value) < 1:
+        return f"{'-' if value < 0 else ''}1/{abs(round(1 / value))}"
+    return f"{value:.4g}"
+
+
 def node_label(node: Node) -> str:
     """A node's text in pictures: ``Π₁`` for pattern ``pi1``, ``δ``, ``1``, a scalar's value, else the name."""
     if node.kind == "pattern":
@@ -72,7 +79,7 @@ def node_label(node: Node) -> str:
     if node.kind == "ones":
         return "1"
     if node.kind == "scalar":
-        return f"×{node.value:.3g}"
+        return "×" + scalar_text(node.value)
     if node.kind == "constant" and node.network is not None and node.network.nodes:
         return "Σ" + node_label(node.network.nodes[0])
     return node.name
@@ -162,7 +169,7 @@ def _draw_on(ax: Axes, layout: Diagram, show_sizes: bool) -> None:
 
     network = layout.network
     nodes = {node.name: node for node in network.nodes}
-    box = {"boxstyle": "round,pad=0.12", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
+    box = {"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
     for index, edge in enumerate(layout.edges):
         start, control, end = layout.curve(index)
         path = MplPath([start, control, end], [MplPath.MOVETO, MplPath.CURVE3, MplPath.CURVE3])
@@ -178,7 +185,9 @@ def _draw_on(ax: Axes, layout: Diagram, show_sizes: bool) -> None:
             kinds_seen.setdefault(node.kind if node.kind in STYLES else "other")
             _, fill, ink, *_ = _style(node.kind)
             ax.add_patch(_node_patch(node.kind, x, y, fill, Circle, FancyBboxPatch, RegularPolygon))
-            ax.text(x, y, node_label(node), ha="center", va="center", fontsize=9, color=ink, zorder=5)
+            text = node_label(node)
+            size = 9 if len(text) <= 4 else max(5.5, 9 * 4 / len(text))
+            ax.text(x, y, text, ha="center", va="center", fontsize=size, color=ink, zorder=5)
         elif vertex.kind == "junction":
             kinds_seen.setdefault("junction")
             ax.add_patch(Circle((x, y), 0.055, facecolor="black", edgecolor="none", zorder=4))
@@ -343,7 +352,7 @@ def _tex_node(node: Node) -> str:
     if node.kind == "ones":
         return r"\mathbf{1}"
     if node.kind == "scalar":
-        return rf"\times {node.value:.4g}"
+        return rf"\times {scalar_text(node.value)}"
     if node.kind == "constant" and node.network is not None and node.network.nodes:
         return r"\Sigma " + _tex_node(node.network.nodes[0])
     if node.name.endswith("_dot") and _NAME.match(node.name[:-4]):

@@ -88,6 +88,31 @@ def _conv(h: Hyperparameters) -> TensorNetwork:
     return networks.conv(h.input_shape, h.weight_shape, **h.conv_hyperparameters)
 
 
+def _output_shape(h: Hyperparameters) -> tuple[int, ...]:
+    """``[N, C_out, O…]`` of the convolution (the shape of ``v``)."""
+    return _conv(h).output_shape
+
+
+def _patches(builder: Callable[..., TensorNetwork]) -> Builder:
+    """An input-only network of a convolution (KFC, KFAC-reduce)."""
+    return lambda h: builder(h.input_shape, h.kernel, **h.conv_hyperparameters)
+
+
+def _patches_transpose(builder: Callable[..., TensorNetwork]) -> Builder:
+    """An input-only network of a transposed convolution (``input_size`` is its input's)."""
+    return lambda h: builder(h.input_shape, h.kernel, h.stride, h.padding, h.output_padding, h.dilation, h.groups)
+
+
+def _with_output(builder: Callable[..., TensorNetwork], vectors: bool = False) -> Builder:
+    """A network of ``x`` and a tensor shaped like the output (``v``), or with ``M`` of them (``s``)."""
+
+    def build(h: Hyperparameters) -> TensorNetwork:
+        shape = _output_shape(h)
+        return builder(h.input_shape, (h.vectors, *shape) if vectors else shape, h.kernel, **h.conv_hyperparameters)
+
+    return build
+
+
 OPERATIONS: dict[str, tuple[str, Builder]] = {
     "conv": ("convolution", _conv),
     "input_vjp": ("input VJP (= transposed convolution of v)", lambda h: _conv(h).vjp("x")),
@@ -96,6 +121,17 @@ OPERATIONS: dict[str, tuple[str, Builder]] = {
     "weight_jvp": ("weight JVP", lambda h: _conv(h).jvp("w")),
     "input_mjp": ("input VJP of M vectors at once", lambda h: _conv(h).vjp("x", batch=h.vectors)),
     "weight_mjp": ("weight VJP of M vectors at once", lambda h: _conv(h).vjp("w", batch=h.vectors)),
+    "kfc": ("KFC / KFAC-expand input factor", _patches(networks.kfc)),
+    "kfac_reduce": ("KFAC-reduce input factor", _patches(networks.kfac_reduce)),
+    "kfc_transpose": ("KFC input factor of a transposed convolution", _patches_transpose(networks.kfc_transpose)),
+    "kfac_reduce_transpose": (
+        "KFAC-reduce input factor of a transposed convolution",
+        _patches_transpose(networks.kfac_reduce_transpose),
+    ),
+    "per_sample_weight_grad": ("per-sample weight gradients", _with_output(networks.per_sample_weight_grad)),
+    "grad_second_moment": ("second moment of the per-sample gradients", _with_output(networks.grad_second_moment)),
+    "ggn_diagonal": ("GGN diagonal", _with_output(networks.ggn_diagonal, vectors=True)),
+    "ggn_gram": ("GGN Gram matrix", _with_output(networks.ggn_gram, vectors=True)),
 }
 """``name -> (one-line description, builder)``, in the order of SPEC §3."""
 

@@ -112,6 +112,11 @@ class Node:
         return replace(self, axes=axes, network=sub.rename(inner))
 
 
+def _axis_text(axis: tuple[str, ...]) -> str:
+    """``n`` for one leg, ``(g co)`` for merged legs, ``1`` for an axis whose legs were squeezed."""
+    return axis[0] if len(axis) == 1 else f"({' '.join(axis)})" if axis else "1"
+
+
 def _fresh(leg: str, taken: set[str]) -> str:
     new = leg + "'"
     while new in taken:
@@ -237,7 +242,7 @@ class TensorNetwork:
         lines = [f"TensorNetwork: {self.equation()}"]
         symbol = self.symbols()
         for node in self.nodes:
-            desc = ", ".join("(" + " ".join(axis) + ")" if len(axis) > 1 else axis[0] for axis in node.axes)
+            desc = ", ".join(_axis_text(axis) for axis in node.axes)
             extra = (
                 f" {node.pattern}"
                 if node.pattern is not None
@@ -248,7 +253,7 @@ class TensorNetwork:
             lines.append(f"  {node.name:<10} {node.kind:<8} [{desc}]{extra}")
         legs = ", ".join(f"{leg}={self.size(leg)}({symbol[leg]})" for leg in self.legs)
         lines.append(f"  legs: {legs}")
-        out = ", ".join("(" + " ".join(axis) + ")" if len(axis) > 1 else axis[0] for axis in self.output)
+        out = ", ".join(_axis_text(axis) for axis in self.output)
         lines.append(f"  output: [{out}]")
         return "\n".join(lines)
 

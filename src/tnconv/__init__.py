@@ -9,6 +9,7 @@ torch.Size([2, 4, 4, 4])
 from . import networks, nn
 from .network import Node, TensorNetwork
 from .ops.conv import conv, conv1d, conv2d, conv3d
+from .ops.vjp import conv_input_jvp, conv_input_vjp, conv_weight_jvp, conv_weight_vjp
 from .pattern import IndexPattern, index_pattern
 
 __version__ = "0.1.0"
@@ -21,6 +22,10 @@ __all__ = [
     "conv1d",
     "conv2d",
     "conv3d",
+    "conv_input_jvp",
+    "conv_input_vjp",
+    "conv_weight_jvp",
+    "conv_weight_vjp",
     "index_pattern",
     "networks",
     "nn",

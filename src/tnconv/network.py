@@ -295,12 +295,26 @@ class TensorNetwork:
         extra = {batch_leg: batch} if batch is not None else {}
         return jacobian.with_nodes(nodes, output=lead + jacobian.output[n_out:], extra_sizes=extra)
 
-    def jvp(self, wrt: str, tangent: str | None = None) -> TensorNetwork:
+    def jvp(
+        self, wrt: str, tangent: str | None = None, batch: int | None = None, batch_leg: str = "m"
+    ) -> TensorNetwork:
         """Jacobian-vector product w.r.t. ``wrt``: the node is replaced by a tangent input
-        (named ``tangent``, default ``wrt + "_dot"``) of the same shape — the network is linear."""
+        (named ``tangent``, default ``wrt + "_dot"``) of the same shape — the network is linear.
+
+        With ``batch`` (an int), the tangent carries an extra leading leg ``batch_leg`` of that
+        size and so does the result: many JVPs in one contraction.
+        """
         self.node(wrt)
         tangent = tangent or f"{wrt}_dot"
-        return self.with_nodes(replace(node, name=tangent) if node.name == wrt else node for node in self.nodes)
+        if batch is None:
+            return self.with_nodes(replace(node, name=tangent) if node.name == wrt else node for node in self.nodes)
+        if batch_leg in dict(self.sizes):
+            raise ValueError(f"batch_leg {batch_leg!r} already names a leg of the network")
+        lead: Axes = ((batch_leg,),)
+        nodes = (
+            replace(node, name=tangent, axes=lead + node.axes) if node.name == wrt else node for node in self.nodes
+        )
+        return self.with_nodes(nodes, output=lead + self.output, extra_sizes={batch_leg: batch})
 
     def slice(self, leg: str, indices: Sequence[int]) -> TensorNetwork:
         """Restrict ``leg`` to the positions ``indices`` on every node that carries it.

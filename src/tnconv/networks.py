@@ -9,5 +9,7 @@ abcd,def,bgcf->abge
 """
 
 from .ops.conv import conv_network as conv
+from .ops.vjp import conv_input_vjp_network as conv_input_vjp
+from .ops.vjp import conv_weight_vjp_network as conv_weight_vjp
 
-__all__ = ["conv"]
+__all__ = ["conv", "conv_input_vjp", "conv_weight_vjp"]

@@ -1,0 +1,128 @@
+"""Autograd through tensor networks: every derivative is the contraction of a derived network.
+
+:func:`contract` evaluates a network like :meth:`TensorNetwork.contract`, but as one
+``torch.autograd.Function`` whose backward contracts the network's VJP networks
+(``network.vjp(name).simplify()``, SPEC §4) and whose forward-mode derivative contracts its
+JVP networks. The backward itself goes through :func:`contract` again, so higher
+derivatives are tensor networks too. The derived networks are cached per network.
+
+Example:
+    >>> import torch, tnconv
+    >>> tn = tnconv.networks.conv((2, 3, 8), (4, 3, 3))
+    >>> x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    >>> w = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    >>> torch.autograd.gradcheck(lambda x, w: contract(tn, x=x, w=w), (x, w))
+    True
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from .contract import check_inputs
+from .network import TensorNetwork
+
+
+def _fresh_name(base: str, network: TensorNetwork) -> str:
+    taken = {node.name for node in network.nodes}
+    name = base
+    while name in taken:
+        name += "'"
+    return name
+
+
+@lru_cache(maxsize=2048)
+def vjp_network(network: TensorNetwork, wrt: str, batch: int | None = None) -> tuple[TensorNetwork, str]:
+    """The simplified VJP network of ``network`` w.r.t. input ``wrt`` and its vector's name.
+
+    The vector is called ``"v"`` unless the network already has a node of that name (then
+    ``"v'"``, …). With ``batch``, the vector and the result carry a leading leg ``m`` of
+    that size (a matrix-Jacobian product).
+
+    >>> import tnconv
+    >>> tn, vector = vjp_network(tnconv.networks.conv((2, 3, 8), (4, 3, 3)), "w")
+    >>> vector, tn.inputs, tn.output_shape
+    ('v', ('x', 'v'), (4, 3, 3))
+    """
+    vector = _fresh_name("v", network)
+    return network.vjp(wrt, vector=vector, batch=batch).simplify(), vector
+
+
+@lru_cache(maxsize=2048)
+def jvp_network(network: TensorNetwork, wrt: str, batch: int | None = None) -> tuple[TensorNetwork, str]:
+    """The simplified JVP network of ``network`` w.r.t. input ``wrt`` and its tangent's name
+    (``wrt + "_dot"``, primed if taken); ``batch`` as in :func:`vjp_network`.
+
+    >>> import tnconv
+    >>> tn, tangent = jvp_network(tnconv.networks.conv((2, 3, 8), (4, 3, 3)), "x", batch=5)
+    >>> tangent, tn.inputs, tn.output_shape
+    ('x_dot', ('x_dot', 'w'), (5, 2, 4, 6))
+    """
+    tangent = _fresh_name(f"{wrt}_dot", network)
+    return network.jvp(wrt, tangent=tangent, batch=batch).simplify(), tangent
+
+
+class _Contraction(torch.autograd.Function):
+    """``network.contract(**tensors)`` with derivatives from the derived networks."""
+
+    @staticmethod
+    def forward(network: TensorNetwork, strategy: str, *tensors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return network.contract(strategy=strategy, **dict(zip(network.inputs, tensors)))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        network, strategy, *tensors = inputs
+        ctx.network, ctx.strategy = network, strategy
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:  # type: ignore[override]
+        network: TensorNetwork = ctx.network
+        tensors = dict(zip(network.inputs, ctx.saved_tensors))
+        grads = []
+        for name, needed in zip(network.inputs, ctx.needs_input_grad[2:]):
+            if not needed:
+                grads.append(None)
+                continue
+            derived, vector = vjp_network(network, name)
+            others = {key: t for key, t in tensors.items() if key != name}
+            grads.append(contract(derived, ctx.strategy, **others, **{vector: grad}))
+        return (None, None, *grads)
+
+    @staticmethod
+    def jvp(ctx: Any, _network: None, _strategy: None, *tangents: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+        # the network is multilinear in its inputs: the JVP is a sum of one network per tangent
+        network: TensorNetwork = ctx.network
+        tensors = dict(zip(network.inputs, ctx.saved_tensors))
+        total = None
+        for name, tangent in zip(network.inputs, tangents):
+            if tangent is None:
+                continue
+            derived, tangent_name = jvp_network(network, name)
+            others = {key: t for key, t in tensors.items() if key != name}
+            term = contract(derived, ctx.strategy, **others, **{tangent_name: tangent})
+            total = term if total is None else total + term
+        return total  # type: ignore[return-value]
+
+
+def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Tensor) -> torch.Tensor:
+    """Evaluate ``network`` on ``tensors``, differentiable by tensor networks.
+
+    Same result as ``network.contract(strategy=strategy, **tensors)``; under autograd the
+    gradient w.r.t. each input is the contraction of ``network.vjp(name).simplify()``
+    (and forward-mode derivatives contract ``network.jvp(name)``), with the same
+    ``strategy``.
+
+    >>> import torch, tnconv
+    >>> tn = tnconv.networks.conv((1, 2, 5), (3, 2, 3))
+    >>> x = torch.randn(1, 2, 5, requires_grad=True)
+    >>> contract(tn, x=x, w=torch.randn(3, 2, 3)).sum().backward()
+    >>> x.grad.shape
+    torch.Size([1, 2, 5])
+    """
+    check_inputs(network, tensors)
+    return _Contraction.apply(network, strategy, *(tensors[name] for name in network.inputs))

@@ -9,6 +9,8 @@ torch.Size([2, 4, 4, 4])
 from . import networks, nn
 from .network import Node, TensorNetwork
 from .ops.conv import conv, conv1d, conv2d, conv3d
+from .ops.transpose import conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d
+from .ops.unfold import fold, unfold, unfold_transpose
 from .ops.vjp import conv_input_jvp, conv_input_vjp, conv_weight_jvp, conv_weight_vjp
 from .pattern import IndexPattern, index_pattern
 
@@ -23,10 +25,17 @@ __all__ = [
     "conv2d",
     "conv3d",
     "conv_input_jvp",
+    "conv_transpose",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
     "conv_input_vjp",
     "conv_weight_jvp",
     "conv_weight_vjp",
+    "fold",
     "index_pattern",
     "networks",
     "nn",
+    "unfold",
+    "unfold_transpose",
 ]

@@ -9,7 +9,11 @@ abcd,def,bgcf->abge
 """
 
 from .ops.conv import conv_network as conv
+from .ops.transpose import conv_transpose_network as conv_transpose
+from .ops.unfold import fold_network as fold
+from .ops.unfold import unfold_network as unfold
+from .ops.unfold import unfold_transpose_network as unfold_transpose
 from .ops.vjp import conv_input_vjp_network as conv_input_vjp
 from .ops.vjp import conv_weight_vjp_network as conv_weight_vjp
 
-__all__ = ["conv", "conv_input_vjp", "conv_weight_vjp"]
+__all__ = ["conv", "conv_input_vjp", "conv_transpose", "conv_weight_vjp", "fold", "unfold", "unfold_transpose"]

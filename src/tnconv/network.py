@@ -32,8 +32,8 @@ from .pattern import IndexPattern
 if TYPE_CHECKING:
     import torch
 
-NodeKind = Literal["input", "pattern", "identity", "ones", "scalar"]
-NODE_KINDS = ("input", "pattern", "identity", "ones", "scalar")
+NodeKind = Literal["input", "pattern", "identity", "ones", "scalar", "constant"]
+NODE_KINDS = ("input", "pattern", "identity", "ones", "scalar", "constant")
 Axes = tuple[tuple[str, ...], ...]
 
 
@@ -50,6 +50,8 @@ class Node:
         axes: one tuple of legs per tensor dimension.
         pattern: the :class:`IndexPattern` of a ``"pattern"`` node.
         value: the constant of a ``"scalar"`` node.
+        network: the data-independent sub-network of a ``"constant"`` node; its output legs
+            are the node's legs.
     """
 
     name: str
@@ -57,6 +59,7 @@ class Node:
     axes: Axes
     pattern: IndexPattern | None = None
     value: float = 1.0
+    network: TensorNetwork | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in NODE_KINDS:
@@ -65,6 +68,8 @@ class Node:
             raise ValueError(f"pattern node {self.name!r} needs an IndexPattern and three axes (i, o, k)")
         if self.kind == "identity" and len(self.legs) != 2:
             raise ValueError(f"identity node {self.name!r} needs exactly two legs, got {self.legs}")
+        if self.kind == "constant" and (self.network is None or self.network.output != self.axes):
+            raise ValueError(f"constant node {self.name!r} needs a network whose output axes are {self.axes}")
         if self.kind == "scalar" and self.axes:
             raise ValueError(f"scalar node {self.name!r} has no axes, got {self.axes}")
         if len(set(self.legs)) != len(self.legs):
@@ -73,6 +78,11 @@ class Node:
     @property
     def legs(self) -> tuple[str, ...]:
         return tuple(leg for axis in self.axes for leg in axis)
+
+    @property
+    def key(self) -> str:
+        """The keyword under which :meth:`TensorNetwork.contract` expects this node's tensor."""
+        return self.name
 
     @property
     def is_data(self) -> bool:

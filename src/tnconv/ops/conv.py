@@ -11,6 +11,7 @@ from functools import lru_cache
 import torch
 
 from ..autodiff import contract as differentiable_contract
+from ..caching import symbolic_cache
 from ..hyperparams import (
     ConvGeometry,
     IntOrTuple,
@@ -70,6 +71,7 @@ def _conv_network(
     return TensorNetwork(nodes, tuple(sizes.items()), out)
 
 
+@symbolic_cache
 def conv_network(
     input_shape: tuple[int, ...],
     weight_shape: tuple[int, ...],

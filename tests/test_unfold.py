@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tnconv
+from tnconv.simplify import merge_identities
 
 from .strategies import conv_cases, conv_transpose_cases
 from .transpose_reference import TORCH_CONV_TRANSPOSE, conv_transpose_reference, unfold_reference
@@ -104,7 +105,7 @@ def test_networks():
     unfold = tnconv.networks.unfold((2, 3, 6, 6), 3, padding=1)
     assert unfold.inputs == ("x",) and unfold.output_shape == (2, 27, 36)
     fold = tnconv.networks.fold((2, 27, 36), (6, 6), 3, padding=1)
-    assert fold == unfold.vjp("x", vector="u").simplify()
+    assert fold == merge_identities(unfold.vjp("x", vector="u"))
     assert fold.output_shape == (2, 3, 6, 6)
     ut = tnconv.networks.unfold_transpose((2, 3, 4), 3, stride=2, output_padding=1)
     assert ut.output_shape == (2, 9, 10)

@@ -5,6 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tnconv
+from tnconv.autodiff import contract
+from tnconv.simplify import merge_identities
 
 from .reference import TORCH_CONV, conv_reference
 from .strategies import conv_cases
@@ -148,8 +150,11 @@ def test_strategy_passes_through_to_backward():
 
 def test_vjp_networks_are_derived_from_the_convolution():
     tn = tnconv.networks.conv((2, 4, 7), (6, 2, 3), stride=2, groups=2)
-    assert tnconv.networks.conv_input_vjp((2, 4, 7), (6, 2, 3), stride=2, groups=2) == tn.vjp("x").simplify()
-    assert tnconv.networks.conv_weight_vjp((2, 4, 7), (6, 2, 3), stride=2, groups=2) == tn.vjp("w").simplify()
+    input_vjp = tnconv.networks.conv_input_vjp((2, 4, 7), (6, 2, 3), stride=2, groups=2)
+    weight_vjp = tnconv.networks.conv_weight_vjp((2, 4, 7), (6, 2, 3), stride=2, groups=2)
+    assert input_vjp == merge_identities(tn.vjp("x")) and input_vjp.simplify() == tn.vjp("x").simplify()
+    assert weight_vjp == merge_identities(tn.vjp("w")) and weight_vjp.simplify() == tn.vjp("w").simplify()
+    assert not any(node.kind == "identity" for node in input_vjp.nodes)
     batched = tnconv.networks.conv_weight_vjp((2, 4, 7), (6, 2, 3), stride=2, groups=2, batch=3)
     assert batched.input_shape("v") == (3, 2, 6, 3) and batched.output_shape == (3, 6, 2, 3)
 
@@ -198,3 +203,42 @@ def test_input_vjp_disambiguates_strided_input_sizes():
         F.conv1d(torch.zeros(1, 2, 7), w.float(), stride=2).shape
         == F.conv1d(torch.zeros(1, 2, 8), w.float(), stride=2).shape
     )
+
+
+def test_gradients_of_sliced_networks_have_the_inputs_shape():
+    # slicing i1 restricts the sum to the kept input positions: the convolution of a masked x
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    kept = [0, 2, 3, 7]
+    mask = torch.zeros(8, dtype=torch.float64)
+    mask[kept] = 1
+    y = contract(tnconv.networks.conv(x.shape, w.shape, padding=1).slice("i1", kept), x=x, w=w)
+    ref = F.conv1d(x * mask, w, padding=1)
+    assert rel_err(y, ref) < 1e-12
+    v = torch.randn_like(ref)
+    for g, r in zip(torch.autograd.grad(y, (x, w), v), torch.autograd.grad(ref, (x, w), v)):
+        assert rel_err(g, r) < 1e-12
+
+
+def test_derivatives_of_simplified_networks():
+    # the transposed convolution's last positions are reached by no window when output_padding >= stride:
+    # simplify() trims them, and the derivatives must still cover the full input
+    tn = tnconv.networks.conv_transpose(
+        (1, 2, 3, 2), (2, 2, 2, 3), stride=(1, 2), dilation=(2, 1), output_padding=(1, 0)
+    )
+    w = torch.randn(2, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    simple = tn.vjp("x").simplify()
+    assert simple.slices  # trimmed
+    v = torch.randn(1, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    f = lambda w, v: contract(simple, w=w, v=v)
+    assert torch.autograd.gradcheck(f, (w, v))
+    assert torch.autograd.gradgradcheck(f, (w, v))
+
+
+def test_batched_jvp_network():
+    tn = tnconv.networks.conv((2, 3, 8), (4, 3, 3))
+    jvp = tn.jvp("w", batch=5)
+    assert jvp.inputs == ("x", "w_dot") and jvp.input_shape("w_dot") == (5, 4, 3, 3)
+    assert jvp.output_shape == (5, 2, 4, 6)
+    with pytest.raises(ValueError, match="batch_leg 'n'"):
+        tn.jvp("w", batch=5, batch_leg="n")

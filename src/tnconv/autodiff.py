@@ -2,9 +2,14 @@
 
 :func:`contract` evaluates a network like :meth:`TensorNetwork.contract`, but as one
 ``torch.autograd.Function`` whose backward contracts the network's VJP networks
-(``network.vjp(name).simplify()``, SPEC §4) and whose forward-mode derivative contracts its
-JVP networks. The backward itself goes through :func:`contract` again, so higher
-derivatives are tensor networks too. The derived networks are cached per network.
+(``network.vjp(name)``, SPEC §4) and whose forward-mode derivative contracts its JVP
+networks. The backward itself goes through :func:`contract` again, so higher derivatives
+are tensor networks too. The derived networks are cached per network.
+
+Derived networks only get their identities merged here: the other rewrite rules (trimming,
+reshaping non-overlapping windows, …) change legs, and deriving again from such a form
+would describe a restricted tensor. The execution strategies apply the full
+:meth:`~TensorNetwork.simplify` when contracting.
 
 Example:
     >>> import torch, tnconv
@@ -24,6 +29,7 @@ import torch
 
 from .contract import check_inputs
 from .network import TensorNetwork
+from .simplify import merge_identities
 
 
 def _fresh_name(base: str, network: TensorNetwork) -> str:
@@ -36,7 +42,7 @@ def _fresh_name(base: str, network: TensorNetwork) -> str:
 
 @lru_cache(maxsize=2048)
 def vjp_network(network: TensorNetwork, wrt: str, batch: int | None = None) -> tuple[TensorNetwork, str]:
-    """The simplified VJP network of ``network`` w.r.t. input ``wrt`` and its vector's name.
+    """The VJP network of ``network`` w.r.t. input ``wrt`` (identities merged) and its vector's name.
 
     The vector is called ``"v"`` unless the network already has a node of that name (then
     ``"v'"``, …). With ``batch``, the vector and the result carry a leading leg ``m`` of
@@ -48,12 +54,12 @@ def vjp_network(network: TensorNetwork, wrt: str, batch: int | None = None) -> t
     ('v', ('x', 'v'), (4, 3, 3))
     """
     vector = _fresh_name("v", network)
-    return network.vjp(wrt, vector=vector, batch=batch).simplify(), vector
+    return merge_identities(network.vjp(wrt, vector=vector, batch=batch)), vector
 
 
 @lru_cache(maxsize=2048)
 def jvp_network(network: TensorNetwork, wrt: str, batch: int | None = None) -> tuple[TensorNetwork, str]:
-    """The simplified JVP network of ``network`` w.r.t. input ``wrt`` and its tangent's name
+    """The JVP network of ``network`` w.r.t. input ``wrt`` (identities merged) and its tangent's name
     (``wrt + "_dot"``, primed if taken); ``batch`` as in :func:`vjp_network`.
 
     >>> import tnconv
@@ -62,7 +68,7 @@ def jvp_network(network: TensorNetwork, wrt: str, batch: int | None = None) -> t
     ('x_dot', ('x_dot', 'w'), (5, 2, 4, 6))
     """
     tangent = _fresh_name(f"{wrt}_dot", network)
-    return network.jvp(wrt, tangent=tangent, batch=batch).simplify(), tangent
+    return merge_identities(network.jvp(wrt, tangent=tangent, batch=batch)), tangent
 
 
 class _Contraction(torch.autograd.Function):
@@ -113,7 +119,7 @@ def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Te
     """Evaluate ``network`` on ``tensors``, differentiable by tensor networks.
 
     Same result as ``network.contract(strategy=strategy, **tensors)``; under autograd the
-    gradient w.r.t. each input is the contraction of ``network.vjp(name).simplify()``
+    gradient w.r.t. each input is the contraction of ``network.vjp(name)``
     (and forward-mode derivatives contract ``network.jvp(name)``), with the same
     ``strategy``.
 

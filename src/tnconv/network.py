@@ -256,7 +256,9 @@ class TensorNetwork:
         The result's output is the original output followed by the removed node's axes.
         A leg of the removed node that is also an output leg (``n`` when differentiating
         w.r.t. ``x``) is renamed with a prime and tied to the original by an identity node;
-        a leg carried by no other node gets an all-ones node.
+        a leg carried by no other node gets an all-ones node. A sliced leg is freed the same
+        way, as a full-range primed leg: the identity, sliced on one side only, selects the
+        kept positions, so the Jacobian has the input's full shape (zero where not kept).
         """
         removed = self.node(name)
         if removed.kind != "input":
@@ -269,13 +271,11 @@ class TensorNetwork:
         slices = dict(self.slices)
         mapping: dict[str, str] = {}
         for leg in removed.legs:
-            if leg in out_legs:
+            if leg in out_legs or leg in slices:
                 new = _fresh(leg, taken)
                 taken.add(new)
                 mapping[leg] = new
                 sizes[new] = sizes[leg]
-                if leg in slices:
-                    slices[new] = slices[leg]
                 rest.append(Node(f"delta_{leg}", "identity", ((leg,), (new,))))
             elif leg not in carried:
                 rest.append(Node(f"ones_{leg}", "ones", ((leg,),)))

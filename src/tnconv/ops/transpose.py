@@ -23,6 +23,7 @@ from functools import lru_cache
 import torch
 
 from ..autodiff import contract
+from ..caching import symbolic_cache
 from ..hyperparams import (
     ConvGeometry,
     IntOrTuple,
@@ -32,6 +33,7 @@ from ..hyperparams import (
     normalize_groups,
 )
 from ..network import TensorNetwork
+from ..simplify import merge_identities
 from .conv import _conv_network, add_bias, check_bias
 
 
@@ -41,9 +43,10 @@ def _conv_transpose_network(
 ) -> TensorNetwork:
     # the convolution I' -> O has C_out (transposed) input and C_in (transposed) output channels
     forward = _conv_network(batch, out_per_group, in_per_group, groups, geometry)
-    return forward.vjp("x", vector="x").simplify().rename({"ci": "co", "co": "ci"})
+    return merge_identities(forward.vjp("x", vector="x")).rename({"ci": "co", "co": "ci"})
 
 
+@symbolic_cache
 def conv_transpose_network(
     input_shape: Sequence[int],
     weight_shape: Sequence[int],

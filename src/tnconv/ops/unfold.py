@@ -24,6 +24,7 @@ from functools import lru_cache
 import torch
 
 from ..autodiff import contract
+from ..caching import symbolic_cache
 from ..hyperparams import (
     ConvGeometry,
     IntOrTuple,
@@ -34,6 +35,7 @@ from ..hyperparams import (
     normalize_tuple,
 )
 from ..network import Axes, Node, TensorNetwork
+from ..simplify import merge_identities
 from .conv import pattern_nodes, pattern_sizes, spatial_legs
 
 
@@ -58,6 +60,7 @@ def _batch_and_channels(shape: Sequence[int], name: str, dims: int | None = None
     return shape[0], shape[1], shape[2:]
 
 
+@symbolic_cache
 def unfold_network(
     input_shape: Sequence[int],
     kernel_size: IntOrTuple,
@@ -81,9 +84,10 @@ def unfold_network(
 
 @lru_cache(maxsize=1024)
 def _fold_network(unfold: TensorNetwork) -> TensorNetwork:
-    return unfold.vjp("x", vector="u").simplify()
+    return merge_identities(unfold.vjp("x", vector="u"))
 
 
+@symbolic_cache
 def fold_network(
     input_shape: Sequence[int],
     output_size: IntOrTuple,
@@ -94,7 +98,7 @@ def fold_network(
 ) -> TensorNetwork:
     """The fold (col2im) network: the adjoint of unfold, ``u[n, (c k), (o)] Π[i, o, k]``.
 
-    Derived from :func:`unfold_network` as ``.vjp("x", vector="u").simplify()``.
+    Derived from :func:`unfold_network` as ``.vjp("x", vector="u")`` (identities merged).
 
     Args:
         input_shape: ``[N, C·∏K, L]`` with ``L = ∏O`` the number of windows.
@@ -131,6 +135,7 @@ def fold_network(
     return _fold_network(_unfold_network(shape[0], shape[1] // taps, geometry, False))
 
 
+@symbolic_cache
 def unfold_transpose_network(
     input_shape: Sequence[int],
     kernel_size: IntOrTuple,

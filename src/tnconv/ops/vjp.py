@@ -2,8 +2,9 @@
 
 Every network here is ``conv_network(...)`` with one node removed (SPEC §4):
 ``.vjp("x")`` / ``.vjp("w")`` for the input/weight VJP, ``.jvp("x")`` / ``.jvp("w")`` for
-the JVPs, simplified. Extra leading dimensions of the vector (or tangent) become one batch
-leg ``m`` of the network, so many products are one contraction.
+the JVPs, with identities merged (:func:`tnconv.autodiff.vjp_network`). Extra leading
+dimensions of the vector (or tangent) become one batch leg ``m`` of the network, so many
+products are one contraction.
 
 Example:
     >>> import torch, tnconv
@@ -22,11 +23,13 @@ from collections.abc import Sequence
 import torch
 
 from ..autodiff import contract, jvp_network, vjp_network
+from ..caching import symbolic_cache
 from ..hyperparams import IntOrTuple, Padding, check_same_dtype_device, check_tensor, normalize_groups, normalize_tuple
 from ..network import TensorNetwork
 from .conv import conv_network
 
 
+@symbolic_cache
 def conv_input_vjp_network(
     input_shape: Sequence[int],
     weight_shape: Sequence[int],
@@ -38,7 +41,7 @@ def conv_input_vjp_network(
 ) -> TensorNetwork:
     """The input VJP's network ``v[(m), n, (g co), o] Π[i, o, k] w[(g co), ci, k]``.
 
-    Derived as ``conv_network(...).vjp("x").simplify()``. Inputs ``w`` and ``v``
+    Derived as ``conv_network(...).vjp("x")`` (identities merged). Inputs ``w`` and ``v``
     (``[N, C_out, O…]``, or ``[batch, N, C_out, O…]`` with ``batch``); output shaped like
     the convolution's input (with the leading ``batch``).
 
@@ -50,6 +53,7 @@ def conv_input_vjp_network(
     return vjp_network(network, "x", batch)[0]
 
 
+@symbolic_cache
 def conv_weight_vjp_network(
     input_shape: Sequence[int],
     weight_shape: Sequence[int],
@@ -61,7 +65,7 @@ def conv_weight_vjp_network(
 ) -> TensorNetwork:
     """The weight VJP's network ``x[n, (g ci), i] Π[i, o, k] v[(m), n, (g co), o]``.
 
-    Derived as ``conv_network(...).vjp("w").simplify()``. Inputs ``x`` and ``v``; output
+    Derived as ``conv_network(...).vjp("w")`` (identities merged). Inputs ``x`` and ``v``; output
     shaped like the weight (with a leading ``batch``).
 
     >>> conv_weight_vjp_network((2, 3, 8), (4, 3, 3)).output_shape

@@ -242,3 +242,19 @@ def test_batched_jvp_network():
     assert jvp.output_shape == (5, 2, 4, 6)
     with pytest.raises(ValueError, match="batch_leg 'n'"):
         tn.jvp("w", batch=5, batch_leg="n")
+
+
+def test_torch_func_transforms_of_conv():
+    """Per-sample gradients (vmap of grad), forward-mode jvp and jacrev through tnconv.conv."""
+    x, w = torch.randn(3, 4, 6, 5, dtype=torch.float64), torch.randn(6, 2, 3, 2, dtype=torch.float64)
+    kw = dict(stride=(2, 1), padding=1, groups=2)
+    mine = lambda x, w: tnconv.conv(x, w, **kw)
+    ref = lambda x, w: F.conv2d(x, w, **kw)
+    loss = lambda fn: lambda w, x: fn(x[None], w).square().sum()
+    per_sample = lambda fn: torch.func.vmap(torch.func.grad(loss(fn)), in_dims=(None, 0))(w, x)
+    assert rel_err(per_sample(mine), per_sample(ref)) < 1e-12
+    t = torch.randn_like(x)
+    jvp = lambda fn: torch.func.jvp(lambda x: fn(x, w), (x,), (t,))[1]
+    assert rel_err(jvp(mine), jvp(ref)) < 1e-12
+    x1 = x[:1, :, :3, :3]
+    assert rel_err(torch.func.jacrev(mine)(x1, w), torch.func.jacrev(ref)(x1, w)) < 1e-12

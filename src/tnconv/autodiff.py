@@ -71,8 +71,62 @@ def jvp_network(network: TensorNetwork, wrt: str, batch: int | None = None) -> t
     return merge_identities(network.jvp(wrt, tangent=tangent, batch=batch)), tangent
 
 
+def _save(ctx: Any, network: TensorNetwork, strategy: str, tensors: tuple[torch.Tensor, ...]) -> None:
+    ctx.network, ctx.strategy = network, strategy
+    ctx.save_for_backward(*tensors)
+    ctx.save_for_forward(*tensors)
+
+
+def _backward(ctx: Any, grad: torch.Tensor) -> tuple:
+    network: TensorNetwork = ctx.network
+    tensors = dict(zip(network.inputs, ctx.saved_tensors))
+    grads = []
+    for name, needed in zip(network.inputs, ctx.needs_input_grad[2:]):
+        if not needed:
+            grads.append(None)
+            continue
+        derived, vector = vjp_network(network, name)
+        others = {key: t for key, t in tensors.items() if key != name}
+        grads.append(contract(derived, ctx.strategy, **others, **{vector: grad}))
+    return (None, None, *grads)
+
+
+def _jvp(ctx: Any, _network: None, _strategy: None, *tangents: torch.Tensor | None) -> torch.Tensor:
+    # the network is multilinear in its inputs: the JVP is a sum of one network per tangent
+    network: TensorNetwork = ctx.network
+    tensors = dict(zip(network.inputs, ctx.saved_tensors))
+    total = None
+    for name, tangent in zip(network.inputs, tangents):
+        if tangent is None:
+            continue
+        derived, tangent_name = jvp_network(network, name)
+        others = {key: t for key, t in tensors.items() if key != name}
+        term = contract(derived, ctx.strategy, **others, **{tangent_name: tangent})
+        total = term if total is None else total + term
+    return total  # type: ignore[return-value]
+
+
 class _Contraction(torch.autograd.Function):
-    """``network.contract(**tensors)`` with derivatives from the derived networks."""
+    """``network.contract(**tensors)`` with derivatives from the derived networks.
+
+    Old-style (``ctx`` in ``forward``): ``apply`` then skips the per-call signature binding
+    that a ``setup_context`` function costs; :class:`_TransformableContraction` is the same
+    function for ``torch.func`` transforms, which need ``setup_context``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, network: TensorNetwork, strategy: str, *tensors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        _save(ctx, network, strategy, tensors)
+        return network.contract(strategy=strategy, **dict(zip(network.inputs, tensors)))
+
+    backward = staticmethod(_backward)
+    jvp = staticmethod(_jvp)
+
+
+class _TransformableContraction(torch.autograd.Function):
+    """:class:`_Contraction` for ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``, …)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(network: TensorNetwork, strategy: str, *tensors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -81,38 +135,13 @@ class _Contraction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
         network, strategy, *tensors = inputs
-        ctx.network, ctx.strategy = network, strategy
-        ctx.save_for_backward(*tensors)
-        ctx.save_for_forward(*tensors)
+        _save(ctx, network, strategy, tuple(tensors))
 
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple:  # type: ignore[override]
-        network: TensorNetwork = ctx.network
-        tensors = dict(zip(network.inputs, ctx.saved_tensors))
-        grads = []
-        for name, needed in zip(network.inputs, ctx.needs_input_grad[2:]):
-            if not needed:
-                grads.append(None)
-                continue
-            derived, vector = vjp_network(network, name)
-            others = {key: t for key, t in tensors.items() if key != name}
-            grads.append(contract(derived, ctx.strategy, **others, **{vector: grad}))
-        return (None, None, *grads)
+    backward = staticmethod(_backward)
+    jvp = staticmethod(_jvp)
 
-    @staticmethod
-    def jvp(ctx: Any, _network: None, _strategy: None, *tangents: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
-        # the network is multilinear in its inputs: the JVP is a sum of one network per tangent
-        network: TensorNetwork = ctx.network
-        tensors = dict(zip(network.inputs, ctx.saved_tensors))
-        total = None
-        for name, tangent in zip(network.inputs, tangents):
-            if tangent is None:
-                continue
-            derived, tangent_name = jvp_network(network, name)
-            others = {key: t for key, t in tensors.items() if key != name}
-            term = contract(derived, ctx.strategy, **others, **{tangent_name: tangent})
-            total = term if total is None else total + term
-        return total  # type: ignore[return-value]
+
+_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
 
 
 def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Tensor) -> torch.Tensor:
@@ -121,7 +150,7 @@ def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Te
     Same result as ``network.contract(strategy=strategy, **tensors)``; under autograd the
     gradient w.r.t. each input is the contraction of ``network.vjp(name)``
     (and forward-mode derivatives contract ``network.jvp(name)``), with the same
-    ``strategy``.
+    ``strategy``. ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``) work too.
 
     >>> import torch, tnconv
     >>> tn = tnconv.networks.conv((1, 2, 5), (3, 2, 3))
@@ -130,5 +159,8 @@ def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Te
     >>> x.grad.shape
     torch.Size([1, 2, 5])
     """
-    check_inputs(network, tensors)
-    return _Contraction.apply(network, strategy, *(tensors[name] for name in network.inputs))
+    names = network.inputs
+    if len(tensors) != len(names) or any(name not in tensors for name in names):
+        check_inputs(network, tensors)  # raises, naming what is missing or unexpected
+    function = _TransformableContraction if _transforms_active() else _Contraction
+    return function.apply(network, strategy, *(tensors[name] for name in names))

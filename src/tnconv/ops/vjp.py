@@ -141,7 +141,8 @@ def conv_input_vjp(
         )
     sizes = _shape_tuple(input_size, "input_size")
     batch_size = v.shape[v.dim() - dims - 2]
-    in_channels = weight.shape[1] * (groups if isinstance(groups, int) and groups > 0 else 1)
+    # a bad ``groups`` is reported by conv_network below
+    in_channels = weight.shape[1] * groups if isinstance(groups, int) and groups > 0 else weight.shape[1]
     if len(sizes) == dims + 2:
         if sizes[0] != batch_size:
             raise ValueError(f"v has batch size {batch_size} but input_size={sizes} says {sizes[0]}")

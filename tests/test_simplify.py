@@ -18,6 +18,7 @@ RULES = [
     rules.patterns_to_identities,
     rules.trim_untouched_inputs,
     rules.precontract_constants,
+    rules.squeeze_size_one,
     rules.simplify,
 ]
 
@@ -88,3 +89,11 @@ def test_ones_are_absorbed_into_constants():
     simple = rules.precontract_constants(net)
     assert [n.kind for n in simple.nodes] == ["input", "constant"]
     assert_same_value(net, simple)
+
+
+def test_size_one_legs_are_squeezed():
+    tn = tnconv.networks.conv((2, 3, 5, 6), (4, 3, 1, 1))  # g = 1 and k = 1
+    simple = tn.simplify()
+    assert all(simple.size(leg) > 1 for leg in simple.legs)
+    assert simple.output_shape == tn.output_shape
+    assert_same_value(tn, simple)

@@ -45,6 +45,14 @@ def test_native_matches_einsum_for_conv_and_vjps(case, which):
     assert_strategy_matches_einsum(network, "native")
 
 
+@given(case=conv_cases(dims=st.integers(4, 5), max_size=5, allow_same=True))
+def test_native_high_dimensional_forward_matches_einsum(case):
+    x, w, _ = case.tensors()
+    network = tnconv.networks.conv(x.shape, w.shape, **case.kwargs())
+    assert recognize(network) is not None
+    assert_strategy_matches_einsum(network, "native")
+
+
 def transposed_network(batch, groups, ci, co, size, kernel, stride, padding, output_padding, dilation):
     """x[n,(g ci),o] Π[i,o,k] w[(g ci),co,k] -> [n,(g co),i]: a transposed convolution."""
     geometry = conv_transpose_geometry(size, kernel, stride, padding, output_padding, dilation)
@@ -75,8 +83,8 @@ def test_native_handles_transposed_geometries(args):
 
 
 def test_native_does_not_claim_other_networks():
-    tn = tnconv.networks.conv((2, 2, 5, 5, 5, 5), (3, 2, 2, 2, 2, 2))
-    assert recognize(tn) is None  # four dimensions
+    tn = tnconv.networks.conv((2, 2, 5, 5, 5, 5), (3, 2, 2, 2, 2, 2)).vjp("w")
+    assert recognize(tn) is None  # a four-dimensional weight VJP
     assert recognize(tnconv.networks.conv((2, 3, 8), (4, 3, 3)).slice("o1", [0, 1])) is None
     assert recognize(tnconv.networks.conv((2, 3, 8), (4, 3, 3)).vjp("w", batch=3)) is None
     with pytest.raises(ValueError, match="does not apply"):

@@ -258,3 +258,26 @@ def test_torch_func_transforms_of_conv():
     assert rel_err(jvp(mine), jvp(ref)) < 1e-12
     x1 = x[:1, :, :3, :3]
     assert rel_err(torch.func.jacrev(mine)(x1, w), torch.func.jacrev(ref)(x1, w)) < 1e-12
+
+
+def test_gradients_of_a_tensor_read_twice():
+    """KFC's network reads x twice (x·x'): the gradient is the sum of both VJPs (product rule)."""
+    x = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
+    tn = tnconv.networks.kfc(x.shape, 3, padding=1, groups=2)
+    assert tn.inputs == ("x",)
+    u = F.unfold(x[..., None], (3, 1), padding=(1, 0)).view(2, 2, 6, 5)  # [n, g, (ci k), o], torch's im2col
+    expected = torch.einsum("ngao,ngbo->gab", u, u) / 2
+    y = contract(tn, x=x)
+    assert rel_err(y, expected) < 1e-12
+    v = torch.randn_like(y)
+    assert rel_err(torch.autograd.grad(y, x, v)[0], torch.autograd.grad(expected, x, v)[0]) < 1e-12
+    t = torch.randn_like(x)
+    jvp = lambda fn: torch.func.jvp(fn, (x.detach(),), (t,))[1]
+    assert (
+        rel_err(
+            jvp(lambda x: contract(tn, x=x)),
+            jvp(lambda x: tnconv.networks.kfc(x.shape, 3, padding=1, groups=2).contract(strategy="einsum", x=x)),
+        )
+        < 1e-12
+    )
+    assert torch.autograd.gradcheck(lambda x: contract(tn, x=x), (x,), check_forward_ad=True)

@@ -33,7 +33,7 @@ from .simplify import merge_identities
 
 
 def _fresh_name(base: str, network: TensorNetwork) -> str:
-    taken = {node.name for node in network.nodes}
+    taken = {node.name for node in network.nodes} | set(network.inputs)
     name = base
     while name in taken:
         name += "'"
@@ -77,32 +77,43 @@ def _save(ctx: Any, network: TensorNetwork, strategy: str, tensors: tuple[torch.
     ctx.save_for_forward(*tensors)
 
 
+def _readers(network: TensorNetwork, key: str) -> list[str]:
+    """The input nodes that read tensor ``key`` (several for ``x·x'``, see ``Node.source``)."""
+    return [node.name for node in network.nodes if node.kind == "input" and node.key == key]
+
+
+def _contract_derived(
+    derived: TensorNetwork, strategy: str, tensors: dict[str, torch.Tensor], name: str, value: torch.Tensor
+) -> torch.Tensor:
+    operands = {key: tensors[key] for key in derived.inputs if key != name}
+    return contract(derived, strategy, **operands, **{name: value})
+
+
 def _backward(ctx: Any, grad: torch.Tensor) -> tuple:
+    # product rule: a tensor read by several nodes gets the sum of one VJP per node
     network: TensorNetwork = ctx.network
     tensors = dict(zip(network.inputs, ctx.saved_tensors))
-    grads = []
-    for name, needed in zip(network.inputs, ctx.needs_input_grad[2:]):
-        if not needed:
-            grads.append(None)
-            continue
-        derived, vector = vjp_network(network, name)
-        others = {key: t for key, t in tensors.items() if key != name}
-        grads.append(contract(derived, ctx.strategy, **others, **{vector: grad}))
+    grads: list[torch.Tensor | None] = []
+    for key, needed in zip(network.inputs, ctx.needs_input_grad[2:]):
+        total = None
+        for reader in _readers(network, key) if needed else ():
+            derived, vector = vjp_network(network, reader)
+            term = _contract_derived(derived, ctx.strategy, tensors, vector, grad)
+            total = term if total is None else total + term
+        grads.append(total)
     return (None, None, *grads)
 
 
 def _jvp(ctx: Any, _network: None, _strategy: None, *tangents: torch.Tensor | None) -> torch.Tensor:
-    # the network is multilinear in its inputs: the JVP is a sum of one network per tangent
+    # the network is multilinear in its nodes: the JVP is a sum of one network per reading node
     network: TensorNetwork = ctx.network
     tensors = dict(zip(network.inputs, ctx.saved_tensors))
     total = None
-    for name, tangent in zip(network.inputs, tangents):
-        if tangent is None:
-            continue
-        derived, tangent_name = jvp_network(network, name)
-        others = {key: t for key, t in tensors.items() if key != name}
-        term = contract(derived, ctx.strategy, **others, **{tangent_name: tangent})
-        total = term if total is None else total + term
+    for key, tangent in zip(network.inputs, tangents):
+        for reader in _readers(network, key) if tangent is not None else ():
+            derived, tangent_name = jvp_network(network, reader)
+            term = _contract_derived(derived, ctx.strategy, tensors, tangent_name, tangent)  # type: ignore[arg-type]
+            total = term if total is None else total + term
     return total  # type: ignore[return-value]
 
 

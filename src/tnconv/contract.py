@@ -73,7 +73,7 @@ def dense_operand(
     """The dense tensor of ``node`` with one dimension per leg, sliced as the network says."""
     full = network.size_of
     if node.kind == "input":
-        tensor = tensors[node.name].reshape([full[leg] for leg in node.legs])
+        tensor = tensors[node.key].reshape([full[leg] for leg in node.legs])
     elif node.kind == "pattern":
         tensor = node.pattern.materialize(dtype, device)  # type: ignore[union-attr]
     elif node.kind == "identity":

@@ -1,7 +1,8 @@
 """Native execution: networks recognised as a convolution run on PyTorch's own kernels.
 
 A network made of two data inputs and one index pattern per spatial dimension
-(``D ≤ 3``) is one of three things, told apart by which pattern legs its inputs carry:
+(``D ≤ 3``; forward convolutions of any ``D``) is one of three things, told apart by which
+pattern legs its inputs carry:
 
 ========================  =====================================  ==========================
 kind                      inputs                                 output
@@ -19,6 +20,7 @@ PyTorch's symmetric padding cannot express (``'same'`` with even kernels, transp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -88,7 +90,7 @@ def recognize(network: TensorNetwork) -> NativeCall | None:
     inputs = [n for n in network.nodes if n.kind == "input"]
     others = [n for n in network.nodes if n.kind not in ("pattern", "input", "scalar")]
     dims = len(patterns)
-    if others or len(inputs) != 2 or not 1 <= dims <= 3:
+    if others or len(inputs) != 2 or dims < 1:
         return None
     i_legs = tuple(p.legs[0] for p in patterns)
     o_legs = tuple(p.legs[1] for p in patterns)
@@ -113,7 +115,7 @@ def recognize(network: TensorNetwork) -> NativeCall | None:
     found = tuple(p.pattern for p in patterns)
 
     def call(kind, first, second, groups):  # type: ignore[no-untyped-def]
-        return NativeCall(kind, (first.name, second.name), found, groups, scale, network.output_shape)
+        return NativeCall(kind, (first.key, second.key), found, groups, scale, network.output_shape)
 
     if W is not None and len(W.axes) == dims + 2:
         group = W.axes[0][0] if len(W.axes[0]) == 2 else None
@@ -128,13 +130,13 @@ def recognize(network: TensorNetwork) -> NativeCall | None:
             expected_out = ((X.axes[0]),) + (chan_b,) + _singles(o_legs)
             if len(X.axes[0]) == 1 and X.axes == expected_x and network.output == expected_out:
                 return call("forward", X, W, groups)
-        if V is not None and out_spatial == _singles(i_legs):
+        if V is not None and out_spatial == _singles(i_legs) and dims <= 3:
             lead = V.axes[: len(V.axes) - dims - 1]
             expected_v = lead + (chan_b,) + _singles(o_legs)
             if lead and V.axes == expected_v and network.output == lead + (chan_a,) + _singles(i_legs):
                 return call("input_vjp", V, W, groups)
         return None
-    if X is not None and V is not None and out_spatial == _singles(k_legs) and len(network.output) == dims + 2:
+    if X is not None and V is not None and out_spatial == _singles(k_legs) and len(network.output) == dims + 2 <= 5:
         if len(X.axes) != dims + 2 or len(V.axes) != dims + 2 or X.axes[0] != V.axes[0] or len(X.axes[0]) != 1:
             return None
         group = V.axes[1][0] if len(V.axes[1]) == 2 else None
@@ -155,14 +157,16 @@ def _pad_to_footprint(x: torch.Tensor, patterns: tuple[IndexPattern, ...]) -> to
     return F.pad(x, widths)
 
 
-def run_native(call: NativeCall, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def run_native(call: NativeCall, tensors: Mapping[str, torch.Tensor], reshape: bool = True) -> torch.Tensor:
     """Evaluate a recognised network with PyTorch's convolution kernels."""
     first, second = (tensors[name] for name in call.operands)
     d, ps = call.dims, call.patterns
     stride = tuple(p.stride for p in ps)
     dilation = tuple(p.dilation for p in ps)
     padding = tuple(p.padding for p in ps)
-    if call.kind == "forward":
+    if call.kind == "forward" and d > 3:
+        result = _forward_high_dims(first, second, call)
+    elif call.kind == "forward":
         x, w = first, second.reshape(second.shape[0], -1, *second.shape[-d:])
         if call.symmetric:
             result = _CONV[d](x, w, None, stride, padding, dilation, call.groups)
@@ -192,8 +196,33 @@ def run_native(call: NativeCall, tensors: Mapping[str, torch.Tensor]) -> torch.T
             result = _CONV_WEIGHT[d](x, shape, v, stride, padding, dilation, call.groups)
         else:
             result = _CONV_WEIGHT[d](_pad_to_footprint(x, ps), shape, v, stride, 0, dilation, call.groups)
-    result = result.reshape(call.output_shape)
+    if reshape:
+        result = result.reshape(call.output_shape)
     return result * call.scale if call.scale != 1.0 else result
+
+
+def _forward_high_dims(x: torch.Tensor, w: torch.Tensor, call: NativeCall) -> torch.Tensor:
+    """A ``D > 3`` convolution as ONE ``conv3d``: the leading ``D − 3`` dimensions are unfolded
+    (strided views of the padded input), their output positions moved into the batch and
+    their kernel taps into the input channels: ``[(n o…), (g c k…), i, i, i]``."""
+    from .structured import Unfold, window_views
+
+    d, ps, groups = call.dims, call.patterns, call.groups
+    lead = d - 3
+    n, channels = x.shape[:2]
+    views = window_views(x, {2 + j: Unfold("", ps[j], ps[j].input_size) for j in range(lead)})
+    # views: [n, (g c), o1, k1, …, o_lead, k_lead, i, i, i]
+    views = views.reshape(n, groups, channels // groups, *views.shape[2:])
+    o_axes = [3 + 2 * j for j in range(lead)]
+    k_axes = [4 + 2 * j for j in range(lead)]
+    rest = list(range(3 + 2 * lead, views.dim()))
+    batch = n * math.prod(p.output_size for p in ps[:lead])
+    stacked = views.permute(0, *o_axes, 1, 2, *k_axes, *rest).reshape(batch, -1, *views.shape[-3:])
+    kernel = w.reshape(w.shape[0], -1, *w.shape[-3:])  # [(g co), (c k_lead…), k, k, k]
+    inner = NativeCall("forward", call.operands, ps[lead:], groups, 1.0, ())
+    y = run_native(inner, {call.operands[0]: stacked, call.operands[1]: kernel}, reshape=False)
+    y = y.reshape(n, *(p.output_size for p in ps[:lead]), *y.shape[1:])
+    return y.permute(0, lead + 1, *range(1, lead + 1), *range(lead + 2, y.dim()))
 
 
 def contract_native(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor | None:

@@ -52,6 +52,8 @@ class Node:
         value: the constant of a ``"scalar"`` node.
         network: the data-independent sub-network of a ``"constant"`` node; its output legs
             are the node's legs.
+        source: for an ``"input"`` node that reads another node's tensor (the two copies of
+            ``x`` in ``x·x``, e.g. in KFC), the keyword of that tensor; ``None``: its own name.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Node:
     pattern: IndexPattern | None = None
     value: float = 1.0
     network: TensorNetwork | None = None
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in NODE_KINDS:
@@ -74,6 +77,8 @@ class Node:
             raise ValueError(f"scalar node {self.name!r} has no axes, got {self.axes}")
         if len(set(self.legs)) != len(self.legs):
             raise ValueError(f"node {self.name!r} carries a leg twice: {self.legs}")
+        if self.source is not None and self.kind != "input":
+            raise ValueError(f"only input nodes read a source tensor, {self.name!r} is a {self.kind}")
 
     @property
     def legs(self) -> tuple[str, ...]:
@@ -82,7 +87,7 @@ class Node:
     @property
     def key(self) -> str:
         """The keyword under which :meth:`TensorNetwork.contract` expects this node's tensor."""
-        return self.name
+        return self.source if self.source is not None else self.name
 
     @property
     def is_data(self) -> bool:
@@ -90,7 +95,21 @@ class Node:
         return self.kind == "input"
 
     def renamed(self, mapping: Mapping[str, str]) -> Node:
-        return replace(self, axes=tuple(tuple(mapping.get(leg, leg) for leg in axis) for axis in self.axes))
+        axes = tuple(tuple(mapping.get(leg, leg) for leg in axis) for axis in self.axes)
+        if self.kind != "constant" or self.network is None:
+            return replace(self, axes=axes)
+        # a constant's open legs are its sub-network's output legs: rename them there too,
+        # first moving the sub-network's summed legs out of the way of the new names
+        sub, own = self.network, set(self.legs)
+        targets = {mapping.get(leg, leg) for leg in own}
+        taken = set(sub.legs) | targets
+        inner: dict[str, str] = {}
+        for leg in sub.legs:
+            if leg not in own and leg in targets:
+                inner[leg] = _fresh(leg, taken)
+                taken.add(inner[leg])
+        inner.update({leg: mapping[leg] for leg in own if leg in mapping})
+        return replace(self, axes=axes, network=sub.rename(inner))
 
 
 def _fresh(leg: str, taken: set[str]) -> str:
@@ -143,6 +162,14 @@ class TensorNetwork:
                 a, b = node.legs
                 if sizes[a] != sizes[b]:
                     raise ValueError(f"identity node {node.name!r} joins legs of sizes {sizes[a]} and {sizes[b]}")
+        shapes: dict[str, tuple[int, ...]] = {}
+        for node in self.nodes:
+            if node.kind == "input":
+                shape = tuple(math.prod(sizes[leg] for leg in axis) for axis in node.axes)
+                if shapes.setdefault(node.key, shape) != shape:
+                    raise ValueError(
+                        f"nodes reading tensor {node.key!r} disagree on its shape: {shapes[node.key]} and {shape}"
+                    )
         object.__setattr__(self, "_hash", hash((self.nodes, self.sizes, self.output, self.slices)))
 
     def __hash__(self) -> int:
@@ -174,8 +201,9 @@ class TensorNetwork:
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        """Names of the data nodes, the keywords of :meth:`contract`."""
-        return tuple(node.name for node in self.nodes if node.kind == "input")
+        """The keywords of :meth:`contract`: the data nodes' names (a tensor read by several
+        nodes, see :attr:`Node.source`, is listed once)."""
+        return tuple(dict.fromkeys(node.key for node in self.nodes if node.kind == "input"))
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -186,7 +214,8 @@ class TensorNetwork:
     def input_shape(self, name: str) -> tuple[int, ...]:
         """The shape ``contract`` expects for input ``name`` (full, unsliced leg sizes)."""
         sizes = dict(self.sizes)
-        return tuple(math.prod(sizes[leg] for leg in axis) for axis in self.node(name).axes)
+        node = next((n for n in self.nodes if n.kind == "input" and n.key == name), None) or self.node(name)
+        return tuple(math.prod(sizes[leg] for leg in axis) for axis in node.axes)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -214,6 +243,8 @@ class TensorNetwork:
                 if node.pattern is not None
                 else (f" = {node.value}" if node.kind == "scalar" else "")
             )
+            if node.source is not None:
+                extra += f" reads {node.source}"
             lines.append(f"  {node.name:<10} {node.kind:<8} [{desc}]{extra}")
         legs = ", ".join(f"{leg}={self.size(leg)}({symbol[leg]})" for leg in self.legs)
         lines.append(f"  legs: {legs}")
@@ -317,12 +348,15 @@ class TensorNetwork:
         self.node(wrt)
         tangent = tangent or f"{wrt}_dot"
         if batch is None:
-            return self.with_nodes(replace(node, name=tangent) if node.name == wrt else node for node in self.nodes)
+            return self.with_nodes(
+                replace(node, name=tangent, source=None) if node.name == wrt else node for node in self.nodes
+            )
         if batch_leg in dict(self.sizes):
             raise ValueError(f"batch_leg {batch_leg!r} already names a leg of the network")
         lead: Axes = ((batch_leg,),)
         nodes = (
-            replace(node, name=tangent, axes=lead + node.axes) if node.name == wrt else node for node in self.nodes
+            replace(node, name=tangent, source=None, axes=lead + node.axes) if node.name == wrt else node
+            for node in self.nodes
         )
         return self.with_nodes(nodes, output=lead + self.output, extra_sizes={batch_leg: batch})
 

@@ -16,11 +16,13 @@ rule                              effect
 :func:`trim_untouched_inputs`     input positions no window reads are sliced away
 :func:`precontract_constants`     a data-independent node whose summed leg no data node
                                   touches is pre-contracted (``Σ_o Π[i,o,k]`` in KFAC-reduce)
+:func:`squeeze_size_one`          legs of size 1 vanish (shapes of data and output unchanged)
 ================================  ===========================================================
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 from .network import Node, TensorNetwork
@@ -117,7 +119,7 @@ def split_non_overlapping(network: TensorNetwork) -> TensorNetwork:
         split = {n.name: n.renamed({}) for n in carriers}
         for name, n in split.items():
             axes = tuple(tuple(x for leg in axis for x in ((o, s) if leg == i else (leg,))) for axis in n.axes)
-            split[name] = Node(n.name, n.kind, axes)
+            split[name] = replace(n, axes=axes)
         selector = Node(
             node.name, "pattern", ((s,), (z,), (k,)), pattern=IndexPattern(p.stride, 1, p.kernel_size, 1, p.dilation, 0)
         )
@@ -178,7 +180,37 @@ def precontract_constants(network: TensorNetwork) -> TensorNetwork:
     return network
 
 
-RULES = (merge_identities, split_non_overlapping, patterns_to_identities, trim_untouched_inputs, precontract_constants)
+def squeeze_size_one(network: TensorNetwork) -> TensorNetwork:
+    """Rule 5: drop unsliced legs of size 1 (``g`` without groups, ``k`` of a 1×1 kernel).
+
+    Data tensors and the output keep their shapes: an axis whose legs all vanish has size 1.
+    Legs of patterns and constants stay (their dense tensors have fixed dimensions); identity
+    and ones nodes left without legs are dropped.
+    """
+    sliced = dict(network.slices)
+    fixed = {leg for n in network.nodes if n.kind in ("pattern", "constant") for leg in n.legs}
+    gone = {leg for leg, size in network.sizes if size == 1 and leg not in fixed and leg not in sliced}
+    gone &= set(network.legs)
+    if not gone:
+        return network
+    nodes = []
+    for node in network.nodes:
+        if node.kind in ("identity", "ones") and set(node.legs) & gone:
+            continue  # δ(a, b) and ones over a size-1 leg are the number 1
+        axes = tuple(tuple(leg for leg in axis if leg not in gone) for axis in node.axes)
+        nodes.append(replace(node, axes=axes) if axes != node.axes else node)
+    output = tuple(tuple(leg for leg in axis if leg not in gone) for axis in network.output)
+    return network.with_nodes(nodes, output=output)
+
+
+RULES = (
+    merge_identities,
+    split_non_overlapping,
+    patterns_to_identities,
+    trim_untouched_inputs,
+    precontract_constants,
+    squeeze_size_one,
+)
 
 
 @lru_cache(maxsize=1024)

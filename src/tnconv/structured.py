@@ -78,8 +78,10 @@ def structured_plan(network: TensorNetwork) -> StructuredPlan | None:
             by_leg = {step.leg: step for step in steps[node.name]}
             axes = _unfolded_axes(network, node, by_leg)
             legs = tuple((leg, network.size_of[leg]) for leg in node.legs)
-            unfolds.append((node.name, node.key, legs, tuple(steps[node.name])))
-            node = Node(node.name, "input", axes)
+            # a new tensor: its own name, so that other nodes reading the same key keep the original
+            name = node.name + "~unfolded"
+            unfolds.append((name, node.key, legs, tuple(steps[node.name])))
+            node = Node(name, "input", axes)
         nodes.append(node)
     dropped = {step.leg for group in steps.values() for step in group}
     slices = tuple((leg, kept) for leg, kept in network.slices if leg not in dropped)
@@ -104,21 +106,30 @@ def _unfolded_axes(network: TensorNetwork, node: Node, by_leg: dict[str, Unfold]
     return tuple(axes)
 
 
-def window_view(t: torch.Tensor, dim: int, pattern: IndexPattern, length: int) -> torch.Tensor:
-    """``t`` with axis ``dim`` (``I`` positions, the first ``length`` kept) replaced by ``(O, K)``:
-    ``view[…, o, k, …] = t_padded[…, S·o + Dl·k − P, …]`` (zero outside ``[0, length)``)."""
-    p = pattern
-    span = p.dilation * (p.kernel_size - 1) + 1
-    footprint = p.stride * (p.output_size - 1) + span
-    right = footprint - length - p.padding
-    if length != t.shape[dim]:
-        t = t.narrow(dim, 0, length)
-    if p.padding or right:
-        t = F.pad(t, [0, 0] * (t.dim() - 1 - dim) + [p.padding, right])
-    t = t.unfold(dim, span, p.stride)
-    if p.dilation > 1:
-        t = t[..., :: p.dilation]
-    return t.movedim(-1, dim + 1)
+def window_views(t: torch.Tensor, steps: dict[int, Unfold]) -> torch.Tensor:
+    """``t`` with each axis ``dim`` of ``steps`` (``I`` positions, a prefix of ``length`` kept)
+    replaced by ``(O, K)``: ``view[…, o, k, …] = t_padded[…, S·o + Dl·k − P, …]``.
+
+    All padding happens in one copy of ``t`` before any window is taken, so the windows
+    (overlapping views) are never materialised here.
+    """
+    widths = [0, 0] * (t.dim() - min(steps))
+    for dim, step in steps.items():
+        p = step.pattern
+        if step.length != t.shape[dim]:
+            t = t.narrow(dim, 0, step.length)
+        footprint = p.stride * (p.output_size - 1) + p.dilation * (p.kernel_size - 1) + 1
+        slot = 2 * (t.dim() - 1 - dim)
+        widths[slot : slot + 2] = [p.padding, footprint - step.length - p.padding]
+    if any(widths):
+        t = F.pad(t, widths)
+    for dim in sorted(steps, reverse=True):  # later axes first: earlier indices stay valid
+        p = steps[dim].pattern
+        t = t.unfold(dim, p.dilation * (p.kernel_size - 1) + 1, p.stride)
+        if p.dilation > 1:
+            t = t[..., :: p.dilation]
+        t = t.movedim(-1, dim + 1)
+    return t
 
 
 def contract_structured(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
@@ -132,9 +143,6 @@ def contract_structured(network: TensorNetwork, tensors: Mapping[str, torch.Tens
     for name, key, legs, steps in plan.unfolds:
         t = tensors[key].reshape([size for _, size in legs])
         current = [leg for leg, _ in legs]
-        for step in sorted(steps, key=lambda s: current.index(s.leg), reverse=True):
-            dim = current.index(step.leg)
-            t = window_view(t, dim, step.pattern, step.length)
-        prepared[name] = t
+        prepared[name] = window_views(t, {current.index(step.leg): step for step in steps})
     first = next(iter(tensors.values()))
     return evaluate_dense(plan.network, prepared, first.dtype, first.device)

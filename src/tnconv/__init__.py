@@ -19,6 +19,9 @@ from .ops.kfac import (
     kfc_factor_transpose,
     output_grad_factor,
 )
+from .ops.transpose import conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d
+from .ops.unfold import fold, unfold, unfold_transpose
+from .ops.vjp import conv_input_jvp, conv_input_vjp, conv_weight_jvp, conv_weight_vjp
 from .pattern import IndexPattern, index_pattern
 
 __version__ = "0.1.0"
@@ -31,7 +34,16 @@ __all__ = [
     "conv1d",
     "conv2d",
     "conv3d",
+    "conv_input_jvp",
+    "conv_transpose",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "conv_input_vjp",
+    "conv_weight_jvp",
+    "conv_weight_vjp",
     "draw",
+    "fold",
     "ggn_diagonal",
     "ggn_gram",
     "grad_second_moment",
@@ -42,6 +54,8 @@ __all__ = [
     "kfc_factor_transpose",
     "networks",
     "nn",
+    "unfold",
+    "unfold_transpose",
     "output_grad_factor",
     "per_sample_weight_grad",
 ]

@@ -112,6 +112,11 @@ class Node:
         return replace(self, axes=axes, network=sub.rename(inner))
 
 
+def _axis_text(axis: tuple[str, ...]) -> str:
+    """``n`` for one leg, ``(g co)`` for merged legs, ``1`` for an axis whose legs were squeezed."""
+    return axis[0] if len(axis) == 1 else f"({' '.join(axis)})" if axis else "1"
+
+
 def _fresh(leg: str, taken: set[str]) -> str:
     new = leg + "'"
     while new in taken:
@@ -237,7 +242,7 @@ class TensorNetwork:
         lines = [f"TensorNetwork: {self.equation()}"]
         symbol = self.symbols()
         for node in self.nodes:
-            desc = ", ".join("(" + " ".join(axis) + ")" if len(axis) > 1 else axis[0] for axis in node.axes)
+            desc = ", ".join(_axis_text(axis) for axis in node.axes)
             extra = (
                 f" {node.pattern}"
                 if node.pattern is not None
@@ -248,7 +253,7 @@ class TensorNetwork:
             lines.append(f"  {node.name:<10} {node.kind:<8} [{desc}]{extra}")
         legs = ", ".join(f"{leg}={self.size(leg)}({symbol[leg]})" for leg in self.legs)
         lines.append(f"  legs: {legs}")
-        out = ", ".join("(" + " ".join(axis) + ")" if len(axis) > 1 else axis[0] for axis in self.output)
+        out = ", ".join(_axis_text(axis) for axis in self.output)
         lines.append(f"  output: [{out}]")
         return "\n".join(lines)
 
@@ -287,7 +292,9 @@ class TensorNetwork:
         The result's output is the original output followed by the removed node's axes.
         A leg of the removed node that is also an output leg (``n`` when differentiating
         w.r.t. ``x``) is renamed with a prime and tied to the original by an identity node;
-        a leg carried by no other node gets an all-ones node.
+        a leg carried by no other node gets an all-ones node. A sliced leg is freed the same
+        way, as a full-range primed leg: the identity, sliced on one side only, selects the
+        kept positions, so the Jacobian has the input's full shape (zero where not kept).
         """
         removed = self.node(name)
         if removed.kind != "input":
@@ -300,13 +307,11 @@ class TensorNetwork:
         slices = dict(self.slices)
         mapping: dict[str, str] = {}
         for leg in removed.legs:
-            if leg in out_legs:
+            if leg in out_legs or leg in slices:
                 new = _fresh(leg, taken)
                 taken.add(new)
                 mapping[leg] = new
                 sizes[new] = sizes[leg]
-                if leg in slices:
-                    slices[new] = slices[leg]
                 rest.append(Node(f"delta_{leg}", "identity", ((leg,), (new,))))
             elif leg not in carried:
                 rest.append(Node(f"ones_{leg}", "ones", ((leg,),)))
@@ -336,14 +341,29 @@ class TensorNetwork:
         extra = {batch_leg: batch} if batch is not None else {}
         return jacobian.with_nodes(nodes, output=lead + jacobian.output[n_out:], extra_sizes=extra)
 
-    def jvp(self, wrt: str, tangent: str | None = None) -> TensorNetwork:
+    def jvp(
+        self, wrt: str, tangent: str | None = None, batch: int | None = None, batch_leg: str = "m"
+    ) -> TensorNetwork:
         """Jacobian-vector product w.r.t. ``wrt``: the node is replaced by a tangent input
-        (named ``tangent``, default ``wrt + "_dot"``) of the same shape — the network is linear."""
+        (named ``tangent``, default ``wrt + "_dot"``) of the same shape — the network is linear.
+
+        With ``batch`` (an int), the tangent carries an extra leading leg ``batch_leg`` of that
+        size and so does the result: many JVPs in one contraction.
+        """
         self.node(wrt)
         tangent = tangent or f"{wrt}_dot"
-        return self.with_nodes(
-            replace(node, name=tangent, source=None) if node.name == wrt else node for node in self.nodes
+        if batch is None:
+            return self.with_nodes(
+                replace(node, name=tangent, source=None) if node.name == wrt else node for node in self.nodes
+            )
+        if batch_leg in dict(self.sizes):
+            raise ValueError(f"batch_leg {batch_leg!r} already names a leg of the network")
+        lead: Axes = ((batch_leg,),)
+        nodes = (
+            replace(node, name=tangent, source=None, axes=lead + node.axes) if node.name == wrt else node
+            for node in self.nodes
         )
+        return self.with_nodes(nodes, output=lead + self.output, extra_sizes={batch_leg: batch})
 
     def slice(self, leg: str, indices: Sequence[int]) -> TensorNetwork:
         """Restrict ``leg`` to the positions ``indices`` on every node that carries it.

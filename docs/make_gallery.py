@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         "factors; a black dot joins the places a leg (a hyperedge) touches, a hollow dot ends a",
         "summed leg that only one node carries, and unconnected line ends are output legs.",
         "",
-        "Redraw one yourself, e.g. `tnconv draw kfac_reduce --kernel-size 3 --stride 2 -o k.svg`",
-        "(add `--simplified` for the network after the rewrite rules, `--sizes` for leg sizes, or",
-        "write `.dot` / `.tex` for Graphviz or TikZ).",
+        "Redraw one yourself with `tnconv draw NAME " + OPTIONS + " -o NAME.svg` (add",
+        "`--simplified` for the network after the rewrite rules, `--sizes` for leg sizes, or write",
+        "`.dot` / `.tex` for Graphviz or TikZ).",
         "",
     ]
     for name, (description, _) in OPERATIONS.items():
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             f"## `{name}`: {description}",
             "",
-            f"`{network.equation()}` — `tnconv draw {name} {OPTIONS} -o {name}.svg`",
+            f"Inputs {', '.join(f'`{i}`' for i in network.inputs)}; output shape `{list(network.output_shape)}`.",
             "",
             f"![{name}](gallery/{name}.svg)",
             "",

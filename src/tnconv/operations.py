@@ -11,11 +11,12 @@ gallery and tests use it to reach every network through one door.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import networks
-from .hyperparams import IntOrTuple, Padding, normalize_tuple
+from .hyperparams import IntOrTuple, Padding, conv_geometry, normalize_tuple
 from .network import TensorNetwork
 
 
@@ -113,14 +114,41 @@ def _with_output(builder: Callable[..., TensorNetwork], vectors: bool = False) -
     return build
 
 
+def _vjp(builder: Callable[..., TensorNetwork], vectors: bool = False) -> Builder:
+    """A VJP network (``conv(...).vjp(...)``, built by tnconv.networks), of ``M`` vectors with ``vectors``."""
+    return lambda h: builder(
+        h.input_shape, h.weight_shape, **h.conv_hyperparameters, batch=h.vectors if vectors else None
+    )
+
+
+def _fold(h: Hyperparameters) -> TensorNetwork:
+    """Fold ``u [N, C·∏K, ∏O]`` back to ``[N, C, I…]`` (the adjoint of unfold)."""
+    geometry = conv_geometry(h.spatial_input, h.kernel, h.stride, h.padding, h.dilation)
+    shape = (h.batch, h.channels * math.prod(h.kernel), math.prod(geometry.output_size))
+    return networks.fold(shape, h.spatial_input, h.kernel, h.dilation, h.padding, h.stride)
+
+
+def _conv_transpose(h: Hyperparameters) -> TensorNetwork:
+    """Transposed convolution of ``x [N, C_in, O…]`` with ``w [C_in, C_out/G, K…]``."""
+    weight = (h.channels, max(1, h.c_out // h.groups), *h.kernel)
+    return networks.conv_transpose(h.input_shape, weight, h.stride, h.padding, h.output_padding, h.groups, h.dilation)
+
+
 OPERATIONS: dict[str, tuple[str, Builder]] = {
     "conv": ("convolution", _conv),
-    "input_vjp": ("input VJP (= transposed convolution of v)", lambda h: _conv(h).vjp("x")),
-    "weight_vjp": ("weight VJP", lambda h: _conv(h).vjp("w")),
+    "input_vjp": ("input VJP (= transposed convolution of v)", _vjp(networks.conv_input_vjp)),
+    "weight_vjp": ("weight VJP", _vjp(networks.conv_weight_vjp)),
     "input_jvp": ("input JVP", lambda h: _conv(h).jvp("x")),
     "weight_jvp": ("weight JVP", lambda h: _conv(h).jvp("w")),
-    "input_mjp": ("input VJP of M vectors at once", lambda h: _conv(h).vjp("x", batch=h.vectors)),
-    "weight_mjp": ("weight VJP of M vectors at once", lambda h: _conv(h).vjp("w", batch=h.vectors)),
+    "input_mjp": ("input VJP of M vectors at once", _vjp(networks.conv_input_vjp, vectors=True)),
+    "weight_mjp": ("weight VJP of M vectors at once", _vjp(networks.conv_weight_vjp, vectors=True)),
+    "unfold": ("unfold (im2col)", lambda h: networks.unfold(h.input_shape, h.kernel, h.dilation, h.padding, h.stride)),
+    "fold": ("fold (col2im)", _fold),
+    "conv_transpose": ("transposed convolution", _conv_transpose),
+    "unfold_transpose": (
+        "unfold of a transposed convolution's input",
+        _patches_transpose(lambda x, k, s, p, op, dl, g: networks.unfold_transpose(x, k, s, p, op, dl)),
+    ),
     "kfc": ("KFC / KFAC-expand input factor", _patches(networks.kfc)),
     "kfac_reduce": ("KFAC-reduce input factor", _patches(networks.kfac_reduce)),
     "kfc_transpose": ("KFC input factor of a transposed convolution", _patches_transpose(networks.kfc_transpose)),
@@ -144,6 +172,9 @@ def operation_network(name: str, hyperparameters: Hyperparameters | None = None)
 
     Raises ``ValueError`` naming the available operations if ``name`` is unknown, and the
     builders' ``ValueError``/``TypeError`` for inconsistent hyper-parameters.
+
+    >>> operation_network("kfac_reduce", Hyperparameters(kernel_size=3, stride=2)).output_shape
+    (1, 36, 36)
     """
     key = ALIASES.get(name, name)
     if key not in OPERATIONS:

@@ -301,3 +301,26 @@ def test_cli_help_lists_operations(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert all(name in out for name in OPERATIONS)
+
+
+def test_cli_without_matplotlib_still_writes_text_and_explains_pictures(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["draw", "mjp", "--vectors", "5", "-o", str(tmp_path / "m.dot")]) == 0
+    nodes, _ = parse_dot((tmp_path / "m.dot").read_text())
+    assert '"open:m"' in nodes  # the alias mjp is the input MJP, with the vectors' leg m
+    with pytest.raises(SystemExit) as exit_info:
+        main(["draw", "conv", "-o", str(tmp_path / "c.png")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install tnconv[plot]" in err
+
+
+@pytest.mark.parametrize("name", list(OPERATIONS))
+def test_simplified_networks_draw_as_dot(name):
+    # kernel = stride: the non-overlapping rule splits legs, KFAC-reduce pre-contracts Σ_o Π
+    network = network_of(name, kernel_size=2, stride=2, padding=0)
+    simple = network.simplify()
+    nodes, edges = parse_dot(to_dot(network, simplified=True))
+    assert (len(nodes), len(edges)) == expected_counts(simple)
+    for node in simple.nodes:
+        assert f'"{node.name}"' in nodes

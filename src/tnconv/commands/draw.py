@@ -26,7 +26,7 @@ _OPTIONS = {
     "--channels": ("channels", False, "input channels C_in"),
     "--out-channels": ("out_channels", False, "output channels C_out (default: C_in)"),
     "--groups": ("groups", False, "channel groups G"),
-    "--input-size": ("input_size", True, "spatial input size I"),
+    "--input-size": ("input_size", True, "spatial input size I (for *_transpose: of the transposed convolution)"),
     "--kernel-size": ("kernel_size", True, "kernel size K"),
     "--stride": ("stride", True, "stride S"),
     "--padding": ("padding", True, "padding P, or same / valid"),

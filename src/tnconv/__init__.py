@@ -6,7 +6,7 @@
 torch.Size([2, 4, 4, 4])
 """
 
-from . import networks, nn
+from . import kfac, networks, nn
 from .network import Node, TensorNetwork
 from .ops.conv import conv, conv1d, conv2d, conv3d
 from .pattern import IndexPattern, index_pattern
@@ -22,6 +22,7 @@ __all__ = [
     "conv2d",
     "conv3d",
     "index_pattern",
+    "kfac",
     "networks",
     "nn",
 ]

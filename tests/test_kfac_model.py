@@ -117,12 +117,12 @@ def reduction(loss_fn, f):
 
 def reference_output_factor(model, module, x, targets, loss_fn, approx, fisher):
     """``B`` from the exact curvature w.r.t. the layer output (type-2: ``Jᵀ H J``, H from
-    ``torch.func.hessian`` of the loss; empirical: outer products of autograd gradients)."""
+    ``jacrev(jacrev(loss))``; empirical: outer products of autograd gradients)."""
     f, y, J = layer_output_jacobian(model, module, x)
     groups = getattr(module, "groups", 1)
     n = f.shape[0]
     if fisher == "type-2":
-        H = torch.func.hessian(lambda out: loss_fn(out, targets))(f).reshape(f.numel(), f.numel())
+        H = torch.func.jacrev(torch.func.jacrev(lambda out: loss_fn(out, targets)))(f).reshape(f.numel(), f.numel())
         positions = math.prod(y.shape[1:-1] if isinstance(module, torch.nn.Linear) else y.shape[2:])
         J = channels_second(J, module, 1).reshape(f.numel(), n, groups, -1, positions)
         curvature = torch.einsum("pngao,pq,qngbr->ngaobr", J, H, J)

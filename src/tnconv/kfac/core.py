@@ -101,6 +101,8 @@ class KFAC:
         generator: random generator for ``fisher="mc"``.
         distributed: average new factors over processes with ``all_reduce``; ``None``
             means whenever a ``torch.distributed`` process group with several processes runs.
+        inverse_dtype: dtype of the eigendecompositions / inverses (``None``: the factors');
+            the default ``float64`` keeps ``eigh`` stable on rank-deficient ``float32`` factors.
 
     Attributes:
         factors: ``{layer name: KroneckerFactors}`` after the first :meth:`update`.
@@ -126,6 +128,7 @@ class KFAC:
         mc_samples: int = 1,
         generator: torch.Generator | None = None,
         distributed: bool | None = None,
+        inverse_dtype: torch.dtype | None = torch.float64,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -147,7 +150,7 @@ class KFAC:
         self.model = _unwrap(model)
         self.approx, self.fisher, self.damping, self.ema = approx, fisher, float(damping), ema
         self.pi_correction, self.inverse, self.mc_samples = pi_correction, inverse, mc_samples
-        self.generator, self.distributed = generator, distributed
+        self.generator, self.distributed, self.inverse_dtype = generator, distributed, inverse_dtype
         self.layers, unknown = self._find_layers(self.model)
         if unknown:
             warnings.warn(
@@ -261,7 +264,9 @@ class KFAC:
             A, B = factors.A, factors.B
             if A.dim() == 2:
                 A, B = A.unsqueeze(0), B.unsqueeze(0)
-            self.inverses[name] = damped_inverse(A, B, self.damping, self.inverse, self.pi_correction)
+            self.inverses[name] = damped_inverse(
+                A, B, self.damping, self.inverse, self.pi_correction, self.inverse_dtype
+            )
         self._stale = False
 
     def precondition(

@@ -77,7 +77,12 @@ def _spd_inverse(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def damped_inverse(
-    A: torch.Tensor, B: torch.Tensor, damping: float, mode: str = "eigen", use_pi_correction: bool = False
+    A: torch.Tensor,
+    B: torch.Tensor,
+    damping: float,
+    mode: str = "eigen",
+    use_pi_correction: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> KroneckerInverse:
     """The damped inverse of ``B ⊗ A`` per group (see the module docstring).
 
@@ -87,7 +92,11 @@ def damped_inverse(
         damping: ``λ ≥ 0`` (``"factor"`` needs ``λ > 0`` unless ``A`` and ``B`` are invertible).
         mode: ``"eigen"`` or ``"factor"``.
         use_pi_correction: π-correction of the factor-wise damping (``"factor"`` only).
+        dtype: compute (and keep) the decompositions or inverses in this dtype (``None``:
+            the factors'). ``eigh`` of a rank-deficient ``float32`` factor can fail to converge.
     """
+    if dtype is not None:
+        A, B = A.to(dtype), B.to(dtype)
     if mode == "eigen":
         a_vals, a_vecs = torch.linalg.eigh(A)
         b_vals, b_vecs = torch.linalg.eigh(B)

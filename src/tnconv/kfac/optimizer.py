@@ -32,6 +32,10 @@ class KFACOptimizer:
         lr, momentum: for the default SGD only.
         T_stats: update the factors every ``T_stats`` steps (the first step always does).
         T_inv: recompute the inverses every ``T_inv`` steps (the first step always does).
+        kl_clip: ``None`` or ``κ > 0``: scale the preconditioned gradients ``p`` of KFAC's
+            layers by ``min(1, √(κ / (lr² Σ pᵀg)))`` (``g`` the plain gradients, ``lr`` of the
+            first parameter group), which bounds the step's predicted change of the model's
+            output distribution (Ba et al., 2017).
         **kfac_options: passed to :class:`~tnconv.kfac.KFAC` (``approx``, ``fisher``,
             ``damping``, ``ema``, ``pi_correction``, ``inverse``, ``mc_samples``, …).
 
@@ -51,6 +55,7 @@ class KFACOptimizer:
         momentum: float = 0.0,
         T_stats: int = 1,
         T_inv: int = 1,
+        kl_clip: float | None = None,
         **kfac_options: Any,
     ) -> None:
         for name, value in (("T_stats", T_stats), ("T_inv", T_inv)):
@@ -66,7 +71,9 @@ class KFACOptimizer:
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         self.kfac = KFAC(model, loss_fn, **kfac_options)
         self.optimizer = optimizer
-        self.T_stats, self.T_inv = T_stats, T_inv
+        if kl_clip is not None and (isinstance(kl_clip, bool) or not isinstance(kl_clip, (int, float)) or kl_clip <= 0):
+            raise ValueError(f"kl_clip must be None or a positive number, got {kl_clip!r}")
+        self.T_stats, self.T_inv, self.kl_clip = T_stats, T_inv, kl_clip
         self.steps = 0
 
     @property
@@ -91,9 +98,28 @@ class KFACOptimizer:
             self.kfac.update(inputs, targets)
         if self.steps % self.T_inv == 0:
             self.kfac.invert()
-        self.kfac.precondition(refresh=False)
+        if self.kl_clip is None:
+            self.kfac.precondition(refresh=False)
+        else:
+            self._precondition_clipped()
         self.optimizer.step()
         self.steps += 1
+
+    def _precondition_clipped(self) -> None:
+        params = [
+            p
+            for layer in self.kfac.layers.values()
+            for p in (layer.module.weight, layer.module.bias)
+            if p is not None and p.grad is not None
+        ]
+        plain = [p.grad.clone() for p in params]
+        self.kfac.precondition(refresh=False)
+        lr = self.optimizer.param_groups[0]["lr"]
+        predicted = lr**2 * sum((p.grad * g).sum() for p, g in zip(params, plain))
+        if predicted > 0:
+            scale = min(1.0, (self.kl_clip / predicted).sqrt().item())
+            for p in params:
+                p.grad.mul_(scale)
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state, the step count and the factors."""

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "kfac_digits.py"
 
@@ -21,7 +22,11 @@ def load_example():
 def test_digits_example_reduced(capsys, tmp_path):
     pytest.importorskip("sklearn")
     example = load_example()
-    results = example.main(["--epochs", "2", "--train-size", "320", "--no-plot"])
+    threads = torch.get_num_threads()
+    try:
+        results = example.main(["--epochs", "2", "--train-size", "320", "--no-plot"])
+    finally:
+        torch.set_num_threads(threads)  # main() sets it for the whole process
     printed = capsys.readouterr().out
     assert list(results) == ["KFAC-expand", "KFAC-reduce", "SGD", "Adam"]
     for name, r in results.items():

@@ -203,23 +203,27 @@ def test_inplace_activation_does_not_change_factors():
 
 
 def test_tnconv_modules_and_padding_modes():
-    """tnconv.nn modules are recognised; a circular padding is applied before unfolding."""
+    """tnconv.nn modules (convolution, N-d, transposed) are recognised; a circular padding is
+    applied before unfolding."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         tnconv.nn.Conv2d(2, 4, 3, padding=1, padding_mode="circular"),
         torch.nn.Tanh(),
         tnconv.nn.ConvNd(4, 2, kernel_size=(2, 3), stride=(1, 2)),
+        tnconv.nn.ConvTranspose2d(2, 2, 2, stride=2, bias=False),
         torch.nn.Flatten(),
     ).to(DTYPE)
-    x, t = torch.randn(3, 2, 5, 5, dtype=DTYPE), torch.randn(3, 16, dtype=DTYPE)
+    x, t = torch.randn(3, 2, 5, 5, dtype=DTYPE), torch.randn(3, 64, dtype=DTYPE)
     kfac = KFAC(model, torch.nn.MSELoss(reduction="sum"), approx="expand")
     kfac.update(x, t)
     padded = F.pad(x, (1, 1, 1, 1), mode="circular")
     torch.testing.assert_close(kfac.factors["0"].A, kfc_factor(padded, (3, 3), bias=True))
     seen = capture_inputs(model, x)
     torch.testing.assert_close(kfac.factors["2"].A, kfc_factor(seen["2"][0], (2, 3), (1, 2), bias=True))
-    B = reference_output_factor(model, model[2], x, t, kfac.loss_fn, "expand", "type-2")
-    torch.testing.assert_close(kfac.factors["2"].B, B)
+    torch.testing.assert_close(kfac.factors["3"].A, kfc_factor_transpose(seen["3"][0], 2, 2))
+    for name in ("0", "2", "3"):
+        B = reference_output_factor(model, model[int(name)], x, t, kfac.loss_fn, "expand", "type-2")
+        torch.testing.assert_close(kfac.factors[name].B, B)
 
 
 @pytest.mark.parametrize("loss_name", ["ce-mean", "mse-mean"])

@@ -241,7 +241,7 @@ class KFAC:
             B = layer.output_factor(grads, self.approx)
             if isinstance(layer, LinearLayer):
                 A, B = A[0], B[0]
-            factors[name] = KroneckerFactors(A, B)
+            factors[name] = KroneckerFactors(A.contiguous(), B.contiguous())
         return factors
 
     def _store(self, new: dict[str, KroneckerFactors]) -> None:

@@ -14,7 +14,9 @@ that ``W_g = [weight_g | bias_g]``):
   unfolded input of the transposed convolution and ``o`` runs over its *output* positions.
 
 With ``|O|`` positions and output gradients ``b[n, g, :, o]`` (one per backpropagated
-vector, see :mod:`tnconv.kfac.loss`) the factors are
+vector, see :mod:`tnconv.kfac.loss`) the factors are, computed by tnconv's
+:func:`~tnconv.kfc_factor`, :func:`~tnconv.kfac_reduce_factor` (their ``_transpose``
+versions) and :func:`~tnconv.output_grad_factor`,
 
 ============  ======================================================  ==========================================
 approx        ``A_g`` (SPEC §3)                                       ``B_g``
@@ -31,6 +33,14 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch.nn.modules.conv import _ConvNd
+
+from ..ops.kfac import (
+    kfac_reduce_factor,
+    kfac_reduce_factor_transpose,
+    kfc_factor,
+    kfc_factor_transpose,
+    output_grad_factor,
+)
 
 APPROXIMATIONS = ("expand", "reduce")
 
@@ -82,19 +92,6 @@ class KroneckerLayer(ABC):
         return self.matrix_to_weight(matrix[..., :-1]), matrix[..., -1].reshape(-1)
 
 
-def output_gradient_factor(grads: torch.Tensor, approx: str, groups: int) -> torch.Tensor:
-    """``B`` of the table above from ``[P, C_out, O…]`` (``P`` = vectors × samples).
-
-    >>> output_gradient_factor(torch.ones(2, 4, 3), "reduce", groups=2).shape
-    torch.Size([2, 2, 2])
-    """
-    per_group = grads.reshape(grads.shape[0], groups, grads.shape[1] // groups, -1)
-    if approx == "expand":
-        return torch.einsum("pgao,pgbo->gab", per_group, per_group) / per_group.shape[-1]
-    summed = per_group.sum(-1)
-    return torch.einsum("pga,pgb->gab", summed, summed)
-
-
 class LinearLayer(KroneckerLayer):
     """``torch.nn.Linear`` on ``[N, …, D_in]``: the middle dimensions share the weight."""
 
@@ -126,7 +123,7 @@ class LinearLayer(KroneckerLayer):
         vectors = grads.shape[0]
         batch = grads.shape[1] if grads.dim() > 2 else 1
         flat = grads.reshape(vectors * batch, -1, grads.shape[-1]).transpose(1, 2)  # [M·N, D_out, R]
-        return output_gradient_factor(flat, approx, 1)
+        return output_grad_factor(flat, approx, 1)
 
     def weight_to_matrix(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.unsqueeze(0)
@@ -153,8 +150,6 @@ class ConvLayer(KroneckerLayer):
         return tensor.unsqueeze(leading) if tensor.dim() == leading + self.dims + 1 else tensor
 
     def input_factor(self, inputs: torch.Tensor, output: torch.Tensor, approx: str) -> torch.Tensor:
-        from .. import kfac_reduce_factor, kfac_reduce_factor_transpose, kfc_factor, kfc_factor_transpose
-
         m = self.module
         x, y = self._batched(inputs), self._batched(output)
         if m.transposed:
@@ -189,7 +184,7 @@ class ConvLayer(KroneckerLayer):
 
     def output_factor(self, grads: torch.Tensor, approx: str) -> torch.Tensor:
         grads = self._batched(grads, leading=1)
-        return output_gradient_factor(grads.flatten(0, 1), approx, self.groups)
+        return output_grad_factor(grads.flatten(0, 1), approx, self.groups)
 
     def weight_to_matrix(self, weight: torch.Tensor) -> torch.Tensor:
         groups = self.groups

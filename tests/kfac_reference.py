@@ -3,7 +3,8 @@
 The unfolded input is computed by PyTorch's own (transposed) convolution with a one-hot
 kernel, ``groups = C_in``: output channel ``(c, k)`` copies input channel ``c`` at kernel
 tap ``k`` — im2col for any number of dimensions (checked against
-``torch.nn.functional.unfold`` in 2-d by the tests).
+``torch.nn.functional.unfold`` in 2-d by the tests; ``D > 3`` through the loop-of-conv3d
+reference of tests/reference.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from .reference import conv_reference
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -27,6 +30,9 @@ def unfold_conv(x, kernel_size, stride, padding, dilation):
     """``[N, C·∏K, O…]`` (features ordered ``(c, k)``) of a convolution's input."""
     channels, dims = x.shape[1], x.dim() - 2
     weight = _one_hot_kernel(channels, kernel_size, x.dtype).reshape(-1, 1, *kernel_size)
+    if dims > 3:
+        tuples = [_tuple(v, dims) for v in (stride, padding, dilation)]
+        return conv_reference(x, weight, *tuples, channels)
     return CONV[dims](x, weight, None, stride, padding, dilation, channels)
 
 

@@ -226,6 +226,23 @@ def test_tnconv_modules_and_padding_modes():
         torch.testing.assert_close(kfac.factors[name].B, B)
 
 
+def test_four_dimensional_convolution():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        tnconv.nn.ConvNd(2, 3, kernel_size=(2, 2, 2, 2), stride=(1, 2, 1, 1), padding=(1, 0, 0, 0)),
+        torch.nn.Flatten(),
+        torch.nn.Linear(3 * 4 * 1 * 2 * 2, 2),
+    ).to(DTYPE)
+    x, t = torch.randn(2, 2, 3, 3, 3, 3, dtype=DTYPE), torch.randint(0, 2, (2,))
+    for approx, reference in (("expand", kfc_factor), ("reduce", kfac_reduce_factor)):
+        kfac = KFAC(model, torch.nn.CrossEntropyLoss(), approx=approx)
+        kfac.update(x, t)
+        expected = reference(x, (2, 2, 2, 2), (1, 2, 1, 1), (1, 0, 0, 0), bias=True)
+        torch.testing.assert_close(kfac.factors["0"].A, expected, rtol=1e-10, atol=1e-12)
+        B = reference_output_factor(model, model[0], x, t, kfac.loss_fn, approx, "type-2")
+        torch.testing.assert_close(kfac.factors["0"].B, B, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("loss_name", ["ce-mean", "mse-mean"])
 def test_monte_carlo_fisher_estimates_type_2(loss_name):
     torch.manual_seed(0)

@@ -205,7 +205,8 @@ class KFAC:
         finally:
             for handle in handles:
                 handle.remove()
-        loss = self.loss_fn(output, targets).detach()
+        with torch.no_grad():
+            loss = self.loss_fn(output, targets)
         vectors = backprop_vectors(self.loss_fn, output, targets, self.fisher, self.mc_samples, self.generator)
         used = {name: c for name, c in captures.items() if c.inputs is not None}
         if used and output.requires_grad:
@@ -245,8 +246,7 @@ class KFAC:
         return factors
 
     def _store(self, new: dict[str, KroneckerFactors]) -> None:
-        distributed = self.distributed if self.distributed is not None else True
-        if distributed:
+        if self.distributed is not False:  # None: whenever a process group runs (checked there)
             names = sorted(new)
             averaged = all_reduce_mean([t for n in names for t in (new[n].A, new[n].B)])
             new = {n: KroneckerFactors(averaged[2 * i], averaged[2 * i + 1]) for i, n in enumerate(names)}
@@ -280,7 +280,8 @@ class KFAC:
 
         Args:
             grads: ``None`` to precondition the ``.grad`` of the layers' parameters in place,
-                or ``{parameter name: gradient}`` with the names of ``model.named_parameters()``;
+                or ``{parameter name: gradient}`` with the names of ``model.named_parameters()``
+                (of the inner module for a ``DistributedDataParallel`` model);
                 entries of layers KFAC does not precondition are returned unchanged.
             refresh: recompute the inverses first when the factors changed since the last
                 :meth:`invert` (``False`` reuses them; layers never inverted are inverted).

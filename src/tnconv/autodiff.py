@@ -26,6 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 from .contract import check_inputs
 from .network import TensorNetwork
@@ -173,5 +174,10 @@ def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Te
     names = network.inputs
     if len(tensors) != len(names) or any(name not in tensors for name in names):
         check_inputs(network, tensors)  # raises, naming what is missing or unexpected
-    function = _TransformableContraction if _transforms_active() else _Contraction
-    return function.apply(network, strategy, *(tensors[name] for name in names))
+    operands = [tensors[name] for name in names]
+    if _transforms_active():
+        return _TransformableContraction.apply(network, strategy, *operands)
+    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in operands)
+    if differentiable or forward_ad._current_level >= 0:
+        return _Contraction.apply(network, strategy, *operands)
+    return network.contract(strategy=strategy, **tensors)  # nothing to differentiate: skip the Function

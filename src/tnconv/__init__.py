@@ -6,7 +6,7 @@
 torch.Size([2, 4, 4, 4])
 """
 
-from . import networks, nn
+from . import kfac, networks, nn
 from .draw import draw
 from .network import Node, TensorNetwork
 from .ops.conv import conv, conv1d, conv2d, conv3d
@@ -48,6 +48,7 @@ __all__ = [
     "ggn_gram",
     "grad_second_moment",
     "index_pattern",
+    "kfac",
     "kfac_reduce_factor",
     "kfac_reduce_factor_transpose",
     "kfc_factor",

@@ -67,8 +67,9 @@ from .hyperparams import (
     normalize_tuple,
 )
 from .network import Node, TensorNetwork
-from .ops.conv import check_bias, conv_network
+from .ops.conv import check_bias
 from .ops.conv import conv as exact_conv
+from .ops.vjp import conv_input_vjp_network, conv_weight_vjp_network
 from .pattern import IndexPattern
 from .simplify import simplify
 
@@ -244,6 +245,43 @@ def contract_draw(network: TensorNetwork, tensors: Mapping[str, torch.Tensor], p
     return result * plan.scale if plan.scale != 1.0 else result
 
 
+def materialize_slices(
+    network: TensorNetwork, tensors: Mapping[str, torch.Tensor]
+) -> tuple[TensorNetwork, dict[str, torch.Tensor]] | None:
+    """``network``'s slices made concrete: the sliced legs shrink and the input tensors are
+    sliced (``index_select``) to match, so the result is an ordinary, unsliced network.
+
+    Its value is the sliced network's. It only applies when no pattern or constant carries a
+    sliced leg (a sliced Π is no longer an index pattern) and every identity's two legs are
+    sliced alike; ``None`` otherwise. The point: the smaller network is again a plain
+    convolution VJP (e.g. over fewer samples), which the ``"native"`` strategy hands to
+    PyTorch's kernels, and it carries no indices, so plans are cached per size, not per draw.
+    """
+    slices = dict(network.slices)
+    keys = [node.key for node in network.nodes if node.kind == "input"]
+    if len(set(keys)) != len(keys):
+        return None
+    for node in network.nodes:
+        sliced = [slices.get(leg) for leg in node.legs]
+        if node.kind in ("pattern", "constant") and any(kept is not None for kept in sliced):
+            return None
+        if node.kind == "identity" and sliced[0] != sliced[1]:
+            return None
+    sizes = network.size_of
+    shrunk = {leg: len(slices[leg]) if leg in slices else size for leg, size in sizes.items()}
+    inputs = {}
+    for node in network.nodes:
+        if node.kind != "input":
+            continue
+        tensor = tensors[node.key].reshape([sizes[leg] for leg in node.legs])
+        for dim, leg in enumerate(node.legs):
+            if leg in slices:
+                tensor = tensor.index_select(dim, torch.tensor(slices[leg], device=tensor.device))
+        inputs[node.key] = tensor.reshape([math.prod(shrunk[leg] for leg in axis) for axis in node.axes])
+    reduced = TensorNetwork(network.nodes, tuple(shrunk.items()), network.output)
+    return reduced, inputs
+
+
 def _uncached(function):  # type: ignore[no-untyped-def]
     return getattr(function, "__wrapped__", function)
 
@@ -315,7 +353,11 @@ def _randomized(
         first = next(iter(tensors.values()))
         return first.new_zeros(network.output_shape)
     sliced = sliced_network(network, target, draw)
-    return restore_output(contract_draw(sliced, tensors), sliced)
+    materialized = materialize_slices(sliced, tensors)
+    if materialized is None:  # a sliced Π (leg "spatial:d"): dense einsum of the sliced network
+        return restore_output(contract_draw(sliced, tensors), sliced)
+    reduced, inputs = materialized
+    return restore_output(reduced.simplify().contract(**inputs), sliced)
 
 
 def _check_vector(network: TensorNetwork, v: torch.Tensor) -> None:
@@ -325,11 +367,6 @@ def _check_vector(network: TensorNetwork, v: torch.Tensor) -> None:
 
 
 # ------------------------------------------------------------------------- public VJPs
-@lru_cache(maxsize=1024)
-def _vjp(network: TensorNetwork, wrt: str) -> TensorNetwork:
-    return network.vjp(wrt)
-
-
 def weight_vjp_network(
     input_shape: tuple[int, ...],
     v_shape: tuple[int, ...],
@@ -339,7 +376,8 @@ def weight_vjp_network(
     dilation: IntOrTuple = 1,
     groups: int = 1,
 ) -> TensorNetwork:
-    """The (exact) weight-VJP network, derived from the convolution's: inputs ``x``, ``v``.
+    """The (exact) weight-VJP network, derived from the convolution's: inputs ``x``, ``v``
+    (:func:`tnconv.networks.conv_weight_vjp`, with ``C_out`` read from ``v``'s shape).
 
     >>> weight_vjp_network((2, 3, 8), (2, 4, 6), 3).output_shape
     (4, 3, 3)
@@ -351,7 +389,7 @@ def weight_vjp_network(
     kernel = normalize_tuple(kernel_size, dims, "kernel_size", minimum=1)
     groups = normalize_groups(groups, input_shape[1], v_shape[1])
     weight_shape = (v_shape[1], input_shape[1] // groups, *kernel)
-    return _vjp(conv_network(input_shape, weight_shape, stride, padding, dilation, groups), "w")
+    return conv_weight_vjp_network(input_shape, weight_shape, stride, padding, dilation, groups)
 
 
 def input_vjp_network(
@@ -363,7 +401,8 @@ def input_vjp_network(
     dilation: IntOrTuple = 1,
     groups: int = 1,
 ) -> TensorNetwork:
-    """The (exact) input-VJP network, derived from the convolution's: inputs ``w``, ``v``.
+    """The (exact) input-VJP network, derived from the convolution's: inputs ``w``, ``v``
+    (:func:`tnconv.networks.conv_input_vjp`).
 
     ``input_size`` is ``[N, C_in, I_1…I_D]`` (as ``torch.nn.grad.conv2d_input``) or ``[I_1…I_D]``.
 
@@ -384,7 +423,7 @@ def input_vjp_network(
         size = size[2:]
     elif len(size) != dims:
         raise ValueError(f"input_size must have {dims} or {dims + 2} entries, got {tuple(input_size)}")
-    return _vjp(conv_network(full + size, weight_shape, stride, padding, dilation, groups), "x")
+    return conv_input_vjp_network(full + size, weight_shape, stride, padding, dilation, groups)
 
 
 def conv_weight_vjp(

@@ -35,7 +35,13 @@ the *windows* ``x·Π_1⋯Π_D``: the kept windows of ``x`` are gathered (no ari
 remaining network ``u[n, o, k, g, ci] · v[n, g, co, o]`` (:func:`windows_network`, derived
 from the VJP network) is sliced on the joint leg ``o``. Its cost is proportional to the
 number of kept positions. ``"spatial:d"`` slices one ``o_d`` (on Π_d and ``v``) in the
-dense network itself: a cheaper but more correlated estimate (whole rows are dropped).
+dense network itself: a more correlated estimate (whole rows are dropped).
+
+A slice that no Π carries (``"batch"``, ``"channel"``, ``"group"``) is materialized
+(:func:`materialize_slices`): the inputs are sliced and the network shrinks to an ordinary,
+smaller VJP network — which the ``"native"`` strategy hands to PyTorch's kernels. Networks
+that still hold a draw's indices are contracted without entering any cache
+(:func:`contract_draw`).
 
 Example:
     >>> import torch, tnconv

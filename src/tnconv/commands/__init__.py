@@ -5,4 +5,6 @@ A subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 imported only when used, so ``tnconv --help`` stays fast.
 """
 
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "bench": "tnconv.commands.bench",
+}

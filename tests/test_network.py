@@ -46,11 +46,11 @@ def test_jvp_renames_input():
 
 
 def test_simplify_merges_identities_and_keeps_value():
-    tn = tnconv.networks.conv((2, 3, 6), (4, 3, 3), padding=1).vjp("x")
+    tn = tnconv.networks.conv((2, 4, 6), (4, 2, 3), padding=1, groups=2).vjp("x")
     simple = tn.simplify()
     assert not any(n.kind == "identity" for n in simple.nodes)
     assert simple.output_legs == ("n", "g", "ci", "i1")
-    w, v = torch.randn(4, 3, 3, dtype=torch.float64), torch.randn(2, 4, 6, dtype=torch.float64)
+    w, v = torch.randn(4, 2, 3, dtype=torch.float64), torch.randn(2, 4, 6, dtype=torch.float64)
     torch.testing.assert_close(simple.contract(w=w, v=v), tn.contract(w=w, v=v))
 
 

@@ -32,8 +32,8 @@ from .pattern import IndexPattern
 if TYPE_CHECKING:
     import torch
 
-NodeKind = Literal["input", "pattern", "identity", "ones", "scalar"]
-NODE_KINDS = ("input", "pattern", "identity", "ones", "scalar")
+NodeKind = Literal["input", "pattern", "identity", "ones", "scalar", "constant"]
+NODE_KINDS = ("input", "pattern", "identity", "ones", "scalar", "constant")
 Axes = tuple[tuple[str, ...], ...]
 
 
@@ -50,6 +50,10 @@ class Node:
         axes: one tuple of legs per tensor dimension.
         pattern: the :class:`IndexPattern` of a ``"pattern"`` node.
         value: the constant of a ``"scalar"`` node.
+        network: the data-independent sub-network of a ``"constant"`` node; its output legs
+            are the node's legs.
+        source: for an ``"input"`` node that reads another node's tensor (the two copies of
+            ``x`` in ``x·x``, e.g. in KFC), the keyword of that tensor; ``None``: its own name.
     """
 
     name: str
@@ -57,6 +61,8 @@ class Node:
     axes: Axes
     pattern: IndexPattern | None = None
     value: float = 1.0
+    network: TensorNetwork | None = None
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in NODE_KINDS:
@@ -65,14 +71,23 @@ class Node:
             raise ValueError(f"pattern node {self.name!r} needs an IndexPattern and three axes (i, o, k)")
         if self.kind == "identity" and len(self.legs) != 2:
             raise ValueError(f"identity node {self.name!r} needs exactly two legs, got {self.legs}")
+        if self.kind == "constant" and (self.network is None or self.network.output != self.axes):
+            raise ValueError(f"constant node {self.name!r} needs a network whose output axes are {self.axes}")
         if self.kind == "scalar" and self.axes:
             raise ValueError(f"scalar node {self.name!r} has no axes, got {self.axes}")
         if len(set(self.legs)) != len(self.legs):
             raise ValueError(f"node {self.name!r} carries a leg twice: {self.legs}")
+        if self.source is not None and self.kind != "input":
+            raise ValueError(f"only input nodes read a source tensor, {self.name!r} is a {self.kind}")
 
     @property
     def legs(self) -> tuple[str, ...]:
         return tuple(leg for axis in self.axes for leg in axis)
+
+    @property
+    def key(self) -> str:
+        """The keyword under which :meth:`TensorNetwork.contract` expects this node's tensor."""
+        return self.source if self.source is not None else self.name
 
     @property
     def is_data(self) -> bool:
@@ -80,7 +95,26 @@ class Node:
         return self.kind == "input"
 
     def renamed(self, mapping: Mapping[str, str]) -> Node:
-        return replace(self, axes=tuple(tuple(mapping.get(leg, leg) for leg in axis) for axis in self.axes))
+        axes = tuple(tuple(mapping.get(leg, leg) for leg in axis) for axis in self.axes)
+        if self.kind != "constant" or self.network is None:
+            return replace(self, axes=axes)
+        # a constant's open legs are its sub-network's output legs: rename them there too,
+        # first moving the sub-network's summed legs out of the way of the new names
+        sub, own = self.network, set(self.legs)
+        targets = {mapping.get(leg, leg) for leg in own}
+        taken = set(sub.legs) | targets
+        inner: dict[str, str] = {}
+        for leg in sub.legs:
+            if leg not in own and leg in targets:
+                inner[leg] = _fresh(leg, taken)
+                taken.add(inner[leg])
+        inner.update({leg: mapping[leg] for leg in own if leg in mapping})
+        return replace(self, axes=axes, network=sub.rename(inner))
+
+
+def _axis_text(axis: tuple[str, ...]) -> str:
+    """``n`` for one leg, ``(g co)`` for merged legs, ``1`` for an axis whose legs were squeezed."""
+    return axis[0] if len(axis) == 1 else f"({' '.join(axis)})" if axis else "1"
 
 
 def _fresh(leg: str, taken: set[str]) -> str:
@@ -133,6 +167,14 @@ class TensorNetwork:
                 a, b = node.legs
                 if sizes[a] != sizes[b]:
                     raise ValueError(f"identity node {node.name!r} joins legs of sizes {sizes[a]} and {sizes[b]}")
+        shapes: dict[str, tuple[int, ...]] = {}
+        for node in self.nodes:
+            if node.kind == "input":
+                shape = tuple(math.prod(sizes[leg] for leg in axis) for axis in node.axes)
+                if shapes.setdefault(node.key, shape) != shape:
+                    raise ValueError(
+                        f"nodes reading tensor {node.key!r} disagree on its shape: {shapes[node.key]} and {shape}"
+                    )
         object.__setattr__(self, "_hash", hash((self.nodes, self.sizes, self.output, self.slices)))
 
     def __hash__(self) -> int:
@@ -164,8 +206,9 @@ class TensorNetwork:
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        """Names of the data nodes, the keywords of :meth:`contract`."""
-        return tuple(node.name for node in self.nodes if node.kind == "input")
+        """The keywords of :meth:`contract`: the data nodes' names (a tensor read by several
+        nodes, see :attr:`Node.source`, is listed once)."""
+        return tuple(dict.fromkeys(node.key for node in self.nodes if node.kind == "input"))
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -176,7 +219,8 @@ class TensorNetwork:
     def input_shape(self, name: str) -> tuple[int, ...]:
         """The shape ``contract`` expects for input ``name`` (full, unsliced leg sizes)."""
         sizes = dict(self.sizes)
-        return tuple(math.prod(sizes[leg] for leg in axis) for axis in self.node(name).axes)
+        node = next((n for n in self.nodes if n.kind == "input" and n.key == name), None) or self.node(name)
+        return tuple(math.prod(sizes[leg] for leg in axis) for axis in node.axes)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -198,16 +242,18 @@ class TensorNetwork:
         lines = [f"TensorNetwork: {self.equation()}"]
         symbol = self.symbols()
         for node in self.nodes:
-            desc = ", ".join("(" + " ".join(axis) + ")" if len(axis) > 1 else axis[0] for axis in node.axes)
+            desc = ", ".join(_axis_text(axis) for axis in node.axes)
             extra = (
                 f" {node.pattern}"
                 if node.pattern is not None
                 else (f" = {node.value}" if node.kind == "scalar" else "")
             )
+            if node.source is not None:
+                extra += f" reads {node.source}"
             lines.append(f"  {node.name:<10} {node.kind:<8} [{desc}]{extra}")
         legs = ", ".join(f"{leg}={self.size(leg)}({symbol[leg]})" for leg in self.legs)
         lines.append(f"  legs: {legs}")
-        out = ", ".join("(" + " ".join(axis) + ")" if len(axis) > 1 else axis[0] for axis in self.output)
+        out = ", ".join(_axis_text(axis) for axis in self.output)
         lines.append(f"  output: [{out}]")
         return "\n".join(lines)
 
@@ -246,7 +292,9 @@ class TensorNetwork:
         The result's output is the original output followed by the removed node's axes.
         A leg of the removed node that is also an output leg (``n`` when differentiating
         w.r.t. ``x``) is renamed with a prime and tied to the original by an identity node;
-        a leg carried by no other node gets an all-ones node.
+        a leg carried by no other node gets an all-ones node. A sliced leg is freed the same
+        way, as a full-range primed leg: the identity, sliced on one side only, selects the
+        kept positions, so the Jacobian has the input's full shape (zero where not kept).
         """
         removed = self.node(name)
         if removed.kind != "input":
@@ -259,13 +307,11 @@ class TensorNetwork:
         slices = dict(self.slices)
         mapping: dict[str, str] = {}
         for leg in removed.legs:
-            if leg in out_legs:
+            if leg in out_legs or leg in slices:
                 new = _fresh(leg, taken)
                 taken.add(new)
                 mapping[leg] = new
                 sizes[new] = sizes[leg]
-                if leg in slices:
-                    slices[new] = slices[leg]
                 rest.append(Node(f"delta_{leg}", "identity", ((leg,), (new,))))
             elif leg not in carried:
                 rest.append(Node(f"ones_{leg}", "ones", ((leg,),)))
@@ -295,12 +341,29 @@ class TensorNetwork:
         extra = {batch_leg: batch} if batch is not None else {}
         return jacobian.with_nodes(nodes, output=lead + jacobian.output[n_out:], extra_sizes=extra)
 
-    def jvp(self, wrt: str, tangent: str | None = None) -> TensorNetwork:
+    def jvp(
+        self, wrt: str, tangent: str | None = None, batch: int | None = None, batch_leg: str = "m"
+    ) -> TensorNetwork:
         """Jacobian-vector product w.r.t. ``wrt``: the node is replaced by a tangent input
-        (named ``tangent``, default ``wrt + "_dot"``) of the same shape — the network is linear."""
+        (named ``tangent``, default ``wrt + "_dot"``) of the same shape — the network is linear.
+
+        With ``batch`` (an int), the tangent carries an extra leading leg ``batch_leg`` of that
+        size and so does the result: many JVPs in one contraction.
+        """
         self.node(wrt)
         tangent = tangent or f"{wrt}_dot"
-        return self.with_nodes(replace(node, name=tangent) if node.name == wrt else node for node in self.nodes)
+        if batch is None:
+            return self.with_nodes(
+                replace(node, name=tangent, source=None) if node.name == wrt else node for node in self.nodes
+            )
+        if batch_leg in dict(self.sizes):
+            raise ValueError(f"batch_leg {batch_leg!r} already names a leg of the network")
+        lead: Axes = ((batch_leg,),)
+        nodes = (
+            replace(node, name=tangent, source=None, axes=lead + node.axes) if node.name == wrt else node
+            for node in self.nodes
+        )
+        return self.with_nodes(nodes, output=lead + self.output, extra_sizes={batch_leg: batch})
 
     def slice(self, leg: str, indices: Sequence[int]) -> TensorNetwork:
         """Restrict ``leg`` to the positions ``indices`` on every node that carries it.

@@ -1,5 +1,18 @@
 """``torch.nn``-compatible modules whose computations run as tensor networks."""
 
 from .conv import Conv1d, Conv2d, Conv3d, ConvNd
+from .fold import Fold, Unfold
+from .transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, ConvTransposeNd
 
-__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvNd"]
+__all__ = [
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvNd",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
+    "ConvTransposeNd",
+    "Fold",
+    "Unfold",
+]

@@ -10,6 +10,8 @@ from functools import lru_cache
 
 import torch
 
+from ..autodiff import contract as differentiable_contract
+from ..caching import symbolic_cache
 from ..hyperparams import (
     ConvGeometry,
     IntOrTuple,
@@ -69,6 +71,7 @@ def _conv_network(
     return TensorNetwork(nodes, tuple(sizes.items()), out)
 
 
+@symbolic_cache
 def conv_network(
     input_shape: tuple[int, ...],
     weight_shape: tuple[int, ...],
@@ -165,7 +168,8 @@ def conv(
     check_same_dtype_device(input=input, weight=weight, bias=bias)
     check_bias(bias, weight.shape[0])
     network = conv_network(input.shape, weight.shape, stride, padding, dilation, groups)
-    return add_bias(network.contract(strategy=strategy, x=input, w=weight), bias)
+    # autograd through the network's own VJPs (tnconv.autodiff); the bias gradient is torch's sum
+    return add_bias(differentiable_contract(network, strategy, x=input, w=weight), bias)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # type: ignore[no-untyped-def]

@@ -166,6 +166,11 @@ def test_parse_case_defaults_and_normalisation():
     )
 
 
+def test_empty_file_is_rejected(tmp_path):
+    with pytest.raises(CaseFormatError, match=r"^empty.jsonl: no cases found$"):
+        parse_cases("# nothing here\n\n", "empty.jsonl")
+
+
 def test_duplicate_names_are_rejected():
     with pytest.raises(CaseFormatError, match=r"f, line 2, field 'name': 'tiny/a' already defined on line 1"):
         parse_cases("\n".join([json.dumps(TINY[0])] * 2), "f")

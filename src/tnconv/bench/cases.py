@@ -45,7 +45,7 @@ DEFAULT_SUBSET: dict[str, tuple[str, ...]] = {
     "fmnist_2c2d": ("0",),
     "cifar100_allcnnc": ("0", "7"),
     "resnet18": ("layer2.0.conv1", "layer2.0.downsample.0"),
-    "mobilenet_v2": ("features.4.conv.1.0", "features.5.conv.1.0", "features.5.conv.2", "features.15.conv.0.0"),
+    "mobilenet_v2": ("features.4.conv.1.0", "features.5.conv.1.0", "features.5.conv.2"),
     "alexnet": ("features.0",),
     "vgg16": ("features.7",),
     "unet_decoder": ("0", "4", "5"),
@@ -57,8 +57,8 @@ DEFAULT_SUBSET: dict[str, tuple[str, ...]] = {
 class CaseFormatError(ValueError):
     """A malformed case line; the message names the file, the line and the field."""
 
-    def __init__(self, source: str, line: int, field: str | None, message: str):
-        where = f"{source}, line {line}" + (f", field {field!r}" if field else "")
+    def __init__(self, source: str, line: int | None, field: str | None, message: str):
+        where = source + (f", line {line}" if line is not None else "") + (f", field {field!r}" if field else "")
         super().__init__(f"{where}: {message}")
         self.source, self.line, self.field = source, line, field
 
@@ -265,7 +265,7 @@ def parse_cases(text: str, source: str, default_model: str = "custom") -> list[C
         seen[case.label] = number
         cases.append(case)
     if not cases:
-        raise CaseFormatError(source, 0, None, "no cases found")
+        raise CaseFormatError(source, None, None, "no cases found")
     return cases
 
 

@@ -14,7 +14,7 @@ It also reports the relative error ``‖Ĝ − G‖ / ‖G‖`` of one draw and 
 contraction plan (``tnconv.contract.dense_plan(network).flops``) relative to that of the
 same network with every position kept. Run ``python -m tnconv.bench.randomized --help``.
 
->>> case = BenchCase("demo", "0", (1, 3, 8, 8), 4, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+>>> case = Case("demo", "0", (1, 3, 8, 8), 4, (3, 3), (1, 1), (1, 1), (1, 1))
 >>> rows = run([case], keeps=(1.0, 0.5), repeats=1, batch=2)
 >>> [(row["keep"], row["flops_fraction"]) for row in rows]
 [(1.0, 1.0), (0.5, 0.5)]
@@ -23,94 +23,44 @@ same network with every position kept. Run ``python -m tnconv.bench.randomized -
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from .. import randomized
 from ..contract import dense_plan
-from ..hyperparams import conv_geometry
+from .cases import Case, batch_size, bundled_cases, load_cases
 
 KEEPS = (1.0, 0.5, 0.25, 0.1)
-BATCH_BUDGET, MAX_BATCH = 2**21, 64
 TORCH_WEIGHT_VJP = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight, 3: torch.nn.grad.conv3d_weight}
+#: Layers run by default (those of the README's table): plain layers of several kinds.
+DEFAULT_LAYERS = (
+    "cifar10_3c3d/3",
+    "cifar100_allcnnc/4",
+    "resnet18/layer2.0.conv1",
+    "resnet18/layer3.0.conv2",
+    "mobilenet_v2/features.8.conv.1.0",
+    "mobilenet_v2/features.8.conv.2",
+    "alexnet/features.3",
+    "vgg16/features.24",
+    "m5_audio/3",
+)
 
 
-@dataclass(frozen=True)
-class BenchCase:
-    """One convolution layer of a cases file (attribute names as in the JSON lines)."""
-
-    model: str
-    name: str
-    input_shape: tuple[int, ...]
-    out_channels: int
-    kernel_size: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilation: tuple[int, ...]
-    groups: int = 1
-    transposed: bool = False
-
-    @property
-    def dims(self) -> int:
-        return len(self.input_shape) - 2
-
-    @property
-    def label(self) -> str:
-        return f"{self.model}/{self.name}"
-
-    def output_spatial_size(self) -> tuple[int, ...]:
-        geometry = conv_geometry(self.input_shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)
-        return geometry.output_size
-
-
-def load_cases(path: str | Path) -> list[BenchCase]:
-    """Read a JSON-lines cases file (the format of ``shared/bench/convs.jsonl``)."""
-    cases = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        dims = len(record["input_shape"]) - 2
-
-        def spatial(key: str, default: int, record: dict = record, dims: int = dims) -> tuple[int, ...]:
-            value = record.get(key, default)
-            return tuple(value) if isinstance(value, list) else (value,) * dims
-
-        cases.append(
-            BenchCase(
-                record.get("model", Path(path).stem),
-                str(record.get("name", number)),
-                tuple(record["input_shape"]),
-                record["out_channels"],
-                spatial("kernel_size", 1),
-                spatial("stride", 1),
-                spatial("padding", 0),
-                spatial("dilation", 1),
-                record.get("groups", 1),
-                record.get("transposed", False),
-            )
-        )
-    return cases
-
-
-def batch_size(case: BenchCase) -> int:
-    """SPEC §7: ``clamp(2**21 // (C_in·∏I), 1, 64)``."""
-    return max(1, min(MAX_BATCH, BATCH_BUDGET // math.prod(case.input_shape[1:])))
+def applies(case: Case) -> bool:
+    """Plain (not transposed) convolutions with ``D ≤ 3``: torch has their weight VJP."""
+    return not case.transposed and case.dims <= 3
 
 
 def _masked_vjp(
-    case: BenchCase, x: torch.Tensor, v: torch.Tensor, keep: float, leg: str, mode: str, generator: torch.Generator
+    case: Case, x: torch.Tensor, v: torch.Tensor, keep: float, leg: str, mode: str, generator: torch.Generator
 ) -> torch.Tensor:
     """The same estimator by masking ``v`` (the dropped part zeroed, the rest rescaled)."""
     hyper = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups)
-    weight_shape = (case.out_channels, case.input_shape[1] // case.groups, *case.kernel_size)
+    weight_shape = case.weight_shape()
     vjp = TORCH_WEIGHT_VJP[case.dims]
     if keep == 1.0:
         return vjp(x, weight_shape, v, **hyper)
@@ -130,7 +80,7 @@ def _masked_vjp(
     return vjp(x, weight_shape, v * mask.view(shape), **hyper)
 
 
-def _plan_flops_fraction(case: BenchCase, x: torch.Tensor, v: torch.Tensor, keep: float, leg: str) -> float:
+def _plan_flops_fraction(case: Case, x: torch.Tensor, v: torch.Tensor, keep: float, leg: str) -> float:
     """FLOPs of the plan that contracts ``ceil(keep·size)`` kept values, over that of all kept."""
     network = randomized.weight_vjp_network(
         x.shape, v.shape, case.kernel_size, case.stride, case.padding, case.dilation, case.groups
@@ -168,7 +118,7 @@ def _timed(thunks: dict[str, Callable[[], object]], repeats: int, device: torch.
 
 
 def measure(
-    case: BenchCase,
+    case: Case,
     keep: float,
     *,
     leg: str = "spatial",
@@ -212,11 +162,11 @@ def measure(
     }
 
 
-def run(cases: Iterable[BenchCase], keeps: Sequence[float] = KEEPS, **options: object) -> list[dict[str, object]]:
+def run(cases: Iterable[Case], keeps: Sequence[float] = KEEPS, **options: object) -> list[dict[str, object]]:
     """:func:`measure` every non-transposed case with ``D ≤ 3`` at every ``keep``."""
     rows = []
     for case in cases:
-        if case.transposed or case.dims > 3:
+        if not applies(case):
             continue
         for keep in keeps:
             rows.append(measure(case, keep, **options))  # type: ignore[arg-type]
@@ -251,14 +201,64 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+# --- hook for the ``tnconv bench`` registry -----------------------------------------------------------
+
+
+def registry_setup(keep: float, leg: str = "spatial", mode: str = "fixed"):  # type: ignore[no-untyped-def]
+    """A ``setup(case, batch, dtype, device)`` for :class:`tnconv.bench.operations.Operation`:
+    ``"tnconv"`` is the randomized weight VJP at ``keep``, ``"torch"`` the exact one. The
+    runner's relative error of ``tnconv`` against ``torch`` is then the error of one draw.
+    """
+
+    def setup(case: Case, batch: int, dtype: torch.dtype, device: torch.device) -> dict[str, Callable[[], object]]:
+        x = torch.randn((batch, *case.input_shape[1:]), dtype=dtype, device=device)
+        v = torch.randn((batch, case.out_channels, *case.output_spatial_size()), dtype=dtype, device=device)
+        hyper = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups)
+        generator = torch.Generator().manual_seed(0)
+        return {
+            "tnconv": lambda: randomized.conv_weight_vjp(
+                x, v, case.kernel_size, **hyper, keep=keep, leg=leg, mode=mode, generator=generator
+            ),
+            "torch": lambda: TORCH_WEIGHT_VJP[case.dims](x, case.weight_shape(), v, **hyper),
+        }
+
+    return setup
+
+
+def register_operations(keeps: Sequence[float] = KEEPS[1:]) -> list[str]:
+    """Register ``randomized_weight_vjp@KEEP`` in the ``tnconv bench`` registry (not done on
+    import: they would join the default run). Returns the names.
+
+    >>> from tnconv.bench.operations import OPERATIONS
+    >>> names = register_operations((0.5,))
+    >>> names, OPERATIONS[names[0]].applies(bundled_cases()[0])
+    (['randomized_weight_vjp@0.5'], True)
+    >>> for name in names:  # leave the registry as it was
+    ...     del OPERATIONS[name]
+    """
+    from .operations import Operation, register
+
+    class RandomizedOperation(Operation):
+        def available(self) -> bool:  # tnconv.randomized.conv_weight_vjp, not a top-level function
+            return True
+
+    names = []
+    for keep in keeps:
+        name = f"randomized_weight_vjp@{keep:g}"
+        description = f"randomized weight VJP, {keep:g} of the output positions (SPEC §6)"
+        register(RandomizedOperation(name, description, "randomized", applies, registry_setup(keep)))
+        names.append(name)
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tnconv.bench.randomized",
-        description="Time randomized weight VJPs against the exact VJP and against masking.",
+        description="Time randomized weight VJPs against the exact VJP and against masking (SPEC §6, §7).",
     )
-    parser.add_argument("--cases", required=True, help="JSON-lines cases file (format of shared/bench/convs.jsonl)")
-    parser.add_argument("--only", default="", help="comma-separated model or model/name filters")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many cases")
+    parser.add_argument("--cases", default=None, help="your own cases file (default: the bundled layers)")
+    parser.add_argument("--only", default=None, help="comma-separated models or model/layer labels (default: a few)")
+    parser.add_argument("--full", action="store_true", help="every plain layer of the cases")
     parser.add_argument("--keeps", default=",".join(map(str, KEEPS)), help="comma-separated kept fractions")
     parser.add_argument("--leg", default="spatial", help="spatial, spatial:d or batch")
     parser.add_argument("--mode", default="fixed", choices=randomized.MODES)
@@ -266,12 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="override SPEC §7's batch-size rule")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    cases = load_cases(args.cases)
-    if args.only:
-        wanted = args.only.split(",")
-        cases = [c for c in cases if c.model in wanted or c.label in wanted]
-    cases = [c for c in cases if not c.transposed and c.dims <= 3][: args.limit]
-    keeps = tuple(float(k) for k in args.keeps.split(","))
+    cases = [case for case in (load_cases(args.cases) if args.cases else bundled_cases()) if applies(case)]
+    if not args.full:
+        wanted = args.only.split(",") if args.only else (None if args.cases else list(DEFAULT_LAYERS))
+        if wanted is not None:
+            cases = [case for case in cases if case.model in wanted or case.label in wanted]
+    keeps = tuple(randomized.check_keep(float(k), "--keeps") for k in args.keeps.split(","))
     rows = run(cases, keeps, leg=args.leg, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device)
     print(format_table(rows))
     return 0

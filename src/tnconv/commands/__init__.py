@@ -6,5 +6,6 @@ imported only when used, so ``tnconv --help`` stays fast.
 """
 
 SUBCOMMANDS: dict[str, str] = {
+    "bench": "tnconv.commands.bench",
     "draw": "tnconv.commands.draw",
 }

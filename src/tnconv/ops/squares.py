@@ -16,6 +16,7 @@ itself, whichever ``opt_einsum`` counts fewer operations for.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -105,13 +106,20 @@ def materialized_square(
 @dataclass(frozen=True)
 class SquareRecipe:
     """How :func:`contract_square` evaluates ``J · J'``: as ``direct`` (one network), or by
-    contracting ``factor`` (= ``J``) first and then ``product`` on its value."""
+    contracting ``factor`` (= ``J`` with its axes ordered ``keep, summed, outer``) first and
+    then one batched matrix product (or a sum of squares when nothing is ``outer``).
+
+    ``product`` is that second step as a network (for inspection and its operation count);
+    ``gram_shape`` is ``(∏keep, ∏summed, ∏outer)`` and ``output_shape`` the result's shape.
+    """
 
     direct: TensorNetwork | None
     factor: TensorNetwork | None
     product: TensorNetwork | None
     direct_flops: int
     materialized_flops: int
+    gram_shape: tuple[int, int, int] = (0, 0, 0)
+    output_shape: tuple[int, ...] = ()
 
 
 @lru_cache(maxsize=1024)
@@ -126,7 +134,15 @@ def square_recipe(
     materialized_flops = dense_plan(factor).flops + dense_plan(product).flops
     if direct_flops <= materialized_flops:
         return SquareRecipe(direct, None, None, direct_flops, materialized_flops)
-    return SquareRecipe(None, factor, product, direct_flops, materialized_flops)
+    summed = tuple(a for a in range(len(network.output)) if a not in keep + outer)
+    layout = tuple(network.output[a] for a in keep + summed + outer)
+    ordered = network.with_nodes(network.nodes, output=layout)  # strategies simplify when contracting
+
+    def count(axes: tuple[int, ...]) -> int:
+        return math.prod(network.output_shape[a] for a in axes)
+
+    gram_shape = (count(keep), count(summed), count(outer))
+    return SquareRecipe(None, ordered, product, direct_flops, materialized_flops, gram_shape, direct.output_shape)
 
 
 def contract_square(
@@ -140,8 +156,14 @@ def contract_square(
     recipe = square_recipe(network, keep, outer, scale)
     if recipe.direct is not None:
         return recipe.direct.contract(**tensors)
-    value = recipe.factor.contract(**tensors)  # type: ignore[union-attr]
-    return recipe.product.contract(J=value)  # type: ignore[union-attr]
+    # J laid out as [keep, summed, outer] in one copy, then one batched GEMM: J^T J per kept entry
+    value = recipe.factor.contract(**tensors).reshape(recipe.gram_shape)  # type: ignore[union-attr]
+    if recipe.gram_shape[2] == 1 and not outer:
+        result = value.square().sum(1)
+    else:
+        result = torch.bmm(value.transpose(1, 2), value)
+    result = result.reshape(recipe.output_shape)
+    return result * scale if scale != 1.0 else result
 
 
 __all__ = ["contract_square", "materialized_square", "primed_copy", "square_network", "square_recipe"]

@@ -271,7 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted = args.only.split(",") if args.only else (None if args.cases else list(DEFAULT_LAYERS))
         if wanted is not None:
             cases = [case for case in cases if case.model in wanted or case.label in wanted]
-    keeps = tuple(randomized.check_keep(float(k), "--keeps") for k in args.keeps.split(","))
+    try:
+        keeps = tuple(randomized.check_keep(float(k), "--keeps") for k in args.keeps.split(","))
+        randomized.check_leg(args.leg, "weight", 3, "--leg")
+    except ValueError as error:
+        parser.error(str(error))
     rows = run(cases, keeps, leg=args.leg, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device)
     print(format_table(rows))
     return 0

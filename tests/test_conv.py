@@ -41,7 +41,9 @@ def test_conv_high_dims_match_loop_of_conv3d(dims, case):
     c = case.draw(conv_cases(dims=dims, max_size=5 if dims == 4 else 4, allow_same=False))
     x, w, b = c.tensors()
     expected = conv_reference(x, w, c.stride, c.padding_tuple, c.dilation, c.groups)
-    result = tnconv.conv(x, w, None, **c.kwargs())
+    if b is not None:
+        expected = expected + b.view(1, -1, *[1] * dims)
+    result = tnconv.conv(x, w, b, **c.kwargs())
     assert rel_err(result, expected) < 1e-10
 
 

@@ -177,7 +177,14 @@ def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Te
     operands = [tensors[name] for name in names]
     if _transforms_active():
         return _TransformableContraction.apply(network, strategy, *operands)
-    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in operands)
-    if differentiable or forward_ad._current_level >= 0:
+    if needs_autograd(*operands):
         return _Contraction.apply(network, strategy, *operands)
     return network.contract(strategy=strategy, **tensors)  # nothing to differentiate: skip the Function
+
+
+def needs_autograd(*tensors: torch.Tensor | None) -> bool:
+    """Whether a result computed from ``tensors`` must carry derivatives (reverse or forward
+    mode, or a ``torch.func`` transform)."""
+    if _transforms_active() or forward_ad._current_level >= 0:
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

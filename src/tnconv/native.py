@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -52,10 +52,16 @@ class NativeCall:
     def dims(self) -> int:
         return len(self.patterns)
 
-    @property
+    @cached_property
     def symmetric(self) -> bool:
         """Whether torch's symmetric padding ``P_l`` reproduces every output size."""
         return all(_torch_output(p) == p.output_size for p in self.patterns)
+
+    @cached_property
+    def hyperparameters(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """``(stride, padding, dilation)`` per spatial dimension, as torch's kernels take them."""
+        ps = self.patterns
+        return tuple(p.stride for p in ps), tuple(p.padding for p in ps), tuple(p.dilation for p in ps)
 
 
 def _torch_output(p: IndexPattern) -> int:
@@ -157,21 +163,27 @@ def _pad_to_footprint(x: torch.Tensor, patterns: tuple[IndexPattern, ...]) -> to
     return F.pad(x, widths)
 
 
-def run_native(call: NativeCall, tensors: Mapping[str, torch.Tensor], reshape: bool = True) -> torch.Tensor:
-    """Evaluate a recognised network with PyTorch's convolution kernels."""
-    first, second = (tensors[name] for name in call.operands)
+def run_native(
+    call: NativeCall, tensors: Mapping[str, torch.Tensor], reshape: bool = True, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Evaluate a recognised network with PyTorch's convolution kernels.
+
+    ``bias`` (forward convolutions only, ``[C_out]``) is fused into the kernel call, as
+    ``torch.nn.functional.conv2d`` does, instead of costing another pass over the output.
+    """
+    if bias is not None and (call.kind != "forward" or call.scale != 1.0):
+        raise ValueError(f"bias can only be fused into an unscaled forward convolution, not a {call.kind}")
+    first, second = tensors[call.operands[0]], tensors[call.operands[1]]
     d, ps = call.dims, call.patterns
-    stride = tuple(p.stride for p in ps)
-    dilation = tuple(p.dilation for p in ps)
-    padding = tuple(p.padding for p in ps)
+    stride, padding, dilation = call.hyperparameters
     if call.kind == "forward" and d > 3:
-        result = _forward_high_dims(first, second, call)
+        result = _forward_high_dims(first, second, call, bias)
     elif call.kind == "forward":
-        x, w = first, second.reshape(second.shape[0], -1, *second.shape[-d:])
+        x, w = first, second  # W's axes are [(g b), a, k…]: already torch's weight layout
         if call.symmetric:
-            result = _CONV[d](x, w, None, stride, padding, dilation, call.groups)
+            result = _CONV[d](x, w, bias, stride, padding, dilation, call.groups)
         else:
-            result = _CONV[d](_pad_to_footprint(x, ps), w, None, stride, 0, dilation, call.groups)
+            result = _CONV[d](_pad_to_footprint(x, ps), w, bias, stride, 0, dilation, call.groups)
     elif call.kind == "input_vjp":
         v, w = first, second.reshape(second.shape[0], -1, *second.shape[-d:])
         lead = v.shape[: v.dim() - d - 1]
@@ -196,12 +208,12 @@ def run_native(call: NativeCall, tensors: Mapping[str, torch.Tensor], reshape: b
             result = _CONV_WEIGHT[d](x, shape, v, stride, padding, dilation, call.groups)
         else:
             result = _CONV_WEIGHT[d](_pad_to_footprint(x, ps), shape, v, stride, 0, dilation, call.groups)
-    if reshape:
+    if reshape and result.shape != call.output_shape:
         result = result.reshape(call.output_shape)
     return result * call.scale if call.scale != 1.0 else result
 
 
-def _forward_high_dims(x: torch.Tensor, w: torch.Tensor, call: NativeCall) -> torch.Tensor:
+def _forward_high_dims(x: torch.Tensor, w: torch.Tensor, call: NativeCall, bias: torch.Tensor | None) -> torch.Tensor:
     """A ``D > 3`` convolution as ONE ``conv3d``: the leading ``D − 3`` dimensions are unfolded
     (strided views of the padded input), their output positions moved into the batch and
     their kernel taps into the input channels: ``[(n o…), (g c k…), i, i, i]``."""
@@ -220,7 +232,7 @@ def _forward_high_dims(x: torch.Tensor, w: torch.Tensor, call: NativeCall) -> to
     stacked = views.permute(0, *o_axes, 1, 2, *k_axes, *rest).reshape(batch, -1, *views.shape[-3:])
     kernel = w.reshape(w.shape[0], -1, *w.shape[-3:])  # [(g co), (c k_lead…), k, k, k]
     inner = NativeCall("forward", call.operands, ps[lead:], groups, 1.0, ())
-    y = run_native(inner, {call.operands[0]: stacked, call.operands[1]: kernel}, reshape=False)
+    y = run_native(inner, {call.operands[0]: stacked, call.operands[1]: kernel}, reshape=False, bias=bias)
     y = y.reshape(n, *(p.output_size for p in ps[:lead]), *y.shape[1:])
     return y.permute(0, lead + 1, *range(1, lead + 1), *range(lead + 2, y.dim()))
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from .pattern import IndexPattern
@@ -110,6 +111,13 @@ class Node:
                 taken.add(inner[leg])
         inner.update({leg: mapping[leg] for leg in own if leg in mapping})
         return replace(self, axes=axes, network=sub.rename(inner))
+
+
+@lru_cache(maxsize=1)
+def _contract():  # type: ignore[no-untyped-def]
+    from .contract import contract  # contract imports this module: resolve once, lazily
+
+    return contract
 
 
 def _axis_text(axis: tuple[str, ...]) -> str:
@@ -204,7 +212,7 @@ class TensorNetwork:
     def output_legs(self) -> tuple[str, ...]:
         return tuple(leg for axis in self.output for leg in axis)
 
-    @property
+    @cached_property
     def inputs(self) -> tuple[str, ...]:
         """The keywords of :meth:`contract`: the data nodes' names (a tensor read by several
         nodes, see :attr:`Node.source`, is listed once)."""
@@ -422,9 +430,7 @@ class TensorNetwork:
         ``strategy`` is ``"auto"`` (default), ``"einsum"`` (dense patterns, the reference),
         or another strategy of :mod:`tnconv.contract`.
         """
-        from .contract import contract
-
-        return contract(self, tensors, strategy=strategy)
+        return _contract()(self, tensors, strategy=strategy)
 
     # ---------------------------------------------------------------- diagrams
     def to_dot(self, *, simplified: bool = False, show_sizes: bool = False) -> str:

@@ -11,6 +11,7 @@ from functools import lru_cache
 import torch
 
 from ..autodiff import contract as differentiable_contract
+from ..autodiff import needs_autograd
 from ..caching import symbolic_cache
 from ..hyperparams import (
     ConvGeometry,
@@ -21,6 +22,7 @@ from ..hyperparams import (
     conv_geometry,
     normalize_groups,
 )
+from ..native import recognize, run_native
 from ..network import Axes, Node, TensorNetwork
 
 
@@ -168,6 +170,10 @@ def conv(
     check_same_dtype_device(input=input, weight=weight, bias=bias)
     check_bias(bias, weight.shape[0])
     network = conv_network(input.shape, weight.shape, stride, padding, dilation, groups)
+    if bias is not None and strategy in ("auto", "native") and not needs_autograd(input, weight, bias):
+        call = recognize(network)
+        if call is not None:  # fuse the bias into torch's kernel: no extra pass over the output
+            return run_native(call, {"x": input, "w": weight}, bias=bias)
     # autograd through the network's own VJPs (tnconv.autodiff); the bias gradient is torch's sum
     return add_bias(differentiable_contract(network, strategy, x=input, w=weight), bias)
 

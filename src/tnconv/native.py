@@ -185,9 +185,10 @@ def run_native(
         else:
             result = _CONV[d](_pad_to_footprint(x, ps), w, bias, stride, 0, dilation, call.groups)
     elif call.kind == "input_vjp":
-        v, w = first, second.reshape(second.shape[0], -1, *second.shape[-d:])
+        v, w = first, second  # W's axes are [(g b), a, k…]: torch's weight layout
         lead = v.shape[: v.dim() - d - 1]
-        v = v.reshape(-1, *v.shape[-d - 1 :])
+        if len(lead) > 1:  # several leading (batch) dims: one batch for torch's kernel
+            v = v.reshape(-1, *v.shape[-d - 1 :])
         channels = w.shape[1] * call.groups
         if call.symmetric:
             size = (v.shape[0], channels) + tuple(p.input_size for p in ps)
@@ -199,7 +200,8 @@ def run_native(
             for p in reversed(ps):
                 widths += [-p.padding, p.input_size + p.padding - _footprint(p)]
             result = F.pad(full, widths)
-        result = result.reshape(*lead, *result.shape[1:])
+        if len(lead) > 1:
+            result = result.reshape(*lead, *result.shape[1:])
     else:
         x, v = first, second
         channels_out = v.shape[1]

@@ -75,28 +75,57 @@ def conv_weight_vjp_network(
     return vjp_network(network, "w", batch)[0]
 
 
-def _split_lead(tensor: torch.Tensor, trailing: int) -> tuple[tuple[int, ...], int | None]:
-    """The extra leading dimensions of ``tensor`` beyond its ``trailing`` dims and their product
+def _split_lead(shape: Sequence[int], trailing: int) -> tuple[tuple[int, ...], int | None]:
+    """The extra leading dimensions of ``shape`` beyond its ``trailing`` dims and their product
     (``None`` when there are none)."""
-    lead = tuple(tensor.shape[: tensor.dim() - trailing])
+    lead = tuple(shape[: len(shape) - trailing])
     return lead, (math.prod(lead) if lead else None)
 
 
-def _check_vector(v: torch.Tensor, expected: tuple[int, ...], what: str) -> None:
-    if tuple(v.shape[v.dim() - len(expected) :]) != expected or v.dim() < len(expected):
+def _check_vector(v_shape: Sequence[int], expected: tuple[int, ...], what: str) -> None:
+    if tuple(v_shape[len(v_shape) - len(expected) :]) != expected or len(v_shape) < len(expected):
         raise ValueError(
             f"v must have shape [*, {', '.join(map(str, expected))}] (the {what}, with optional leading "
-            f"dimensions), got {tuple(v.shape)}"
+            f"dimensions), got {tuple(v_shape)}"
         )
 
 
 def _contract_batched(
-    network_of_batch, lead: tuple[int, ...], batch: int | None, strategy: str, **tensors: torch.Tensor
+    network: TensorNetwork, lead: tuple[int, ...], strategy: str, **tensors: torch.Tensor
 ) -> torch.Tensor:
-    network = network_of_batch(batch)
-    shaped = {name: t.reshape(network.input_shape(name)) for name, t in tensors.items()}
-    result = contract(network, strategy, **shaped)
-    return result.reshape(lead + tuple(result.shape[1:])) if batch is not None else result
+    """Contract ``network``; extra leading dimensions ``lead`` of the vector are its batch leg."""
+    if lead:
+        tensors = {name: t.reshape(network.input_shape(name)) for name, t in tensors.items()}
+    result = contract(network, strategy, **tensors)
+    return result.reshape(lead + tuple(result.shape[1:])) if lead else result
+
+
+@symbolic_cache
+def _input_vjp_plan(weight_shape, v_shape, input_size, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
+    """Validate the shapes of :func:`conv_input_vjp` once per signature: (network, leading dims of v)."""
+    dims = len(weight_shape) - 2
+    if len(v_shape) < dims + 2:
+        raise ValueError(
+            f"v must have shape [*, N, C_out, O_1..O_{dims}] (at least {dims + 2} dimensions for a {dims}-d "
+            f"weight), got {tuple(v_shape)}"
+        )
+    sizes = _shape_tuple(input_size, "input_size")
+    batch_size = v_shape[len(v_shape) - dims - 2]
+    # a bad ``groups`` is reported by conv_network below
+    in_channels = weight_shape[1] * groups if isinstance(groups, int) and groups > 0 else weight_shape[1]
+    if len(sizes) == dims + 2:
+        if sizes[0] != batch_size:
+            raise ValueError(f"v has batch size {batch_size} but input_size={sizes} says {sizes[0]}")
+        in_channels, sizes = sizes[1], sizes[2:]
+    elif len(sizes) != dims:
+        raise ValueError(
+            f"input_size must be [N, C_in, I_1..I_{dims}] or [I_1..I_{dims}] for a {dims}-d weight, got {sizes}"
+        )
+    input_shape = (batch_size, in_channels) + sizes
+    network = conv_network(input_shape, tuple(weight_shape), stride, padding, dilation, groups)
+    _check_vector(v_shape, network.output_shape, f"output of the convolution of an input of shape {input_shape}")
+    lead, batch = _split_lead(v_shape, dims + 2)
+    return vjp_network(network, "x", batch)[0], lead
 
 
 def conv_input_vjp(
@@ -133,29 +162,35 @@ def conv_input_vjp(
     check_tensor(weight, "weight", min_dim=3)
     check_tensor(v, "v")
     check_same_dtype_device(weight=weight, v=v)
-    dims = weight.dim() - 2
-    if v.dim() < dims + 2:
+    network, lead = _input_vjp_plan(weight.shape, v.shape, input_size, stride, padding, dilation, groups)
+    return _contract_batched(network, lead, strategy, w=weight, v=v)
+
+
+@symbolic_cache
+def _weight_vjp_plan(x_shape, v_shape, kernel_size, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
+    """Validate the shapes of :func:`conv_weight_vjp` once per signature: (network, leading dims of v)."""
+    dims = len(x_shape) - 2
+    if len(v_shape) < dims + 2:
         raise ValueError(
             f"v must have shape [*, N, C_out, O_1..O_{dims}] (at least {dims + 2} dimensions for a {dims}-d "
-            f"weight), got {tuple(v.shape)}"
+            f"input), got {tuple(v_shape)}"
         )
-    sizes = _shape_tuple(input_size, "input_size")
-    batch_size = v.shape[v.dim() - dims - 2]
-    # a bad ``groups`` is reported by conv_network below
-    in_channels = weight.shape[1] * groups if isinstance(groups, int) and groups > 0 else weight.shape[1]
-    if len(sizes) == dims + 2:
-        if sizes[0] != batch_size:
-            raise ValueError(f"v has batch size {batch_size} but input_size={sizes} says {sizes[0]}")
-        in_channels, sizes = sizes[1], sizes[2:]
-    elif len(sizes) != dims:
-        raise ValueError(
-            f"input_size must be [N, C_in, I_1..I_{dims}] or [I_1..I_{dims}] for a {dims}-d weight, got {sizes}"
-        )
-    input_shape = (batch_size, in_channels) + sizes
-    network = conv_network(input_shape, tuple(weight.shape), stride, padding, dilation, groups)
-    _check_vector(v, network.output_shape, f"output of the convolution of an input of shape {input_shape}")
-    lead, batch = _split_lead(v, dims + 2)
-    return _contract_batched(lambda b: vjp_network(network, "x", b)[0], lead, batch, strategy, w=weight, v=v)
+    out_channels = v_shape[len(v_shape) - dims - 1]
+    groups = normalize_groups(groups, x_shape[1], out_channels)
+    weight_shape = (out_channels, x_shape[1] // groups)
+    if not isinstance(kernel_size, int) and len(_shape_tuple(kernel_size, "kernel_size")) == dims + 2:
+        full = _shape_tuple(kernel_size, "kernel_size")
+        if full[:2] != weight_shape:
+            raise ValueError(
+                f"kernel_size={full} (a weight shape) does not match C_out={out_channels} of v and "
+                f"C_in/groups={weight_shape[1]} of x"
+            )
+        kernel_size = full[2:]
+    weight_shape += normalize_tuple(kernel_size, dims, "kernel_size", minimum=1)
+    network = conv_network(tuple(x_shape), weight_shape, stride, padding, dilation, groups)
+    _check_vector(v_shape, network.output_shape, f"output of the convolution of x of shape {tuple(x_shape)}")
+    lead, batch = _split_lead(v_shape, dims + 2)
+    return vjp_network(network, "w", batch)[0], lead
 
 
 def conv_weight_vjp(
@@ -190,28 +225,8 @@ def conv_weight_vjp(
     check_tensor(x, "x", min_dim=3)
     check_tensor(v, "v")
     check_same_dtype_device(x=x, v=v)
-    dims = x.dim() - 2
-    if v.dim() < dims + 2:
-        raise ValueError(
-            f"v must have shape [*, N, C_out, O_1..O_{dims}] (at least {dims + 2} dimensions for a {dims}-d "
-            f"input), got {tuple(v.shape)}"
-        )
-    out_channels = v.shape[v.dim() - dims - 1]
-    groups = normalize_groups(groups, x.shape[1], out_channels)
-    weight_shape = (out_channels, x.shape[1] // groups)
-    if not isinstance(kernel_size, int) and len(_shape_tuple(kernel_size, "kernel_size")) == dims + 2:
-        full = _shape_tuple(kernel_size, "kernel_size")
-        if full[:2] != weight_shape:
-            raise ValueError(
-                f"kernel_size={full} (a weight shape) does not match C_out={out_channels} of v and "
-                f"C_in/groups={weight_shape[1]} of x"
-            )
-        kernel_size = full[2:]
-    weight_shape += normalize_tuple(kernel_size, dims, "kernel_size", minimum=1)
-    network = conv_network(tuple(x.shape), weight_shape, stride, padding, dilation, groups)
-    _check_vector(v, network.output_shape, f"output of the convolution of x of shape {tuple(x.shape)}")
-    lead, batch = _split_lead(v, dims + 2)
-    return _contract_batched(lambda b: vjp_network(network, "w", b)[0], lead, batch, strategy, x=x, v=v)
+    network, lead = _weight_vjp_plan(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
+    return _contract_batched(network, lead, strategy, x=x, v=v)
 
 
 def conv_input_jvp(
@@ -247,10 +262,10 @@ def conv_input_jvp(
             f"x_dot must have shape [*, N, C_in, I_1..I_{dims}] (at least {dims + 2} dimensions), "
             f"got {tuple(x_dot.shape)}"
         )
-    lead, batch = _split_lead(x_dot, dims + 2)
+    lead, batch = _split_lead(x_dot.shape, dims + 2)
     input_shape = tuple(x_dot.shape[x_dot.dim() - dims - 2 :])
     network = conv_network(input_shape, tuple(weight.shape), stride, padding, dilation, groups)
-    return _contract_batched(lambda b: jvp_network(network, "x", b)[0], lead, batch, strategy, x_dot=x_dot, w=weight)
+    return _contract_batched(jvp_network(network, "x", batch)[0], lead, strategy, x_dot=x_dot, w=weight)
 
 
 def conv_weight_jvp(
@@ -287,10 +302,10 @@ def conv_weight_jvp(
             f"w_dot must have shape [*, C_out, C_in/groups, K_1..K_{dims}] (at least {dims + 2} dimensions), "
             f"got {tuple(w_dot.shape)}"
         )
-    lead, batch = _split_lead(w_dot, dims + 2)
+    lead, batch = _split_lead(w_dot.shape, dims + 2)
     weight_shape = tuple(w_dot.shape[w_dot.dim() - dims - 2 :])
     network = conv_network(tuple(x.shape), weight_shape, stride, padding, dilation, groups)
-    return _contract_batched(lambda b: jvp_network(network, "w", b)[0], lead, batch, strategy, x=x, w_dot=w_dot)
+    return _contract_batched(jvp_network(network, "w", batch)[0], lead, strategy, x=x, w_dot=w_dot)
 
 
 def _shape_tuple(value: object, name: str) -> tuple[int, ...]:

@@ -241,7 +241,7 @@ SMALL = [
 ]
 
 
-@pytest.mark.parametrize("operation", list(OPERATIONS))
+@pytest.mark.parametrize("operation", [name for name, op in OPERATIONS.items() if not op.estimator])
 @pytest.mark.parametrize("case", SMALL, ids=lambda c: c.name)
 def test_every_implementation_of_an_operation_agrees(operation, case):
     op = OPERATIONS[operation]
@@ -264,7 +264,7 @@ def test_applicability():
 
 
 def test_parse_ops():
-    assert [op.name for op in parse_ops(None)] == list(OPERATIONS)
+    assert [op.name for op in parse_ops(None)] == [name for name, op in OPERATIONS.items() if op.default]
     assert [op.name for op in parse_ops("kfc, fwd,kfc")] == ["kfc", "fwd"]
     with pytest.raises(ValueError, match="no operation"):
         parse_ops(" , ")
@@ -339,3 +339,12 @@ def test_measure_memory_in_a_child_process():
     sizes = measure_memory(case, 8, torch.float32, torch.device("cpu"), ("torch", "tnconv"), ("unfold",))
     unfolded = 8 * 8 * 9 * 64 * 64 * 4
     assert isinstance(sizes["unfold"]["torch"], int) and sizes["unfold"]["torch"] >= 0.9 * unfolded
+
+
+def test_randomized_operations_are_opt_in_estimates():
+    ops = parse_ops("randomized_weight_vjp")
+    assert [op.name for op in ops] == [f"randomized_weight_vjp@{k:g}" for k in (1.0, 0.5, 0.25, 0.1)]
+    assert not any(op.default for op in ops) and all(op.available() and op.estimator for op in ops)
+    assert not any(op.name.startswith("randomized") for op in parse_ops(None))
+    exact = ops[0].setup(SMALL[0], 3, torch.float64, torch.device("cpu"))  # keep = 1: the exact VJP
+    torch.testing.assert_close(exact["tnconv"](), exact["torch"]())

@@ -13,8 +13,11 @@ Run it as ``tnconv bench`` or ``python -m tnconv.bench`` (same options). As a li
 
 from .cases import Case, CaseFormatError, batch_size, bundled_cases, load_cases, parse_cases, select_cases
 from .operations import OPERATIONS, Operation, parse_ops, register
+from .randomized import register_operations
 from .runner import BenchConfig, BenchResult, Measurement, run_benchmark
 from .stats import RatioStats, ratio_stats, summarize
+
+register_operations()  # opt-in: `tnconv bench --ops randomized_weight_vjp`
 
 __all__ = [
     "OPERATIONS",

@@ -33,10 +33,14 @@ class Operation:
     Attributes:
         name: the name used by ``--ops``.
         description: one line for help texts and tables.
-        function: the attribute of ``tnconv`` that implements it (checked for availability).
+        function: the (dotted) attribute of ``tnconv`` that implements it (checked for
+            availability), e.g. ``"conv"`` or ``"randomized.conv_weight_vjp"``.
         applies: whether the operation makes sense for a case.
         setup: ``(case, batch, dtype, device) -> {implementation: thunk}``; builds the inputs
             once and returns only the implementations that apply to the case.
+        default: part of the run when ``--ops`` is not given.
+        estimator: tnconv returns a random estimate of the baseline's value, so the two are
+            not expected to agree (no "disagree" note).
     """
 
     name: str
@@ -44,12 +48,20 @@ class Operation:
     function: str
     applies: Callable[[Case], bool]
     setup: Setup
+    default: bool = True
+    estimator: bool = False
 
     def available(self) -> bool:
         """Whether the installed tnconv has the function."""
-        import tnconv
+        target: object = importlib.import_module("tnconv")
+        for part in self.function.split("."):
+            target = getattr(target, part, None)
+        return callable(target)
 
-        return callable(getattr(tnconv, self.function, None))
+    @property
+    def family(self) -> str:
+        """The name before ``@`` (``randomized_weight_vjp`` for ``randomized_weight_vjp@0.5``)."""
+        return self.name.split("@")[0]
 
 
 OPERATIONS: dict[str, Operation] = {}
@@ -324,17 +336,26 @@ for _operation in (
 
 
 def parse_ops(text: str | None) -> list[Operation]:
-    """The operations named in a comma-separated list (all registered ones for ``None``).
+    """The operations named in a comma-separated list (the default ones for ``None``).
+
+    A family name stands for all its members (``randomized_weight_vjp`` for
+    ``randomized_weight_vjp@1``, ``@0.5``, …).
 
     >>> [op.name for op in parse_ops("fwd,kfc")]
     ['fwd', 'kfc']
+    >>> [op.name for op in parse_ops("randomized_weight_vjp")][:2]
+    ['randomized_weight_vjp@1', 'randomized_weight_vjp@0.5']
     """
     if text is None:
-        return list(OPERATIONS.values())
+        return [op for op in OPERATIONS.values() if op.default]
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise ValueError(f"--ops: no operation named in {text!r}")
-    unknown = [name for name in names if name not in OPERATIONS]
-    if unknown:
-        raise ValueError(f"--ops: unknown operation {unknown[0]!r} (available: {', '.join(OPERATIONS)})")
-    return [OPERATIONS[name] for name in dict.fromkeys(names)]
+    chosen: dict[str, Operation] = {}
+    for name in names:
+        members = [op for op in OPERATIONS.values() if name in (op.name, op.family)]
+        if not members:
+            families = ", ".join(dict.fromkeys(op.family for op in OPERATIONS.values()))
+            raise ValueError(f"--ops: unknown operation {name!r} (available: {families})")
+        chosen.update((op.name, op) for op in members)
+    return list(chosen.values())

@@ -225,28 +225,23 @@ def registry_setup(keep: float, leg: str = "spatial", mode: str = "fixed"):  # t
     return setup
 
 
-def register_operations(keeps: Sequence[float] = KEEPS[1:]) -> list[str]:
-    """Register ``randomized_weight_vjp@KEEP`` in the ``tnconv bench`` registry (not done on
-    import: they would join the default run). Returns the names.
+def register_operations(keeps: Sequence[float] = KEEPS) -> list[str]:
+    """Register ``randomized_weight_vjp@KEEP`` in the ``tnconv bench`` registry: opt-in
+    operations (``--ops randomized_weight_vjp`` runs every keep), outside the default run.
+    Returns the names.
 
     >>> from tnconv.bench.operations import OPERATIONS
-    >>> names = register_operations((0.5,))
-    >>> names, OPERATIONS[names[0]].applies(bundled_cases()[0])
-    (['randomized_weight_vjp@0.5'], True)
-    >>> for name in names:  # leave the registry as it was
-    ...     del OPERATIONS[name]
+    >>> OPERATIONS["randomized_weight_vjp@0.5"].applies(bundled_cases()[0])
+    True
     """
     from .operations import Operation, register
-
-    class RandomizedOperation(Operation):
-        def available(self) -> bool:  # tnconv.randomized.conv_weight_vjp, not a top-level function
-            return True
 
     names = []
     for keep in keeps:
         name = f"randomized_weight_vjp@{keep:g}"
         description = f"randomized weight VJP, {keep:g} of the output positions (SPEC §6)"
-        register(RandomizedOperation(name, description, "randomized", applies, registry_setup(keep)))
+        setup = registry_setup(keep)
+        register(Operation(name, description, "randomized.conv_weight_vjp", applies, setup, False, True))
         names.append(name)
     return names
 

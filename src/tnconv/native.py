@@ -33,6 +33,7 @@ from .pattern import IndexPattern
 from .simplify import merge_identities
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _CONV_INPUT = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input, 3: torch.nn.grad.conv3d_input}
 _CONV_WEIGHT = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight, 3: torch.nn.grad.conv3d_weight}
 
@@ -168,11 +169,12 @@ def run_native(
 ) -> torch.Tensor:
     """Evaluate a recognised network with PyTorch's convolution kernels.
 
-    ``bias`` (forward convolutions only, ``[C_out]``) is fused into the kernel call, as
-    ``torch.nn.functional.conv2d`` does, instead of costing another pass over the output.
+    ``bias`` (``[C]`` of the result's channel axis; forward convolutions and input VJPs, which
+    are transposed convolutions) is fused into the kernel call where torch's kernel takes one,
+    instead of costing another pass over the output.
     """
-    if bias is not None and (call.kind != "forward" or call.scale != 1.0):
-        raise ValueError(f"bias can only be fused into an unscaled forward convolution, not a {call.kind}")
+    if bias is not None and (call.kind == "weight_vjp" or call.scale != 1.0):
+        raise ValueError(f"bias can only be added to an unscaled forward or input-VJP network, not a {call.kind}")
     first, second = tensors[call.operands[0]], tensors[call.operands[1]]
     d, ps = call.dims, call.patterns
     stride, padding, dilation = call.hyperparameters
@@ -190,9 +192,10 @@ def run_native(
         if len(lead) > 1:  # several leading (batch) dims: one batch for torch's kernel
             v = v.reshape(-1, *v.shape[-d - 1 :])
         channels = w.shape[1] * call.groups
-        if call.symmetric:
-            size = (v.shape[0], channels) + tuple(p.input_size for p in ps)
-            result = _CONV_INPUT[d](size, w, v, stride, padding, dilation, call.groups)
+        if call.symmetric:  # the input VJP is torch's transposed convolution, output_padding fixing I
+            extra = tuple(p.input_size - _footprint(p) + 2 * p.padding for p in ps)
+            result = _CONV_TRANSPOSE[d](v, w, bias, stride, padding, extra, call.groups, dilation)
+            bias = None
         else:
             size = (v.shape[0], channels) + tuple(_footprint(p) for p in ps)
             full = _CONV_INPUT[d](size, w, v, stride, 0, dilation, call.groups)
@@ -210,6 +213,8 @@ def run_native(
             result = _CONV_WEIGHT[d](x, shape, v, stride, padding, dilation, call.groups)
         else:
             result = _CONV_WEIGHT[d](_pad_to_footprint(x, ps), shape, v, stride, 0, dilation, call.groups)
+    if bias is not None and call.kind == "input_vjp":  # not fused (explicitly padded geometry)
+        result = result + bias.view(-1, *[1] * d)
     if reshape and result.shape != call.output_shape:
         result = result.reshape(call.output_shape)
     return result * call.scale if call.scale != 1.0 else result

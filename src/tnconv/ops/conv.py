@@ -129,6 +129,22 @@ def add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return y + bias.view((1, -1) + (1,) * (y.dim() - 2))
 
 
+def contract_with_bias(
+    network: TensorNetwork, strategy: str, bias: torch.Tensor | None, **tensors: torch.Tensor
+) -> torch.Tensor:
+    """``network``'s value plus ``bias`` over its channel axis (axis 1), differentiable.
+
+    Gradients flow through the network's own VJPs (:mod:`tnconv.autodiff`; the bias gradient
+    is torch's sum). When nothing needs a derivative and the network runs natively, the bias
+    is fused into torch's kernel instead of costing another pass over the output.
+    """
+    if bias is not None and strategy in ("auto", "native") and not needs_autograd(bias, *tensors.values()):
+        call = recognize(network)
+        if call is not None and call.kind != "weight_vjp" and call.scale == 1.0:
+            return run_native(call, tensors, bias=bias)
+    return add_bias(differentiable_contract(network, strategy, **tensors), bias)
+
+
 def check_bias(bias: torch.Tensor | None, channels: int) -> None:
     if bias is not None:
         check_tensor(bias, "bias")
@@ -170,12 +186,7 @@ def conv(
     check_same_dtype_device(input=input, weight=weight, bias=bias)
     check_bias(bias, weight.shape[0])
     network = conv_network(input.shape, weight.shape, stride, padding, dilation, groups)
-    if bias is not None and strategy in ("auto", "native") and not needs_autograd(input, weight, bias):
-        call = recognize(network)
-        if call is not None:  # fuse the bias into torch's kernel: no extra pass over the output
-            return run_native(call, {"x": input, "w": weight}, bias=bias)
-    # autograd through the network's own VJPs (tnconv.autodiff); the bias gradient is torch's sum
-    return add_bias(differentiable_contract(network, strategy, x=input, w=weight), bias)
+    return contract_with_bias(network, strategy, bias, x=input, w=weight)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # type: ignore[no-untyped-def]

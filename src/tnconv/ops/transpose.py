@@ -22,7 +22,6 @@ from functools import lru_cache
 
 import torch
 
-from ..autodiff import contract
 from ..caching import symbolic_cache
 from ..hyperparams import (
     ConvGeometry,
@@ -34,7 +33,7 @@ from ..hyperparams import (
 )
 from ..network import TensorNetwork
 from ..simplify import merge_identities
-from .conv import _conv_network, add_bias, check_bias
+from .conv import _conv_network, check_bias, contract_with_bias
 
 
 @lru_cache(maxsize=1024)
@@ -139,7 +138,7 @@ def conv_transpose(
     check_same_dtype_device(input=input, weight=weight, bias=bias)
     network = conv_transpose_network(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
     check_bias(bias, network.output_shape[1])
-    return add_bias(contract(network, strategy, x=input, w=weight), bias)
+    return contract_with_bias(network, strategy, bias, x=input, w=weight)
 
 
 def _aliased(dims: int):  # type: ignore[no-untyped-def]

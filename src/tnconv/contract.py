@@ -72,10 +72,22 @@ def compiled_expression(equation: str, shapes: tuple[tuple[int, ...], ...]) -> t
     return int(info.opt_cost), opt_einsum.contract_expression(equation, *shapes, optimize=path)
 
 
+@lru_cache(maxsize=4096)
+def contiguous_start(kept: tuple[int, ...]) -> int | None:
+    """The first index if ``kept`` is a run ``a, a+1, …`` (a slice that is a view), else ``None``."""
+    start = kept[0]
+    return start if kept == tuple(range(start, start + len(kept))) else None
+
+
 def _slice_legs(tensor: torch.Tensor, legs: tuple[str, ...], slices: Mapping[str, tuple[int, ...]]) -> torch.Tensor:
     for axis, leg in enumerate(legs):
         kept = slices.get(leg)
-        if kept is not None:
+        if kept is None:
+            continue
+        start = contiguous_start(kept)
+        if start is not None:  # a run of positions (trimmed inputs): a view, no copy
+            tensor = tensor.narrow(axis, start, len(kept))
+        else:
             tensor = tensor.index_select(axis, torch.tensor(kept, device=tensor.device))
     return tensor
 

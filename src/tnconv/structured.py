@@ -111,16 +111,18 @@ def window_views(t: torch.Tensor, steps: dict[int, Unfold]) -> torch.Tensor:
     replaced by ``(O, K)``: ``view[…, o, k, …] = t_padded[…, S·o + Dl·k − P, …]``.
 
     All padding happens in one copy of ``t`` before any window is taken, so the windows
-    (overlapping views) are never materialised here.
+    (overlapping views) are never materialised here; positions past the last window are
+    cut off by a view, and without padding there is no copy at all.
     """
     widths = [0, 0] * (t.dim() - min(steps))
     for dim, step in steps.items():
         p = step.pattern
-        if step.length != t.shape[dim]:
-            t = t.narrow(dim, 0, step.length)
         footprint = p.stride * (p.output_size - 1) + p.dilation * (p.kernel_size - 1) + 1
+        length = min(step.length, footprint - p.padding)  # what the windows can reach
+        if length != t.shape[dim]:
+            t = t.narrow(dim, 0, length)
         slot = 2 * (t.dim() - 1 - dim)
-        widths[slot : slot + 2] = [p.padding, footprint - step.length - p.padding]
+        widths[slot : slot + 2] = [p.padding, footprint - length - p.padding]
     if any(widths):
         t = F.pad(t, widths)
     for dim in sorted(steps, reverse=True):  # later axes first: earlier indices stay valid

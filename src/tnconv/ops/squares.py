@@ -106,11 +106,11 @@ def materialized_square(
 @dataclass(frozen=True)
 class SquareRecipe:
     """How :func:`contract_square` evaluates ``J · J'``: as ``direct`` (one network), or by
-    contracting ``factor`` (= ``J`` with its axes ordered ``keep, summed, outer``) first and
+    contracting ``factor`` (= ``J`` with its axes ordered ``keep, outer, summed``) first and
     then one batched matrix product (or a sum of squares when nothing is ``outer``).
 
     ``product`` is that second step as a network (for inspection and its operation count);
-    ``gram_shape`` is ``(∏keep, ∏summed, ∏outer)`` and ``output_shape`` the result's shape.
+    ``gram_shape`` is ``(∏keep, ∏outer, ∏summed)`` and ``output_shape`` the result's shape.
     """
 
     direct: TensorNetwork | None
@@ -135,13 +135,13 @@ def square_recipe(
     if direct_flops <= materialized_flops:
         return SquareRecipe(direct, None, None, direct_flops, materialized_flops)
     summed = tuple(a for a in range(len(network.output)) if a not in keep + outer)
-    layout = tuple(network.output[a] for a in keep + summed + outer)
+    layout = tuple(network.output[a] for a in keep + outer + summed)
     ordered = network.with_nodes(network.nodes, output=layout)  # strategies simplify when contracting
 
     def count(axes: tuple[int, ...]) -> int:
         return math.prod(network.output_shape[a] for a in axes)
 
-    gram_shape = (count(keep), count(summed), count(outer))
+    gram_shape = (count(keep), count(outer), count(summed))
     return SquareRecipe(None, ordered, product, direct_flops, materialized_flops, gram_shape, direct.output_shape)
 
 
@@ -156,12 +156,13 @@ def contract_square(
     recipe = square_recipe(network, keep, outer, scale)
     if recipe.direct is not None:
         return recipe.direct.contract(**tensors)
-    # J laid out as [keep, summed, outer] in one copy, then one batched GEMM: J^T J per kept entry
+    # J laid out as [keep, outer, summed] in one copy (the summed positions innermost, as an
+    # im2col writes them), then one batched GEMM J J^T per kept entry
     value = recipe.factor.contract(**tensors).reshape(recipe.gram_shape)  # type: ignore[union-attr]
     if recipe.gram_shape[2] == 1 and not outer:
-        result = value.square().sum(1)
+        result = value.square().sum(2)
     else:
-        result = torch.bmm(value.transpose(1, 2), value)
+        result = torch.bmm(value, value.transpose(1, 2))
     result = result.reshape(recipe.output_shape)
     return result * scale if scale != 1.0 else result
 

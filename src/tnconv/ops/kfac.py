@@ -44,17 +44,16 @@ from typing import Literal
 import torch
 
 from ..hyperparams import (
-    ConvGeometry,
     IntOrTuple,
     Padding,
     check_tensor,
+    conv_geometry,
     conv_transpose_geometry,
     normalize_groups,
-    normalize_tuple,
 )
-from ..network import Node, TensorNetwork
-from .conv import conv_network, pattern_nodes, pattern_sizes, spatial_legs
+from ..network import TensorNetwork
 from .squares import contract_square, square_network
+from .unfold import patches_network
 
 # ---------------------------------------------------------------------------- patches
 
@@ -79,18 +78,9 @@ def input_patches(
     Output axes ``[n, g, (ci k1 … kD), (o1 … oD)]``: ``[N, G, C_in/G·∏K, ∏O]``.
     """
     x_shape = _check_input_shape(x_shape)
-    dims = len(x_shape) - 2
-    kernel = normalize_tuple(kernel_size, dims, "kernel_size", minimum=1)
     groups = normalize_groups(groups, x_shape[1])
-    conv = conv_network(x_shape, (groups, x_shape[1] // groups) + kernel, stride, padding, dilation, groups)
-    return _patches_of(conv)
-
-
-@lru_cache(maxsize=1024)
-def _patches_of(conv: TensorNetwork) -> TensorNetwork:
-    dims = len(conv.output) - 2
-    output = (("n",), ("g",), ("ci",) + spatial_legs("k", dims), spatial_legs("o", dims))
-    return conv.with_nodes((node for node in conv.nodes if node.name != "w"), output=output)
+    geometry = conv_geometry(x_shape[2:], kernel_size, stride, padding, dilation)
+    return patches_network(x_shape[0], x_shape[1], geometry, groups=groups)
 
 
 def input_patches_transpose(
@@ -112,16 +102,7 @@ def input_patches_transpose(
     dims = len(x_shape) - 2
     groups = normalize_groups(groups, x_shape[1])
     geometry = conv_transpose_geometry(x_shape[2:], kernel_size, stride, padding, output_padding, dilation, dims)
-    return _transpose_patches(x_shape[0], x_shape[1] // groups, groups, geometry)
-
-
-@lru_cache(maxsize=1024)
-def _transpose_patches(batch: int, in_per_group: int, groups: int, geometry: ConvGeometry) -> TensorNetwork:
-    dims = geometry.dims
-    x = Node("x", "input", (("n",), ("g", "ci")) + tuple((leg,) for leg in spatial_legs("o", dims)))
-    sizes = {"n": batch, "g": groups, "ci": in_per_group, **pattern_sizes(geometry)}
-    output = (("n",), ("g",), ("ci",) + spatial_legs("k", dims), spatial_legs("i", dims))
-    return TensorNetwork((x,) + pattern_nodes(geometry), tuple(sizes.items()), output)
+    return patches_network(x_shape[0], x_shape[1], geometry, transposed=True, groups=groups)
 
 
 # --------------------------------------------------------------------- factor networks

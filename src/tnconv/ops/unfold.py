@@ -40,16 +40,34 @@ from .conv import pattern_nodes, pattern_sizes, spatial_legs
 
 
 @lru_cache(maxsize=1024)
-def _unfold_network(batch: int, channels: int, geometry: ConvGeometry, transposed: bool) -> TensorNetwork:
-    # the data carries the pattern's i legs (o legs when transposed); the others are the windows
+def patches_network(
+    batch: int, channels: int, geometry: ConvGeometry, transposed: bool = False, groups: int | None = None
+) -> TensorNetwork:
+    """The unfolded input ``x[n, c, i] Π[i, o, k]`` (windows ``o``), or, ``transposed``, that of a
+    transposed convolution ``x[n, c, o] Π[i, o, k]`` (windows ``i``): the one builder behind
+    unfold, fold and the Kronecker input factors.
+
+    Without ``groups``: ``x[n, c, …]`` and output ``[n, (c k…), (windows…)]``, unfold's layout.
+    With ``groups``: channels split as ``(g ci)`` and output ``[n, g, (ci k…), (windows…)]``.
+
+    >>> from tnconv.hyperparams import conv_geometry
+    >>> patches_network(2, 6, conv_geometry((5, 5), 3), groups=3).output_shape
+    (2, 3, 18, 9)
+    """
     dims = geometry.dims
     i, o, k = spatial_legs("i", dims), spatial_legs("o", dims), spatial_legs("k", dims)
     data, windows = (o, i) if transposed else (i, o)
-    x_axes: Axes = (("n",), ("c",)) + tuple((leg,) for leg in data)
-    output: Axes = (("n",), ("c",) + k, windows)
-    sizes = {"n": batch, "c": channels, **pattern_sizes(geometry)}
+    if groups is None:
+        channel_axis: tuple[str, ...] = ("c",)
+        sizes = {"n": batch, "c": channels}
+        output: Axes = (("n",), ("c",) + k, windows)
+    else:
+        channel_axis = ("g", "ci")
+        sizes = {"n": batch, "g": groups, "ci": channels // groups}
+        output = (("n",), ("g",), ("ci",) + k, windows)
+    x_axes: Axes = (("n",), channel_axis) + tuple((leg,) for leg in data)
     nodes = (Node("x", "input", x_axes),) + pattern_nodes(geometry)
-    return TensorNetwork(nodes, tuple(sizes.items()), output)
+    return TensorNetwork(nodes, tuple({**sizes, **pattern_sizes(geometry)}.items()), output)
 
 
 def _batch_and_channels(shape: Sequence[int], name: str, dims: int | None = None) -> tuple[int, int, tuple[int, ...]]:
@@ -79,7 +97,7 @@ def unfold_network(
     """
     batch, channels, sizes = _batch_and_channels(input_shape, "input")
     geometry = conv_geometry(sizes, kernel_size, stride, padding, dilation)
-    return _unfold_network(batch, channels, geometry, False)
+    return patches_network(batch, channels, geometry, False)
 
 
 @lru_cache(maxsize=1024)
@@ -132,7 +150,7 @@ def fold_network(
             f"input has {shape[2]} columns but output_size={sizes} with kernel_size={kernel}, dilation={dilation}, "
             f"padding={padding}, stride={stride} has {blocks} sliding blocks {geometry.output_size}"
         )
-    return _fold_network(_unfold_network(shape[0], shape[1] // taps, geometry, False))
+    return _fold_network(patches_network(shape[0], shape[1] // taps, geometry, False))
 
 
 @symbolic_cache
@@ -159,7 +177,7 @@ def unfold_transpose_network(
     """
     batch, channels, sizes = _batch_and_channels(input_shape, "input")
     geometry = conv_transpose_geometry(sizes, kernel_size, stride, padding, output_padding, dilation)
-    return _unfold_network(batch, channels, geometry, True)
+    return patches_network(batch, channels, geometry, True)
 
 
 def _spatial_dims(arguments: Sequence[object], default: int) -> int:

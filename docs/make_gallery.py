@@ -2,7 +2,7 @@
 
 Run from the repository root:  python docs/make_gallery.py [--png DIR]
 
-Every picture is drawn from the network tnconv builds (tnconv.operations), never by
+Every picture is drawn from the network tnconv builds (tnconv.symbolic.registry), never by
 hand; rerun this script after changing a builder or the drawing code. ``--png DIR`` also
 writes PNG copies (for looking at them, not committed).
 """
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import tnconv
-from tnconv.operations import OPERATIONS, Hyperparameters, operation_network
+from tnconv.symbolic.registry import OPERATIONS, Hyperparameters, operation_network
 
 DOCS = Path(__file__).resolve().parent
 GALLERY = DOCS / "gallery"

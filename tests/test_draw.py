@@ -16,10 +16,15 @@ import torch
 
 import tnconv
 from tnconv.cli import main
-from tnconv.diagram import diagram
-from tnconv.draw import to_dot, to_latex
-from tnconv.network import Node, TensorNetwork
-from tnconv.operations import OPERATIONS, Hyperparameters, operation_network
+from tnconv.diagrams import diagram, to_dot, to_latex
+from tnconv.spec import ConvSpec
+from tnconv.symbolic.network import Node, TensorNetwork
+from tnconv.symbolic.registry import OPERATIONS, operation_network
+
+
+def Hyperparameters(channels=4, vectors=3, **keywords):
+    """A ConvSpec from layer keywords (``channels`` is ``C_in``) and the number of vectors M."""
+    return ConvSpec.create(in_channels=channels, **keywords), vectors
 
 matplotlib = pytest.importorskip("matplotlib")
 
@@ -27,7 +32,7 @@ SMALL = dict(batch=2, channels=4, input_size=6, kernel_size=3, stride=2, padding
 
 
 def network_of(name, dims=2, **overrides):
-    return operation_network(name, Hyperparameters(dims=dims, **{**SMALL, **overrides}))
+    return operation_network(name, *Hyperparameters(dims=dims, **{**SMALL, **overrides}))
 
 
 def expected_counts(network):
@@ -119,18 +124,18 @@ def test_registry_passes_the_hyperparameters_on():
     x, w = torch.zeros(2, 4, 7, 6), torch.zeros(6, 2, 3, 2)
     kw = dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
     y = torch.nn.functional.conv2d(x, w, **kw)
-    assert operation_network("conv", h).output_shape == tuple(y.shape)
-    assert operation_network("input_vjp", h).output_shape == tuple(x.shape)
-    assert operation_network("weight_mjp", h).output_shape == (3, *w.shape)
+    assert operation_network("conv", *h).output_shape == tuple(y.shape)
+    assert operation_network("input_vjp", *h).output_shape == tuple(x.shape)
+    assert operation_network("weight_mjp", *h).output_shape == (3, *w.shape)
     wt = torch.zeros(4, 3, 3, 2)
     yt = torch.nn.functional.conv_transpose2d(x, wt, output_padding=(1, 0), **kw)
-    assert operation_network("conv_transpose", h).output_shape == tuple(yt.shape)
+    assert operation_network("conv_transpose", *h).output_shape == tuple(yt.shape)
     unfolded = torch.nn.functional.unfold(x, (3, 2), dilation=(1, 2), padding=1, stride=(2, 1))
-    assert operation_network("unfold", h).output_shape == tuple(unfolded.shape)
-    assert operation_network("fold", h).output_shape == tuple(x.shape)
-    assert operation_network("ggn_diagonal", h).output_shape == tuple(w.shape)
-    assert operation_network("ggn_gram", h).output_shape == (3 * 2, 3 * 2)
-    assert operation_network("kfc", h).output_shape == (2, 2 * 3 * 2, 2 * 3 * 2)
+    assert operation_network("unfold", *h).output_shape == tuple(unfolded.shape)
+    assert operation_network("fold", *h).output_shape == tuple(x.shape)
+    assert operation_network("ggn_diagonal", *h).output_shape == tuple(w.shape)
+    assert operation_network("ggn_gram", *h).output_shape == (3 * 2, 3 * 2)
+    assert operation_network("kfc", *h).output_shape == (2, 2 * 3 * 2, 2 * 3 * 2)
 
 
 @pytest.mark.parametrize("name", list(OPERATIONS))
@@ -256,7 +261,7 @@ def test_hyperedges_meet_at_junctions():
 def test_cli_draws_the_issue_example(tmp_path, capsys):
     out = tmp_path / "k.svg"
     assert main(["draw", "kfac_reduce", "--kernel-size", "3", "--stride", "2", "-o", str(out)]) == 0
-    network = operation_network("kfac_reduce", Hyperparameters(kernel_size=3, stride=2))
+    network = operation_network("kfac_reduce", *Hyperparameters(kernel_size=3, stride=2))
     assert set(network.legs) <= set(svg_texts(out))
     assert str(out) in capsys.readouterr().out
 

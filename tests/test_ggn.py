@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tnconv
-from tnconv.ops.ggn import _factor
-from tnconv.ops.squares import square_recipe
+from tnconv.execute.squares import square_recipe
+from tnconv.symbolic.builders.ggn import ggn_factor_network as _factor
 
 from .reference import TORCH_CONV
 from .reference_curvature import layer_jacobians

@@ -3,8 +3,9 @@ import torch
 from hypothesis import given
 
 import tnconv
-from tnconv.ops.gradients import per_sample_weight_grad_network
-from tnconv.ops.squares import materialized_square, square_network, square_recipe
+from tnconv.execute.squares import square_recipe
+from tnconv.symbolic.builders.gradients import per_sample_weight_grad_network
+from tnconv.symbolic.squares import materialized_square, square_network
 
 from .reference import TORCH_CONV
 from .reference_curvature import layer_jacobians

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import tnconv
-from tnconv.network import Node, TensorNetwork
+from tnconv.symbolic.network import Node, TensorNetwork
 
 
 def test_differentiate_removes_node_and_frees_legs():

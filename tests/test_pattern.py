@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tnconv
-from tnconv.pattern import IndexPattern
+from tnconv.spec import IndexPattern
 
 
 def pattern_by_loops(I, K, S, P, Dl):

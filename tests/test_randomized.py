@@ -13,6 +13,7 @@ The mean of R independent draws then lies within ``5·sqrt(Var/R)`` of ``G`` ent
 """
 
 import math
+from types import SimpleNamespace
 
 import opt_einsum
 import pytest
@@ -21,10 +22,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tnconv
-from tnconv import randomized as R
-from tnconv.contract import dense_plan
+from tnconv.execute.plan import dense_plan
+from tnconv.randomized import estimators, rewrites, sampling
 
 from .strategies import conv_cases
+
+# the randomized package's public and internal names, as one namespace
+R = SimpleNamespace(**{**vars(sampling), **vars(rewrites), **vars(estimators), **vars(tnconv.randomized)})
 
 TORCH_WEIGHT = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight, 3: torch.nn.grad.conv3d_weight}
 TORCH_CONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
@@ -194,7 +198,8 @@ def test_windows_form_with_every_position_kept_is_the_exact_weight_vjp(case):
     patterns = tuple(node.pattern for node in network.nodes if node.kind == "pattern")
     positions = torch.arange(windows.size("o"))
     u = R.gather_windows(x, patterns, positions)
-    got = R.contract_draw(sliced, {"u": u, "v": v.flatten(2)}, presliced=True).movedim(-1, 1)
+    presliced = R.resized(sliced, "o", len(everything.indices))
+    got = tnconv.execute.contract(presliced, {"u": u, "v": v.flatten(2)}).movedim(-1, 1)
     torch.testing.assert_close(got, torch_vjps(x, w, v, case.kwargs())[1], rtol=1e-10, atol=1e-10)
 
 

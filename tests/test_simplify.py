@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import tnconv
 from tnconv import simplify as rules
-from tnconv.network import Node, TensorNetwork
+from tnconv.symbolic.network import Node, TensorNetwork
 
 from .strategies import conv_cases
 from .test_strategies import inputs_for

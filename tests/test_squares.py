@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from tnconv.network import Node, TensorNetwork
-from tnconv.ops.squares import contract_square, primed_copy, square_network, square_recipe
+from tnconv.execute.squares import contract_square, square_recipe
+from tnconv.symbolic.network import Node, TensorNetwork
+from tnconv.symbolic.squares import primed_copy, square_network
 
 
 def matrix_network():
@@ -117,7 +118,7 @@ def test_non_overlapping_split_keeps_shared_inputs():
 
 def test_structured_strategy_with_one_of_two_readers_unfolded():
     """x feeds a pattern (unfolded into a strided view) and a second node that reads it as is."""
-    from tnconv.pattern import pattern_of
+    from tnconv.spec import pattern_of
 
     nodes = (
         Node("x", "input", (("n",), ("i",))),

@@ -6,11 +6,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tnconv
-from tnconv.contract import STRATEGIES
-from tnconv.hyperparams import conv_transpose_geometry
-from tnconv.native import recognize
-from tnconv.network import Node, TensorNetwork
-from tnconv.ops.conv import pattern_nodes, pattern_sizes
+from tnconv.execute import STRATEGIES
+from tnconv.execute.native import recognize
+from tnconv.spec.geometry import conv_transpose_geometry
+from tnconv.symbolic.builders.conv import pattern_nodes, pattern_sizes
+from tnconv.symbolic.network import Node, TensorNetwork
 
 from .strategies import conv_cases
 

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tnconv
-from tnconv.autodiff import contract
+from tnconv.execute.autodiff import contract
 from tnconv.simplify import merge_identities
 
 from .reference import TORCH_CONV, conv_reference

@@ -6,27 +6,45 @@
 torch.Size([2, 4, 4, 4])
 """
 
-from . import kfac, networks, nn, randomized
-from .draw import draw
-from .network import Node, TensorNetwork
-from .ops.conv import conv, conv1d, conv2d, conv3d
-from .ops.ggn import ggn_diagonal, ggn_gram
-from .ops.gradients import grad_second_moment, per_sample_weight_grad
-from .ops.kfac import (
+from . import execute, kfac, networks, nn, randomized, simplify  # noqa: F401  (execute registers the strategies)
+from .caching import cache_stats, clear_caches
+from .diagrams import draw
+from .functional import (
+    conv,
+    conv1d,
+    conv2d,
+    conv3d,
+    conv_input_jvp,
+    conv_input_vjp,
+    conv_transpose,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+    conv_weight_jvp,
+    conv_weight_vjp,
+    fold,
+    ggn_diagonal,
+    ggn_gram,
+    grad_second_moment,
+    index_pattern,
     kfac_reduce_factor,
     kfac_reduce_factor_transpose,
     kfc_factor,
     kfc_factor_transpose,
     output_grad_factor,
+    per_sample_weight_grad,
+    unfold,
+    unfold_transpose,
 )
-from .ops.transpose import conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d
-from .ops.unfold import fold, unfold, unfold_transpose
-from .ops.vjp import conv_input_jvp, conv_input_vjp, conv_weight_jvp, conv_weight_vjp
-from .pattern import IndexPattern, index_pattern
+from .spec import ConvSpec, IndexPattern
+from .symbolic.network import Node, TensorNetwork
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvSpec",
+    "cache_stats",
+    "clear_caches",
     "IndexPattern",
     "Node",
     "TensorNetwork",

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..hyperparams import conv_geometry, conv_transpose_geometry
+from ..caching import cached
+from ..spec.convspec import ConvSpec
 
 BUNDLED_FILES = ("convs.jsonl", "conv4d.jsonl")
 
@@ -97,19 +98,16 @@ class Case:
     def spatial_size(self) -> tuple[int, ...]:
         return self.input_shape[2:]
 
+    def spec(self, batch: int | None = None) -> ConvSpec:
+        """The layer as a :class:`~tnconv.spec.ConvSpec` (at the case's batch 1, or ``batch``)."""
+        return _case_spec(self, self.input_shape[0] if batch is None else batch)
+
     def weight_shape(self) -> tuple[int, ...]:
         """``[C_out, C_in/G, K…]``, or ``[C_in, C_out/G, K…]`` for a transposed layer."""
-        if self.transposed:
-            return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
-        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        return self.spec().weight_shape
 
     def output_spatial_size(self) -> tuple[int, ...]:
-        if self.transposed:
-            geometry = conv_transpose_geometry(
-                self.spatial_size, self.kernel_size, self.stride, self.padding, self.output_padding, self.dilation
-            )
-            return geometry.input_size
-        return conv_geometry(self.spatial_size, self.kernel_size, self.stride, self.padding, self.dilation).output_size
+        return self.spec().output_size
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -213,11 +211,21 @@ def parse_case(data: object, source: str, line: int, default_model: str) -> Case
     if "output_padding" in data and not transposed:
         raise fail("output_padding", "only allowed for a transposed layer")
     output_padding = spatial("output_padding", 0, 0) if transposed else ()
-    try:
-        if transposed:
-            conv_transpose_geometry(shape[2:], kernel, stride, padding, output_padding, dilation)
-        else:
-            conv_geometry(shape[2:], kernel, stride, padding, dilation)
+    try:  # the one validation of a convolution: the ConvSpec the benchmark will use
+        ConvSpec.create(
+            dims=len(kernel),
+            batch=1,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            groups=groups,
+            input_size=shape[2:],
+            kernel_size=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            output_padding=output_padding or 0,
+            transposed=transposed,
+        )
     except ValueError as error:
         raise fail("kernel_size", f"inconsistent hyper-parameters: {error}") from None
     return Case(
@@ -312,3 +320,21 @@ def select_cases(
     if subset is not None:
         cases = [case for case in cases if case.model not in subset or case.name in subset[case.model]]
     return cases
+
+
+@cached(maxsize=4096)
+def _case_spec(case: Case, batch: int) -> ConvSpec:
+    return ConvSpec.create(
+        dims=case.dims,
+        batch=batch,
+        in_channels=case.in_channels,
+        out_channels=case.out_channels,
+        groups=case.groups,
+        input_size=case.spatial_size,
+        kernel_size=case.kernel_size,
+        stride=case.stride,
+        padding=case.padding,
+        dilation=case.dilation,
+        output_padding=case.output_padding or 0,
+        transposed=case.transposed,
+    )

@@ -11,7 +11,7 @@ them, median of ``repeats`` runs after a warm-up, in one process:
   do, at the cost of the full VJP.
 
 It also reports the relative error ``‖Ĝ − G‖ / ‖G‖`` of one draw and the FLOPs of the
-contraction plan (``tnconv.contract.dense_plan(network).flops``) relative to that of the
+contraction plan (``tnconv.execute.plan.dense_plan(network).flops``) relative to that of the
 same network with every position kept. Run ``python -m tnconv.bench.randomized --help``.
 
 >>> case = Case("demo", "0", (1, 3, 8, 8), 4, (3, 3), (1, 1), (1, 1), (1, 1))
@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from .. import randomized
-from ..contract import dense_plan
+from ..execute.plan import dense_plan
+from ..randomized import estimators, rewrites, sampling
 from .cases import Case, batch_size, bundled_cases, load_cases
 
 KEEPS = (1.0, 0.5, 0.25, 0.1)
@@ -73,7 +73,7 @@ def _masked_vjp(
         dims, shape = [d], [1] * v.dim()
         shape[d] = v.shape[d]
     size = math.prod(v.shape[d] for d in dims)
-    draw = randomized.sample(size, keep, mode, generator)
+    draw = sampling.sample(size, keep, mode, generator)
     mask = torch.zeros(size, dtype=v.dtype, device=v.device)
     if draw is not None:
         mask[torch.tensor(draw.indices, device=v.device)] = draw.scale
@@ -82,19 +82,19 @@ def _masked_vjp(
 
 def _plan_flops_fraction(case: Case, x: torch.Tensor, v: torch.Tensor, keep: float, leg: str) -> float:
     """FLOPs of the plan that contracts ``ceil(keep·size)`` kept values, over that of all kept."""
-    network = randomized.weight_vjp_network(
+    network = estimators.weight_vjp_network(
         x.shape, v.shape, case.kernel_size, case.stride, case.padding, case.dilation, case.groups
     )
-    target = randomized.network_leg(leg)
+    target = sampling.network_leg(leg)
     if target is None:
-        network, target = randomized.windows_network(network), randomized.JOINT
+        network, target = rewrites.windows_network(network), sampling.JOINT
     size = network.size(target)
 
     def flops(count: int) -> int:
-        draw = randomized.Draw(tuple(range(count)), 1.0)
-        return dense_plan(randomized.sliced_network(network, target, draw).simplify()).flops
+        draw = sampling.Draw(tuple(range(count)), 1.0)
+        return dense_plan(rewrites.sliced_network(network, target, draw).simplify()).flops
 
-    return flops(randomized.fixed_count(size, keep)) / flops(size)
+    return flops(sampling.fixed_count(size, keep)) / flops(size)
 
 
 def _timed(thunks: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
@@ -138,10 +138,10 @@ def measure(
     hyper = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups)
     options = dict(keep=keep, leg=leg, mode=mode, generator=gen)
     exact = _masked_vjp(case, x, v, 1.0, leg, mode, gen)
-    one_draw = randomized.conv_weight_vjp(x, v, case.kernel_size, **hyper, **options)
+    one_draw = estimators.conv_weight_vjp(x, v, case.kernel_size, **hyper, **options)
     times = _timed(
         {
-            "randomized": lambda: randomized.conv_weight_vjp(x, v, case.kernel_size, **hyper, **options),
+            "randomized": lambda: estimators.conv_weight_vjp(x, v, case.kernel_size, **hyper, **options),
             "exact": lambda: _masked_vjp(case, x, v, 1.0, leg, mode, gen),
             "masked": lambda: _masked_vjp(case, x, v, keep, leg, mode, gen),
         },
@@ -216,7 +216,7 @@ def registry_setup(keep: float, leg: str = "spatial", mode: str = "fixed"):  # t
         hyper = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups)
         generator = torch.Generator().manual_seed(0)
         return {
-            "tnconv": lambda: randomized.conv_weight_vjp(
+            "tnconv": lambda: estimators.conv_weight_vjp(
                 x, v, case.kernel_size, **hyper, keep=keep, leg=leg, mode=mode, generator=generator
             ),
             "torch": lambda: TORCH_WEIGHT_VJP[case.dims](x, case.weight_shape(), v, **hyper),
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="every plain layer of the cases")
     parser.add_argument("--keeps", default=",".join(map(str, KEEPS)), help="comma-separated kept fractions")
     parser.add_argument("--leg", default="spatial", help="spatial, spatial:d or batch")
-    parser.add_argument("--mode", default="fixed", choices=randomized.MODES)
+    parser.add_argument("--mode", default="fixed", choices=sampling.MODES)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=None, help="override SPEC §7's batch-size rule")
     parser.add_argument("--device", default="cpu")
@@ -267,8 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if wanted is not None:
             cases = [case for case in cases if case.model in wanted or case.label in wanted]
     try:
-        keeps = tuple(randomized.check_keep(float(k), "--keeps") for k in args.keeps.split(","))
-        randomized.check_leg(args.leg, "weight", 3, "--leg")
+        keeps = tuple(sampling.check_keep(float(k), "--keeps") for k in args.keeps.split(","))
+        sampling.check_leg(args.leg, "weight", 3, "--leg")
     except ValueError as error:
         parser.error(str(error))
     rows = run(cases, keeps, leg=args.leg, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device)

@@ -34,7 +34,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch.nn.modules.conv import _ConvNd
 
-from ..ops.kfac import (
+from ..functional.curvature import (
     kfac_reduce_factor,
     kfac_reduce_factor_transpose,
     kfc_factor,

@@ -26,10 +26,11 @@ from __future__ import annotations
 import torch
 from torch.nn.modules.conv import _ConvNd
 
-from .. import randomized
-from ..hyperparams import normalize_tuple
-from ..ops.conv import conv
-from ..padding import pad_nd
+from ..functional.conv import conv
+from ..functional.padding import pad_nd
+from ..randomized.sampling import check_keep, check_leg, check_mode
+from ..randomized.training import conv as randomized_conv
+from ..spec.validation import normalize_tuple
 
 
 class _TNConvForward:
@@ -59,10 +60,10 @@ class _TNConvForward:
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-        self.backward_keep = randomized.check_keep(backward_keep, "backward_keep")
-        self.backward_leg = randomized.check_leg(backward_leg, "weight", len(self.kernel_size), "backward_leg")
-        self.backward_mode = randomized.check_mode(backward_mode, "backward_mode")
-        self.backward_input_keep = randomized.check_keep(backward_input_keep, "backward_input_keep")
+        self.backward_keep = check_keep(backward_keep, "backward_keep")
+        self.backward_leg = check_leg(backward_leg, "weight", len(self.kernel_size), "backward_leg")
+        self.backward_mode = check_mode(backward_mode, "backward_mode")
+        self.backward_input_keep = check_keep(backward_input_keep, "backward_input_keep")
 
     @property
     def randomized_backward(self) -> bool:
@@ -87,7 +88,7 @@ class _TNConvForward:
             input, padding = pad_nd(input, left, right, self.padding_mode), 0
         if not self.randomized_backward:
             return conv(input, weight, bias, self.stride, padding, self.dilation, self.groups)
-        return randomized.conv(
+        return randomized_conv(
             input,
             weight,
             bias,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.unfold import fold, unfold
+from ..functional.unfold import fold, unfold
 
 
 class Unfold(torch.nn.Unfold):

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch.nn.modules.conv import _ConvTransposeNd
 
-from ..hyperparams import normalize_tuple
-from ..ops.transpose import conv_transpose
+from ..functional.transpose import conv_transpose
+from ..spec.validation import normalize_tuple
 
 
 class _TNConvTransposeForward:

@@ -1,0 +1,22 @@
+"""Execution: the only layer where tensors meet networks.
+
+:func:`contract` (in :mod:`.dispatch`) is the one entry point; the strategies register
+themselves with :func:`register_strategy` when their modules are imported here, in the
+order ``strategy="auto"`` tries them:
+
+========================  =====================================================================
+``"square"``              ``J·J'`` networks (curvature) through a materialised ``J`` when cheaper
+``"native"``              PyTorch's convolution kernels, when the network is one (bias fused)
+``"structured"``          index patterns on data become strided views, then einsum
+``"simplified"``          dense einsum of the simplified network (always applies)
+``"einsum"``              dense index patterns, the reference (not tried by ``"auto"``)
+========================  =====================================================================
+
+:func:`tnconv.execute.autodiff.contract` wraps the dispatcher in an autograd Function whose
+derivatives are the contractions of derived networks.
+"""
+
+from . import dense, native, squares, structured  # noqa: F401  (each registers its strategy)
+from .dispatch import STRATEGIES, auto_order, contract, register_strategy, strategies
+
+__all__ = ["STRATEGIES", "auto_order", "contract", "register_strategy", "strategies"]

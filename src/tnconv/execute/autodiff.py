@@ -1,0 +1,165 @@
+"""Autograd through tensor networks: every derivative is the contraction of a derived network.
+
+:func:`contract` evaluates a network like :meth:`TensorNetwork.contract`, but as one
+``torch.autograd.Function`` whose backward contracts the network's VJP networks
+(``network.vjp(name)``, docs/reference.md §4) and whose forward-mode derivative contracts its JVP
+networks. The backward itself goes through :func:`contract` again, so higher derivatives
+are tensor networks too. The derived networks are cached per network.
+
+Derived networks only get their identities merged here: the other rewrite rules (trimming,
+reshaping non-overlapping windows, …) change legs, and deriving again from such a form
+would describe a restricted tensor. The execution strategies apply the full
+:meth:`~TensorNetwork.simplify` when contracting.
+
+Example:
+    >>> import torch, tnconv
+    >>> tn = tnconv.networks.conv((2, 3, 8), (4, 3, 3))
+    >>> x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    >>> w = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    >>> torch.autograd.gradcheck(lambda x, w: contract(tn, x=x, w=w), (x, w))
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.autograd.forward_ad as forward_ad
+
+from ..symbolic.derive import jvp_network, vjp_network
+from ..symbolic.network import TensorNetwork
+from .dispatch import add_bias, check_inputs
+from .dispatch import contract as dispatch
+
+
+def _save(ctx: Any, network: TensorNetwork, strategy: str, tensors: tuple[torch.Tensor, ...]) -> None:
+    ctx.network, ctx.strategy = network, strategy
+    ctx.save_for_backward(*tensors)
+    ctx.save_for_forward(*tensors)
+
+
+def _readers(network: TensorNetwork, key: str) -> list[str]:
+    """The input nodes that read tensor ``key`` (several for ``x·x'``, see ``Node.source``)."""
+    return [node.name for node in network.nodes if node.kind == "input" and node.key == key]
+
+
+def _contract_derived(
+    derived: TensorNetwork, strategy: str, tensors: dict[str, torch.Tensor], name: str, value: torch.Tensor
+) -> torch.Tensor:
+    operands = {key: tensors[key] for key in derived.inputs if key != name}
+    return contract(derived, strategy, **operands, **{name: value})
+
+
+def _backward(ctx: Any, grad: torch.Tensor) -> tuple:
+    # product rule: a tensor read by several nodes gets the sum of one VJP per node
+    network: TensorNetwork = ctx.network
+    tensors = dict(zip(network.inputs, ctx.saved_tensors))
+    grads: list[torch.Tensor | None] = []
+    for key, needed in zip(network.inputs, ctx.needs_input_grad[2:]):
+        total = None
+        for reader in _readers(network, key) if needed else ():
+            derived, vector = vjp_network(network, reader)
+            term = _contract_derived(derived, ctx.strategy, tensors, vector, grad)
+            total = term if total is None else total + term
+        grads.append(total)
+    return (None, None, *grads)
+
+
+def _jvp(ctx: Any, _network: None, _strategy: None, *tangents: torch.Tensor | None) -> torch.Tensor:
+    # the network is multilinear in its nodes: the JVP is a sum of one network per reading node
+    network: TensorNetwork = ctx.network
+    tensors = dict(zip(network.inputs, ctx.saved_tensors))
+    total = None
+    for key, tangent in zip(network.inputs, tangents):
+        for reader in _readers(network, key) if tangent is not None else ():
+            derived, tangent_name = jvp_network(network, reader)
+            term = _contract_derived(derived, ctx.strategy, tensors, tangent_name, tangent)  # type: ignore[arg-type]
+            total = term if total is None else total + term
+    return total  # type: ignore[return-value]
+
+
+class _Contraction(torch.autograd.Function):
+    """``network.contract(**tensors)`` with derivatives from the derived networks.
+
+    Old-style (``ctx`` in ``forward``): ``apply`` then skips the per-call signature binding
+    that a ``setup_context`` function costs; :class:`_TransformableContraction` is the same
+    function for ``torch.func`` transforms, which need ``setup_context``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, network: TensorNetwork, strategy: str, *tensors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        _save(ctx, network, strategy, tensors)
+        return dispatch(network, dict(zip(network.inputs, tensors)), strategy)
+
+    backward = staticmethod(_backward)
+    jvp = staticmethod(_jvp)
+
+
+class _TransformableContraction(torch.autograd.Function):
+    """:class:`_Contraction` for ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``, …)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(network: TensorNetwork, strategy: str, *tensors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return dispatch(network, dict(zip(network.inputs, tensors)), strategy)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        network, strategy, *tensors = inputs
+        _save(ctx, network, strategy, tuple(tensors))
+
+    backward = staticmethod(_backward)
+    jvp = staticmethod(_jvp)
+
+
+_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
+
+
+def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Tensor) -> torch.Tensor:
+    """Evaluate ``network`` on ``tensors``, differentiable by tensor networks.
+
+    Same result as ``network.contract(strategy=strategy, **tensors)``; under autograd the
+    gradient w.r.t. each input is the contraction of ``network.vjp(name)``
+    (and forward-mode derivatives contract ``network.jvp(name)``), with the same
+    ``strategy``. ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``) work too.
+
+    >>> import torch, tnconv
+    >>> tn = tnconv.networks.conv((1, 2, 5), (3, 2, 3))
+    >>> x = torch.randn(1, 2, 5, requires_grad=True)
+    >>> contract(tn, x=x, w=torch.randn(3, 2, 3)).sum().backward()
+    >>> x.grad.shape
+    torch.Size([1, 2, 5])
+    """
+    names = network.inputs
+    if len(tensors) != len(names) or any(name not in tensors for name in names):
+        check_inputs(network, tensors)  # raises, naming what is missing or unexpected
+    operands = [tensors[name] for name in names]
+    if _transforms_active():
+        return _TransformableContraction.apply(network, strategy, *operands)
+    if needs_autograd(*operands):
+        return _Contraction.apply(network, strategy, *operands)
+    return dispatch(network, tensors, strategy)  # nothing to differentiate: skip the Function
+
+
+def contract_with_bias(
+    network: TensorNetwork, strategy: str, bias: torch.Tensor | None, **tensors: torch.Tensor
+) -> torch.Tensor:
+    """``network``'s value plus ``bias`` over its channel axis (axis 1), differentiable.
+
+    Gradients flow through the network's own VJPs (the bias gradient is torch's sum). When
+    nothing needs a derivative, the dispatcher gets the bias, and a strategy that can fuses
+    it into its kernel instead of costing another pass over the output.
+    """
+    if bias is not None and not needs_autograd(bias, *tensors.values()):
+        return dispatch(network, tensors, strategy, bias=bias)
+    return add_bias(contract(network, strategy, **tensors), bias)
+
+
+def needs_autograd(*tensors: torch.Tensor | None) -> bool:
+    """Whether a result computed from ``tensors`` must carry derivatives (reverse or forward
+    mode, or a ``torch.func`` transform)."""
+    if _transforms_active() or forward_ad._current_level >= 0:
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

@@ -1,0 +1,195 @@
+"""The dispatcher: every evaluation of a network in tnconv goes through :func:`contract`.
+
+Execution strategies are registered with :func:`register_strategy`: a function
+``(network, tensors) -> tensor | None`` (``None``: "does not apply to this network"), a
+one-line description, and whether ``strategy="auto"`` tries it. ``"auto"`` tries the
+registered strategies in the order of their ``priority`` (lowest first) and the first that
+applies wins. A strategy that can fuse a bias into its kernel registers with
+``fuses_bias=True`` and is then called with a ``bias`` keyword; for every other one the
+dispatcher adds the bias over the result's axis 1.
+
+Networks that hold the indices of one random draw are contracted with ``cache=False``: the
+per-network caches of simplification and planning are bypassed (see
+:func:`tnconv.caching.bypass`); caches keyed by shapes alone still serve.
+
+A new strategy is one module with its function and one call of :func:`register_strategy`
+(plus its import in :mod:`tnconv.execute`).
+
+>>> import torch, tnconv
+>>> tn = tnconv.networks.conv((1, 2, 5), (3, 2, 3))
+>>> x, w = torch.randn(1, 2, 5), torch.randn(3, 2, 3)
+>>> torch.allclose(contract(tn, {"x": x, "w": w}), contract(tn, {"x": x, "w": w}, strategy="einsum"), atol=1e-5)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from ..caching import bypass, cached
+from ..symbolic.network import TensorNetwork, register_extension
+
+Run = Callable[..., "torch.Tensor | None"]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A registered execution strategy."""
+
+    name: str
+    run: Run
+    description: str
+    auto: bool
+    fuses_bias: bool
+    priority: int
+
+
+_REGISTRY: dict[str, Strategy] = {}
+#: ``name -> run`` of every registered strategy, in ``"auto"`` order (read-only by convention).
+STRATEGIES: dict[str, Run] = {}
+
+
+def register_strategy(
+    name: str,
+    run: Run,
+    description: str = "",
+    *,
+    auto: bool = True,
+    priority: int = 100,
+    fuses_bias: bool = False,
+) -> Strategy:
+    """Register (or replace) the execution strategy ``name``.
+
+    Args:
+        name: the value users pass as ``strategy=``.
+        run: ``(network, tensors) -> tensor | None`` (with ``fuses_bias``:
+            ``(network, tensors, bias=None)``); it must return ``None`` when it does not apply.
+        description: one line for ``tnconv.execute.strategies()`` and the docs.
+        auto: tried by ``strategy="auto"``.
+        priority: ``"auto"`` tries lower priorities first (ties: registration order).
+        fuses_bias: ``run`` takes ``bias`` and adds it itself.
+    """
+    if not isinstance(name, str) or not name or name == "auto":
+        raise ValueError(f"strategy name must be a non-empty string other than 'auto', got {name!r}")
+    if not callable(run):
+        raise TypeError(f"run must be callable, got {type(run).__name__}")
+    strategy = Strategy(name, run, description, auto, fuses_bias, priority)
+    _REGISTRY.pop(name, None)
+    items = sorted([*_REGISTRY.items(), (name, strategy)], key=lambda item: item[1].priority)
+    _REGISTRY.clear()
+    _REGISTRY.update(items)
+    STRATEGIES.clear()
+    STRATEGIES.update((key, value.run) for key, value in items)
+    return strategy
+
+
+def strategies() -> dict[str, str]:
+    """``name -> description`` of every registered strategy, in ``"auto"`` order."""
+    return {name: s.description for name, s in _REGISTRY.items()}
+
+
+def auto_order() -> list[str]:
+    """The strategies ``strategy="auto"`` tries, in order."""
+    return [name for name, s in _REGISTRY.items() if s.auto]
+
+
+@cached(maxsize=1024)
+def _input_shapes(network: TensorNetwork) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple((name, network.input_shape(name)) for name in network.inputs)
+
+
+def check_inputs(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the input whose tensor does not fit."""
+    shapes = _input_shapes(network)
+    if len(shapes) == len(tensors):
+        try:
+            ref = tensors[shapes[0][0]]
+            if all(
+                tensors[name].shape == shape and tensors[name].dtype == ref.dtype and tensors[name].device == ref.device
+                for name, shape in shapes
+            ):
+                return
+        except (KeyError, AttributeError):
+            pass
+    names = network.inputs
+    missing = [name for name in names if name not in tensors]
+    unknown = [name for name in tensors if name not in names]
+    if missing or unknown:
+        raise TypeError(f"network inputs are {list(names)}; missing {missing}, unexpected {unknown}")
+    first_name = names[0]
+    for name in names:
+        tensor = tensors[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+        expected = network.input_shape(name)
+        if tuple(tensor.shape) != expected:
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
+        ref = tensors[first_name]
+        if tensor.dtype != ref.dtype:
+            raise TypeError(f"{name} has dtype {tensor.dtype} but {first_name} has dtype {ref.dtype}")
+        if tensor.device != ref.device:
+            raise ValueError(f"{name} is on device {tensor.device} but {first_name} is on {ref.device}")
+
+
+def add_bias(result: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``result + bias`` broadcast over axis 1 (the channels of ``[N, C, …]``)."""
+    if bias is None:
+        return result
+    return result + bias.view((1, -1) + (1,) * (result.dim() - 2))
+
+
+def _run(strategy: Strategy, network: TensorNetwork, tensors: Mapping[str, torch.Tensor], bias: torch.Tensor | None):  # type: ignore[no-untyped-def]
+    if strategy.fuses_bias:
+        return strategy.run(network, tensors, bias=bias)
+    result = strategy.run(network, tensors)
+    return None if result is None else add_bias(result, bias)
+
+
+def contract(
+    network: TensorNetwork,
+    tensors: Mapping[str, torch.Tensor],
+    strategy: str = "auto",
+    *,
+    bias: torch.Tensor | None = None,
+    cache: bool = True,
+) -> torch.Tensor:
+    """Evaluate ``network`` on ``tensors`` (one per input name), plus ``bias`` over axis 1.
+
+    Args:
+        network: the network.
+        tensors: ``{input name: tensor}``, shaped as ``network.input_shape(name)``.
+        strategy: ``"auto"`` or a registered strategy's name.
+        bias: ``[C]`` added over the result's axis 1 (fused into the kernel where the
+            strategy can), or ``None``.
+        cache: ``False`` for networks holding one draw's indices (bypasses per-network caches).
+    """
+    if not cache:
+        with bypass():
+            return contract(network, tensors, strategy, bias=bias)
+    check_inputs(network, tensors)
+    if strategy == "auto":
+        for candidate in _REGISTRY.values():
+            if candidate.auto:
+                result = _run(candidate, network, tensors, bias)
+                if result is not None:
+                    return result
+        raise RuntimeError("no execution strategy applies")  # unreachable: "simplified" always applies
+    chosen = _REGISTRY.get(strategy) if isinstance(strategy, str) else None
+    if chosen is None:
+        raise ValueError(f"strategy must be 'auto' or one of {sorted(_REGISTRY)}, got {strategy!r}")
+    result = _run(chosen, network, tensors, bias)
+    if result is None:
+        raise ValueError(f"strategy={strategy!r} does not apply to this network")
+    return result
+
+
+def _contract_method(
+    network: TensorNetwork, tensors: Mapping[str, torch.Tensor], strategy: str = "auto"
+) -> torch.Tensor:
+    return contract(network, tensors, strategy)
+
+
+register_extension("contract", _contract_method)

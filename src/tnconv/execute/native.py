@@ -1,0 +1,270 @@
+"""Native execution: networks recognised as a convolution run on PyTorch's own kernels.
+
+A network made of two data inputs and one index pattern per spatial dimension
+(``D ≤ 3``; forward convolutions of any ``D``) is one of three things, told apart by which
+pattern legs its inputs carry:
+
+========================  =====================================  ==========================
+kind                      inputs                                 output
+========================  =====================================  ==========================
+``forward``               ``X[n,(g a),i…]``, ``W[(g b),a,k…]``    ``[n,(g b),o…]``
+``input_vjp``             ``V[…,(g b),o…]``, ``W[(g b),a,k…]``    ``[…,(g a),i…]``
+``weight_vjp``            ``X[n,(g a),i…]``, ``V[n,(g b),o…]``    ``[(g b),a,k…]``
+========================  =====================================  ==========================
+
+Transposed convolutions and their VJPs are these same shapes with roles swapped, so they
+are recognised too. Recognition is symbolic and cached per network; geometries that
+PyTorch's symmetric padding cannot express (``'same'`` with even kernels, transposed
+``output_padding``) are handled by explicit padding or cropping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+
+from ..caching import cached
+from ..spec.pattern import IndexPattern
+from ..symbolic.derive import merge_identities
+from ..symbolic.network import Axes, TensorNetwork
+from .dispatch import add_bias, register_strategy
+from .windows import Unfold, window_views
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_CONV_INPUT = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input, 3: torch.nn.grad.conv3d_input}
+_CONV_WEIGHT = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight, 3: torch.nn.grad.conv3d_weight}
+
+
+@dataclass(frozen=True)
+class NativeCall:
+    """A network recognised as one PyTorch convolution kernel call."""
+
+    kind: str  # "forward" | "input_vjp" | "weight_vjp"
+    operands: tuple[str, str]  # (X, W), (V, W) or (X, V)
+    patterns: tuple[IndexPattern, ...]
+    groups: int
+    scale: float
+    output_shape: tuple[int, ...]
+
+    @property
+    def dims(self) -> int:
+        return len(self.patterns)
+
+    @cached_property
+    def symmetric(self) -> bool:
+        """Whether torch's symmetric padding ``P_l`` reproduces every output size."""
+        return all(_torch_output(p) == p.output_size for p in self.patterns)
+
+    @cached_property
+    def hyperparameters(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """``(stride, padding, dilation)`` per spatial dimension, as torch's kernels take them."""
+        ps = self.patterns
+        return tuple(p.stride for p in ps), tuple(p.padding for p in ps), tuple(p.dilation for p in ps)
+
+
+def _torch_output(p: IndexPattern) -> int:
+    return (p.input_size + 2 * p.padding - p.dilation * (p.kernel_size - 1) - 1) // p.stride + 1
+
+
+def _footprint(p: IndexPattern) -> int:
+    """Length of the explicitly padded input that yields exactly ``O`` outputs without padding."""
+    return p.stride * (p.output_size - 1) + p.dilation * (p.kernel_size - 1) + 1
+
+
+def _channel_axis(axis: tuple[str, ...], group: str | None) -> str | None:
+    """The channel leg of an axis ``(g, c)`` (or ``(c,)`` without groups), else ``None``."""
+    if group is not None and len(axis) == 2 and axis[0] == group:
+        return axis[1]
+    if len(axis) == 1:
+        return axis[0]
+    return None
+
+
+def _singles(legs: tuple[str, ...]) -> Axes:
+    return tuple((leg,) for leg in legs)
+
+
+@cached(maxsize=1024)
+def recognize(network: TensorNetwork) -> NativeCall | None:
+    """The :class:`NativeCall` that evaluates ``network``, or ``None`` if there is none."""
+    network = merge_identities(network)
+    if network.slices:
+        return None
+    patterns = [n for n in network.nodes if n.kind == "pattern"]
+    inputs = [n for n in network.nodes if n.kind == "input"]
+    others = [n for n in network.nodes if n.kind not in ("pattern", "input", "scalar")]
+    dims = len(patterns)
+    if others or len(inputs) != 2 or dims < 1:
+        return None
+    i_legs = tuple(p.legs[0] for p in patterns)
+    o_legs = tuple(p.legs[1] for p in patterns)
+    k_legs = tuple(p.legs[2] for p in patterns)
+    if len(set(i_legs + o_legs + k_legs)) != 3 * dims:
+        return None
+    scale = 1.0
+    for node in network.nodes:
+        if node.kind == "scalar":
+            scale *= node.value
+
+    def carries(node, legs):  # type: ignore[no-untyped-def]
+        return node.axes[-dims:] == _singles(legs)
+
+    def find(legs):  # type: ignore[no-untyped-def]
+        found = [n for n in inputs if carries(n, legs)]
+        return found[0] if len(found) == 1 else None
+
+    X, V, W = find(i_legs), find(o_legs), find(k_legs)
+    out_spatial = network.output[-dims:] if len(network.output) >= dims else ()
+    sizes = network.size_of
+    found = tuple(p.pattern for p in patterns)
+
+    def call(kind, first, second, groups):  # type: ignore[no-untyped-def]
+        return NativeCall(kind, (first.key, second.key), found, groups, scale, network.output_shape)
+
+    if W is not None and len(W.axes) == dims + 2:
+        group = W.axes[0][0] if len(W.axes[0]) == 2 else None
+        b, a = _channel_axis(W.axes[0], group), _channel_axis(W.axes[1], None)
+        if b is None or a is None:
+            return None
+        chan_a = (group, a) if group else (a,)
+        chan_b = (group, b) if group else (b,)
+        groups = sizes[group] if group else 1
+        if X is not None and out_spatial == _singles(o_legs):
+            expected_x = ((X.axes[0]),) + (chan_a,) + _singles(i_legs)
+            expected_out = ((X.axes[0]),) + (chan_b,) + _singles(o_legs)
+            if len(X.axes[0]) == 1 and X.axes == expected_x and network.output == expected_out:
+                return call("forward", X, W, groups)
+        if V is not None and out_spatial == _singles(i_legs) and dims <= 3:
+            lead = V.axes[: len(V.axes) - dims - 1]
+            expected_v = lead + (chan_b,) + _singles(o_legs)
+            if lead and V.axes == expected_v and network.output == lead + (chan_a,) + _singles(i_legs):
+                return call("input_vjp", V, W, groups)
+        return None
+    if X is not None and V is not None and out_spatial == _singles(k_legs) and len(network.output) == dims + 2 <= 5:
+        if len(X.axes) != dims + 2 or len(V.axes) != dims + 2 or X.axes[0] != V.axes[0] or len(X.axes[0]) != 1:
+            return None
+        group = V.axes[1][0] if len(V.axes[1]) == 2 else None
+        a, b = _channel_axis(X.axes[1], group), _channel_axis(V.axes[1], group)
+        if a is None or b is None or (group is not None and X.axes[1][0] != group):
+            return None
+        chan_b = (group, b) if group else (b,)
+        if network.output[:2] == (chan_b, (a,)):
+            return call("weight_vjp", X, V, sizes[group] if group else 1)
+    return None
+
+
+def _pad_to_footprint(x: torch.Tensor, patterns: tuple[IndexPattern, ...]) -> torch.Tensor:
+    """Pad (or crop, with negative widths) ``x``'s spatial dims to the exact window footprint."""
+    widths: list[int] = []
+    for p in reversed(patterns):
+        widths += [p.padding, _footprint(p) - p.input_size - p.padding]
+    return F.pad(x, widths)
+
+
+def run_native(
+    call: NativeCall, tensors: Mapping[str, torch.Tensor], reshape: bool = True, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Evaluate a recognised network with PyTorch's convolution kernels.
+
+    ``bias`` (``[C]`` of the result's channel axis; forward convolutions and input VJPs, which
+    are transposed convolutions) is fused into the kernel call where torch's kernel takes one,
+    instead of costing another pass over the output.
+    """
+    if bias is not None and (call.kind == "weight_vjp" or call.scale != 1.0):
+        raise ValueError(f"bias can only be added to an unscaled forward or input-VJP network, not a {call.kind}")
+    first, second = tensors[call.operands[0]], tensors[call.operands[1]]
+    d, ps = call.dims, call.patterns
+    stride, padding, dilation = call.hyperparameters
+    if call.kind == "forward" and d > 3:
+        result = _forward_high_dims(first, second, call, bias)
+    elif call.kind == "forward":
+        x, w = first, second  # W's axes are [(g b), a, k…]: already torch's weight layout
+        if call.symmetric:
+            result = _CONV[d](x, w, bias, stride, padding, dilation, call.groups)
+        else:
+            result = _CONV[d](_pad_to_footprint(x, ps), w, bias, stride, 0, dilation, call.groups)
+    elif call.kind == "input_vjp":
+        v, w = first, second  # W's axes are [(g b), a, k…]: torch's weight layout
+        lead = v.shape[: v.dim() - d - 1]
+        if len(lead) > 1:  # several leading (batch) dims: one batch for torch's kernel
+            v = v.reshape(-1, *v.shape[-d - 1 :])
+        channels = w.shape[1] * call.groups
+        if call.symmetric:  # the input VJP is torch's transposed convolution, output_padding fixing I
+            extra = tuple(p.input_size - _footprint(p) + 2 * p.padding for p in ps)
+            result = _CONV_TRANSPOSE[d](v, w, bias, stride, padding, extra, call.groups, dilation)
+            bias = None
+        else:
+            size = (v.shape[0], channels) + tuple(_footprint(p) for p in ps)
+            full = _CONV_INPUT[d](size, w, v, stride, 0, dilation, call.groups)
+            widths: list[int] = []
+            for p in reversed(ps):
+                widths += [-p.padding, p.input_size + p.padding - _footprint(p)]
+            result = F.pad(full, widths)
+        if len(lead) > 1:
+            result = result.reshape(*lead, *result.shape[1:])
+    else:
+        x, v = first, second
+        channels_out = v.shape[1]
+        shape = (channels_out, x.shape[1] // call.groups) + tuple(p.kernel_size for p in ps)
+        if call.symmetric:
+            result = _CONV_WEIGHT[d](x, shape, v, stride, padding, dilation, call.groups)
+        else:
+            result = _CONV_WEIGHT[d](_pad_to_footprint(x, ps), shape, v, stride, 0, dilation, call.groups)
+    if bias is not None and call.kind == "input_vjp":  # not fused (explicitly padded geometry)
+        result = result + bias.view(-1, *[1] * d)
+    if reshape and result.shape != call.output_shape:
+        result = result.reshape(call.output_shape)
+    return result * call.scale if call.scale != 1.0 else result
+
+
+def _forward_high_dims(x: torch.Tensor, w: torch.Tensor, call: NativeCall, bias: torch.Tensor | None) -> torch.Tensor:
+    """A ``D > 3`` convolution as ONE ``conv3d``: the leading ``D − 3`` dimensions are unfolded
+    (strided views of the padded input), their output positions moved into the batch and
+    their kernel taps into the input channels: ``[(n o…), (g c k…), i, i, i]``."""
+    d, ps, groups = call.dims, call.patterns, call.groups
+    lead = d - 3
+    n, channels = x.shape[:2]
+    views = window_views(x, {2 + j: Unfold("", ps[j], ps[j].input_size) for j in range(lead)})
+    # views: [n, (g c), o1, k1, …, o_lead, k_lead, i, i, i]
+    views = views.reshape(n, groups, channels // groups, *views.shape[2:])
+    o_axes = [3 + 2 * j for j in range(lead)]
+    k_axes = [4 + 2 * j for j in range(lead)]
+    rest = list(range(3 + 2 * lead, views.dim()))
+    batch = n * math.prod(p.output_size for p in ps[:lead])
+    stacked = views.permute(0, *o_axes, 1, 2, *k_axes, *rest).reshape(batch, -1, *views.shape[-3:])
+    kernel = w.reshape(w.shape[0], -1, *w.shape[-3:])  # [(g co), (c k_lead…), k, k, k]
+    inner = NativeCall("forward", call.operands, ps[lead:], groups, 1.0, ())
+    y = run_native(inner, {call.operands[0]: stacked, call.operands[1]: kernel}, reshape=False, bias=bias)
+    y = y.reshape(n, *(p.output_size for p in ps[:lead]), *y.shape[1:])
+    return y.permute(0, lead + 1, *range(1, lead + 1), *range(lead + 2, y.dim()))
+
+
+def contract_native(
+    network: TensorNetwork, tensors: Mapping[str, torch.Tensor], bias: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """Strategy ``"native"``: PyTorch's convolution kernels, when the network is one.
+
+    ``bias`` is fused into torch's kernel for unscaled forward convolutions and input VJPs
+    (transposed convolutions), and added to the result otherwise.
+    """
+    call = recognize(network)
+    if call is None:
+        return None
+    if bias is not None and (call.kind == "weight_vjp" or call.scale != 1.0):
+        return add_bias(run_native(call, tensors), bias)
+    return run_native(call, tensors, bias=bias)
+
+
+register_strategy(
+    "native",
+    contract_native,
+    "PyTorch's convolution kernels, when the network is one",
+    priority=20,
+    fuses_bias=True,
+)

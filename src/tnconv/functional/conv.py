@@ -1,0 +1,67 @@
+"""The N-d convolution front-ends: validate, build the network, execute (docs/reference.md §3).
+
+``y[n, (g co), o] = Σ x[n, (g ci), i] · Π[i, o, k] · w[(g co), ci, k]`` (+ bias).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..execute.autodiff import contract_with_bias
+from ..spec.validation import IntOrTuple, Padding, check_bias, check_dims, check_same_dtype_device, check_tensor
+from ..symbolic.builders.conv import conv_network
+
+
+def conv(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    strategy: str = "auto",
+) -> torch.Tensor:
+    """N-d convolution (cross-correlation, as PyTorch), evaluated as a tensor network.
+
+    Args:
+        input: ``[N, C_in, I_1, …, I_D]``, any ``D ≥ 1``.
+        weight: ``[C_out, C_in/groups, K_1, …, K_D]``.
+        bias: ``[C_out]`` or ``None``.
+        stride, padding, dilation, groups: as ``torch.nn.functional.conv2d``; ``padding``
+            may be an int, a D-tuple, ``'valid'`` or ``'same'``.
+        strategy: execution strategy (``"auto"``, ``"einsum"``, …; see :func:`tnconv.execute.strategies`).
+
+    Returns:
+        ``[N, C_out, O_1, …, O_D]``.
+
+    >>> import torch, tnconv
+    >>> x, w = torch.randn(2, 3, 5, 5, 5, 5), torch.randn(4, 3, 3, 3, 3, 3)
+    >>> tnconv.conv(x, w, padding="same").shape        # a 4-d convolution
+    torch.Size([2, 4, 5, 5, 5, 5])
+    """
+    check_tensor(input, "input", min_dim=3)
+    check_tensor(weight, "weight")
+    check_same_dtype_device(input=input, weight=weight, bias=bias)
+    check_bias(bias, weight.shape[0])
+    network = conv_network(input.shape, weight.shape, stride, padding, dilation, groups)
+    return contract_with_bias(network, strategy, bias, x=input, w=weight)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # type: ignore[no-untyped-def]
+    """1-d :func:`conv` that insists on a ``[N, C_in, L]`` input."""
+    check_dims(input, 1, "input", "conv1d")
+    return conv(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # type: ignore[no-untyped-def]
+    """2-d :func:`conv` that insists on a ``[N, C_in, H, W]`` input."""
+    check_dims(input, 2, "input", "conv2d")
+    return conv(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # type: ignore[no-untyped-def]
+    """3-d :func:`conv` that insists on a ``[N, C_in, D, H, W]`` input."""
+    check_dims(input, 3, "input", "conv3d")
+    return conv(input, weight, bias, stride, padding, dilation, groups)

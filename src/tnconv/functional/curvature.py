@@ -1,0 +1,234 @@
+"""Kronecker factors of KFAC for convolutions (SPEC §3): KFC / KFAC-expand and KFAC-reduce.
+
+Per group ``g`` a convolution is ``z[:, o] = W_g u[:, o] (+ b_g)`` with ``W_g`` the weight
+flattened to ``[C_out/G, d]``, ``d = C_in/G·∏K``, and ``u[:, o]`` the unfolded input at
+output position ``o`` (index order ``(ci, k1, …, kD)`` row-major, as
+``torch.nn.functional.unfold`` per group). The per-sample gradient of a loss ``ℓ_n`` is
+``Σ_o g[:, o] ⊗ u[:, o]`` with ``g = ∂ℓ_n/∂z`` (row-major flattening of ``W_g``), and KFAC
+approximates the GGN/Fisher block of ``W_g`` by ``B ⊗ A``:
+
+============== ============================================== =============================================
+flavour        input factor ``A`` (this module)                output-gradient factor ``B``
+============== ============================================== =============================================
+expand (KFC)   ``(1/N) Σ_{n,o} u u^T``                         ``(1/|O|) Σ_{n,o} g g^T``
+reduce         ``(1/N) Σ_n ū ū^T``, ``ū = (1/|O|) Σ_o u``      ``Σ_n ḡ ḡ^T``, ``ḡ = Σ_o g``
+============== ============================================== =============================================
+
+``|O| = ∏ O_d``. With these normalisations ``torch.kron(B[g], A[g])`` approximates the GGN
+``Σ_n J_n^T H_n J_n`` of a **sum**-reduced loss w.r.t. ``w[g·Co:(g+1)·Co].flatten()``
+(``[C_out/G, d]`` row-major) when ``g`` holds the per-sample loss gradients (or the columns
+``s`` of the loss-Hessian square root, several per sample allowed). For a **mean**-reduced
+loss ``(1/N) Σ_n ℓ_n`` divide by ``N``; if ``g`` is the gradient autograd returns for the mean
+loss (which carries a factor ``1/N``), multiply by ``N`` instead. (KFAC papers write
+``A ⊗ B`` for the column-major ``vec(W)``; the blocks are the same.)
+
+With ``bias=True`` a constant feature ``1`` is appended to ``u`` at every position (the
+weight matrix becomes ``[W_g | b_g]``, ``[C_out/G, d+1]``), so ``A`` is ``[G, d+1, d+1]``:
+for expand the last row is ``(1/N) Σ_{n,o} u^T`` and the corner ``|O|``; for reduce it is
+``ū``'s mean ``(1/N) Σ_n ū^T`` and the corner ``1``.
+
+Transposed convolutions (``*_transpose``) use the unfold of the transposed convolution's
+input, ``u[n, (c k), i] = Σ_o x[n, c, o] Π[i, o, k]`` with ``Π`` of the convolution mapping
+``I'`` to ``O``: the positions are the ``I'`` output positions of the transposed
+convolution, and the groups are its groups (its weight ``[C_in, C_out/G, K…]`` read per
+group as ``[C_out/G, (C_in/G)·∏K]``, i.e. ``w[g·Ci:(g+1)·Ci].transpose(0, 1)`` flattened).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ..caching import cached
+from ..execute.squares import contract_square
+from ..spec.validation import IntOrTuple, Padding, check_tensor, normalize_groups
+from ..symbolic.builders.curvature import _positions, _square_base, input_patches, input_patches_transpose
+from ..symbolic.network import TensorNetwork
+
+# ---------------------------------------------------------------------------- patches
+
+
+# --------------------------------------------------------------------- factor networks
+
+
+# ----------------------------------------------------------------------- evaluation
+
+
+@cached(maxsize=1024)
+def _feature_sum(patches: TensorNetwork) -> TensorNetwork:
+    """``Σ_{n,o} u``: ``[G, C_in/G·∏K]``."""
+    return patches.with_nodes(patches.nodes, output=patches.output[1:3])
+
+
+def _factor(x: torch.Tensor, patches: TensorNetwork, approx: str, bias: bool) -> torch.Tensor:
+    base, scale = _square_base(patches, approx)
+    factor = contract_square(base, {"x": x}, keep=(1,), outer=(2,), scale=scale)
+    if not bias:
+        return factor
+    batch, positions = patches.size("n"), _positions(patches)
+    mean = _feature_sum(patches).simplify().contract(x=x) / batch
+    corner = float(positions)
+    if approx == "reduce":
+        mean, corner = mean / positions, 1.0
+    groups, d = mean.shape
+    full = factor.new_empty(groups, d + 1, d + 1)
+    full[:, :d, :d] = factor
+    full[:, :d, d] = mean
+    full[:, d, :d] = mean
+    full[:, d, d] = corner
+    return full
+
+
+def _check_x(x: torch.Tensor) -> None:
+    check_tensor(x, "x", min_dim=3)
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def kfc_factor(
+    x: torch.Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    bias: bool = False,
+) -> torch.Tensor:
+    """KFC / KFAC-expand input factor ``A = (1/N) Σ_{n,o} u u^T`` of a convolution, per group.
+
+    Args:
+        x: the layer input ``[N, C_in, I_1, …, I_D]``, any ``D ≥ 1``.
+        kernel_size, stride, padding, dilation, groups: the convolution's, as in
+            ``torch.nn.functional.conv2d`` (``padding`` may be ``'same'``/``'valid'``).
+        bias: append the constant feature 1 (for a layer with bias; see the module docs).
+
+    Returns:
+        ``[G, d, d]`` with ``d = C_in/G·∏K`` (``d + 1`` with ``bias``), rows/columns in the
+        order ``(ci, k1, …, kD)``.
+
+    >>> import torch, tnconv
+    >>> x = torch.randn(4, 6, 8, 8)
+    >>> tnconv.kfc_factor(x, 3, padding=1, groups=2).shape
+    torch.Size([2, 27, 27])
+    >>> tnconv.kfc_factor(x, 3, padding=1, groups=2, bias=True).shape
+    torch.Size([2, 28, 28])
+    """
+    _check_x(x)
+    return _factor(x, input_patches(x.shape, kernel_size, stride, padding, dilation, groups), "expand", bias)
+
+
+def kfac_reduce_factor(
+    x: torch.Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    bias: bool = False,
+) -> torch.Tensor:
+    """KFAC-reduce input factor ``A = (1/N) Σ_n ū ū^T``, ``ū = (1/|O|) Σ_o u``, per group.
+
+    Arguments and result as :func:`kfc_factor`.
+
+    >>> import torch, tnconv
+    >>> x = torch.randn(4, 3, 9)
+    >>> tnconv.kfac_reduce_factor(x, 3, stride=2, bias=True).shape
+    torch.Size([1, 10, 10])
+    """
+    _check_x(x)
+    return _factor(x, input_patches(x.shape, kernel_size, stride, padding, dilation, groups), "reduce", bias)
+
+
+def kfc_factor_transpose(
+    x: torch.Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    bias: bool = False,
+) -> torch.Tensor:
+    """KFC / KFAC-expand input factor of a transposed convolution, per group.
+
+    Args:
+        x: the transposed convolution's input ``[N, C_in, O_1, …, O_D]``.
+        kernel_size, stride, padding, output_padding, dilation, groups: as in
+            ``torch.nn.functional.conv_transpose2d``.
+        bias: append the constant feature 1.
+
+    Returns:
+        ``[G, d, d]``, ``d = C_in/G·∏K`` (``d + 1`` with ``bias``); positions are the
+        transposed convolution's output positions ``I'``.
+
+    >>> import torch, tnconv
+    >>> x = torch.randn(2, 4, 5, 5)
+    >>> tnconv.kfc_factor_transpose(x, 3, stride=2, padding=1, output_padding=1, groups=2).shape
+    torch.Size([2, 18, 18])
+    """
+    _check_x(x)
+    patches = input_patches_transpose(x.shape, kernel_size, stride, padding, output_padding, dilation, groups)
+    return _factor(x, patches, "expand", bias)
+
+
+def kfac_reduce_factor_transpose(
+    x: torch.Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    bias: bool = False,
+) -> torch.Tensor:
+    """KFAC-reduce input factor of a transposed convolution (mean over its ``I'`` positions).
+
+    Arguments and result as :func:`kfc_factor_transpose`.
+
+    >>> import torch, tnconv
+    >>> tnconv.kfac_reduce_factor_transpose(torch.randn(2, 3, 4), 2, stride=2).shape
+    torch.Size([1, 6, 6])
+    """
+    _check_x(x)
+    patches = input_patches_transpose(x.shape, kernel_size, stride, padding, output_padding, dilation, groups)
+    return _factor(x, patches, "reduce", bias)
+
+
+def output_grad_factor(
+    grad_output: torch.Tensor, approx: Literal["expand", "reduce"] = "expand", groups: int = 1
+) -> torch.Tensor:
+    """Output-gradient factor ``B`` of KFAC, per group.
+
+    Args:
+        grad_output: gradients w.r.t. the layer output ``[N, C_out, O_1, …, O_D]`` (``D ≥ 0``);
+            several vectors per sample (Monte-Carlo samples, columns of a loss-Hessian square
+            root) are passed flattened into the batch dimension.
+        approx: ``"expand"``: ``B = (1/|O|) Σ_{n,o} g g^T``; ``"reduce"``:
+            ``B = Σ_n ḡ ḡ^T`` with ``ḡ = Σ_o g``.
+        groups: the layer's groups.
+
+    Returns:
+        ``[G, C_out/G, C_out/G]``. ``torch.kron(B[g], A[g])`` is the KFAC block of group
+        ``g``'s weight flattened as ``[C_out/G, C_in/G·∏K]`` (see the module docs for sum vs.
+        mean losses).
+
+    >>> import torch, tnconv
+    >>> g = torch.randn(4, 6, 5, 5)
+    >>> tnconv.output_grad_factor(g, "reduce", groups=3).shape
+    torch.Size([3, 2, 2])
+    """
+    check_tensor(grad_output, "grad_output", min_dim=2)
+    if approx not in ("expand", "reduce"):
+        raise ValueError(f"approx must be 'expand' or 'reduce', got {approx!r}")
+    groups = normalize_groups(groups, grad_output.shape[1])
+    n, channels = grad_output.shape[:2]
+    g = grad_output.reshape(n, groups, channels // groups, -1)
+    if approx == "expand":
+        return torch.einsum("ngap,ngbp->gab", g, g) / g.shape[-1]
+    summed = g.sum(-1)
+    return torch.einsum("nga,ngb->gab", summed, summed)

@@ -1,0 +1,83 @@
+"""The transposed convolution as a tensor network (SPEC §3).
+
+``y[n, (g co), i] = Σ x[n, (g ci), o] · Π[i, o, k] · w[(g ci), co, k]`` (+ bias), with the
+Π of the convolution that maps the transposed convolution's output size ``I'`` back to its
+input size ``O``. The network is *derived*: it is the input VJP of that convolution
+(SPEC §3, "input VJP = transposed conv") with the vector named ``x``, its channel legs
+renamed to the transposed convolution's point of view (``ci`` ↔ ``co``).
+
+Example:
+    >>> import torch, tnconv
+    >>> x, w = torch.randn(2, 4, 5, 5), torch.randn(4, 3, 3, 3)
+    >>> y = tnconv.conv_transpose(x, w, stride=2, padding=1, output_padding=1, groups=2)
+    >>> ref = torch.nn.functional.conv_transpose2d(x, w, None, 2, 1, 1, 2)
+    >>> y.shape, torch.allclose(y, ref, atol=1e-4)
+    (torch.Size([2, 6, 10, 10]), True)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..execute.autodiff import contract_with_bias
+from ..spec.validation import IntOrTuple, check_bias, check_same_dtype_device, check_tensor
+from ..symbolic.builders.transpose import conv_transpose_network
+
+
+def conv_transpose(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+    *,
+    strategy: str = "auto",
+) -> torch.Tensor:
+    """N-d transposed convolution, evaluated as a tensor network (gradients too).
+
+    Args:
+        input: ``[N, C_in, O_1, …, O_D]``, any ``D ≥ 1``.
+        weight: ``[C_in, C_out/groups, K_1, …, K_D]``.
+        bias: ``[C_out]`` or ``None``.
+        stride, padding, output_padding, groups, dilation: as
+            ``torch.nn.functional.conv_transpose2d`` (``output_padding`` must be smaller
+            than the stride or the dilation of its dimension).
+        strategy: execution strategy (see :func:`tnconv.execute.strategies`).
+
+    Returns:
+        ``[N, C_out, I'_1, …, I'_D]`` with ``I' = (O−1)·S − 2P + Dl·(K−1) + output_padding + 1``.
+
+    >>> import torch, tnconv
+    >>> tnconv.conv_transpose(torch.randn(1, 2, 3, 3, 3, 3), torch.randn(2, 4, 2, 2, 2, 2), stride=2).shape
+    torch.Size([1, 4, 6, 6, 6, 6])
+    """
+    check_tensor(input, "input", min_dim=3)
+    check_tensor(weight, "weight")
+    check_same_dtype_device(input=input, weight=weight, bias=bias)
+    network = conv_transpose_network(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
+    check_bias(bias, network.output_shape[1])
+    return contract_with_bias(network, strategy, bias, x=input, w=weight)
+
+
+def _aliased(dims: int):  # type: ignore[no-untyped-def]
+    def conv_transpose_nd(  # type: ignore[no-untyped-def]
+        input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+    ):
+        check_tensor(input, "input")
+        if input.dim() != dims + 2:
+            raise ValueError(
+                f"input of conv_transpose{dims}d must have {dims + 2} dimensions, got shape {tuple(input.shape)}"
+            )
+        return conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+    conv_transpose_nd.__name__ = conv_transpose_nd.__qualname__ = f"conv_transpose{dims}d"
+    conv_transpose_nd.__doc__ = f"{dims}-d :func:`conv_transpose` that insists on a {dims}-d input."
+    return conv_transpose_nd
+
+
+conv_transpose1d = _aliased(1)
+conv_transpose2d = _aliased(2)
+conv_transpose3d = _aliased(3)

@@ -1,1 +1,0 @@
-"""One module per family of operations: network builders plus evaluated functions."""

@@ -1,0 +1,242 @@
+"""The randomized VJP estimators: draw, slice, contract through the dispatcher, restore."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ..execute.dispatch import contract
+from ..execute.windows import gather_windows
+from ..spec.validation import (
+    IntOrTuple,
+    Padding,
+    check_same_dtype_device,
+    check_tensor,
+    normalize_groups,
+    normalize_tuple,
+)
+from ..symbolic.builders.vjp import conv_input_vjp_network, conv_weight_vjp_network
+from ..symbolic.network import TensorNetwork
+from .rewrites import materialize_slices, resized, restore_output, sliced_network, windows_network
+from .sampling import JOINT, check_keep, check_leg, check_mode, network_leg, sample
+
+#: Named legs of each VJP and the network leg they slice (``"spatial:d"`` is added per dimension).
+
+
+# --------------------------------------------------------------------------- validation
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+# --------------------------------------------------------------------- joint positions
+
+
+def _joint_positions(
+    vjp: TensorNetwork, x: torch.Tensor, v: torch.Tensor, keep: float, mode: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    windows = windows_network(vjp)
+    draw = sample(windows.size(JOINT), keep, mode, generator)
+    if draw is None:
+        return x.new_zeros(vjp.output_shape)
+    kept = torch.tensor(draw.indices, device=x.device)
+    patterns = tuple(node.pattern for node in vjp.nodes if node.kind == "pattern")
+    u = gather_windows(x, patterns, kept)  # type: ignore[arg-type]
+    # the kept positions are gathered: the network over them is the windows network with a
+    # shorter joint leg, an ordinary network whose plans are cached per size, not per draw
+    network = resized(windows, JOINT, len(draw.indices)).scaled(draw.scale, name="keep_scale")
+    result = contract(network, {"u": u, "v": v.flatten(2).index_select(2, kept)})
+    return result.movedim(-1, 1).contiguous()  # [(g co), k…, ci] → the weight's [(g co), ci, k…]
+
+
+def _randomized(
+    network: TensorNetwork,
+    leg: str,
+    tensors: Mapping[str, torch.Tensor],
+    keep: float,
+    mode: str,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    if keep == 1.0:
+        return contract(network, tensors)
+    target = network_leg(leg)
+    if target is None:
+        return _joint_positions(network, tensors["x"], tensors["v"], keep, mode, generator)
+    draw = sample(network.size(target), keep, mode, generator)
+    if draw is None:
+        first = next(iter(tensors.values()))
+        return first.new_zeros(network.output_shape)
+    sliced = sliced_network(network, target, draw)
+    materialized = materialize_slices(sliced, tensors)
+    if materialized is None:  # a sliced Π (leg "spatial:d"): dense einsum of the sliced network
+        return restore_output(contract(sliced, tensors, cache=False), sliced)
+    reduced, inputs = materialized
+    return restore_output(contract(reduced, inputs), sliced)
+
+
+def _check_vector(network: TensorNetwork, v: torch.Tensor) -> None:
+    expected = network.input_shape("v")
+    if tuple(v.shape) != expected:
+        raise ValueError(f"v must have the convolution's output shape {expected}, got {tuple(v.shape)}")
+
+
+# ------------------------------------------------------------------------- public VJPs
+def weight_vjp_network(
+    input_shape: tuple[int, ...],
+    v_shape: tuple[int, ...],
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+) -> TensorNetwork:
+    """The (exact) weight-VJP network, derived from the convolution's: inputs ``x``, ``v``
+    (:func:`tnconv.networks.conv_weight_vjp`, with ``C_out`` read from ``v``'s shape).
+
+    >>> weight_vjp_network((2, 3, 8), (2, 4, 6), 3).output_shape
+    (4, 3, 3)
+    """
+    input_shape, v_shape = tuple(input_shape), tuple(v_shape)
+    dims = len(input_shape) - 2
+    if len(v_shape) != len(input_shape):
+        raise ValueError(f"v must have {len(input_shape)} dimensions like x, got shape {v_shape}")
+    kernel = normalize_tuple(kernel_size, dims, "kernel_size", minimum=1)
+    groups = normalize_groups(groups, input_shape[1], v_shape[1])
+    weight_shape = (v_shape[1], input_shape[1] // groups, *kernel)
+    return conv_weight_vjp_network(input_shape, weight_shape, stride, padding, dilation, groups)
+
+
+def input_vjp_network(
+    weight_shape: tuple[int, ...],
+    v_shape: tuple[int, ...],
+    input_size: tuple[int, ...],
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+) -> TensorNetwork:
+    """The (exact) input-VJP network, derived from the convolution's: inputs ``w``, ``v``
+    (:func:`tnconv.networks.conv_input_vjp`).
+
+    ``input_size`` is ``[N, C_in, I_1…I_D]`` (as ``torch.nn.grad.conv2d_input``) or ``[I_1…I_D]``.
+
+    >>> input_vjp_network((4, 3, 3), (2, 4, 6), (8,)).output_shape
+    (2, 3, 8)
+    """
+    weight_shape, v_shape = tuple(weight_shape), tuple(v_shape)
+    dims = len(weight_shape) - 2
+    size = tuple(input_size)
+    if len(v_shape) != dims + 2:
+        raise ValueError(f"v must have {dims + 2} dimensions [N, C_out, O...], got shape {v_shape}")
+    # C_in = C_in/groups · groups by construction: only groups' type and C_out are checked here
+    groups = normalize_groups(groups, 0, weight_shape[0])
+    full = (v_shape[0], weight_shape[1] * groups)
+    if len(size) == dims + 2:
+        if size[:2] != full:
+            raise ValueError(f"input_size must start with [N, C_in] = {list(full)} for these v and weight, got {size}")
+        size = size[2:]
+    elif len(size) != dims:
+        raise ValueError(f"input_size must have {dims} or {dims + 2} entries, got {tuple(input_size)}")
+    return conv_input_vjp_network(full + size, weight_shape, stride, padding, dilation, groups)
+
+
+def conv_weight_vjp(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    keep: float = 0.5,
+    leg: str = "spatial",
+    mode: str = "bernoulli",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Unbiased randomized weight VJP that contracts only a random subset of ``leg``.
+
+    Args:
+        x: the convolution's input ``[N, C_in, I_1…I_D]``.
+        v: the vector ``[N, C_out, O_1…O_D]`` (the gradient w.r.t. the output).
+        kernel_size, stride, padding, dilation, groups: the convolution's, as
+            ``torch.nn.grad.conv2d_weight``.
+        keep: kept fraction in ``(0, 1]``; ``1`` gives exactly the exact VJP.
+        leg: ``"spatial"`` (output positions jointly), ``"spatial:d"`` (positions of
+            dimension ``d``, 1-based) or ``"batch"``.
+        mode: ``"bernoulli"`` or ``"fixed"`` (see the module docstring).
+        generator: ``torch.Generator`` for the draw (reproducible results).
+
+    Returns:
+        ``[C_out, C_in/groups, K_1…K_D]`` whose expectation is
+        ``torch.nn.grad.conv2d_weight(x, w.shape, v, …)``.
+
+    >>> x, v = torch.randn(4, 2, 9), torch.randn(4, 3, 7)
+    >>> exact = torch.nn.grad.conv1d_weight(x, (3, 2, 3), v)
+    >>> torch.allclose(conv_weight_vjp(x, v, 3, keep=1.0), exact, atol=1e-5)
+    True
+    >>> conv_weight_vjp(x, v, 3, keep=0.5, leg="batch", mode="fixed").shape
+    torch.Size([3, 2, 3])
+    """
+    keep, mode = check_keep(keep), check_mode(mode)
+    check_tensor(x, "x", min_dim=3)
+    check_tensor(v, "v")
+    check_same_dtype_device(x=x, v=v)
+    leg = check_leg(leg, "weight", x.dim() - 2)
+    network = weight_vjp_network(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
+    _check_vector(network, v)
+    return _randomized(network, leg, {"x": x, "v": v}, keep, mode, generator)
+
+
+def conv_input_vjp(
+    weight: torch.Tensor,
+    v: torch.Tensor,
+    input_size: tuple[int, ...],
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    keep: float = 0.5,
+    leg: str = "channel",
+    mode: str = "bernoulli",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Unbiased randomized input VJP that contracts only a random subset of ``leg``.
+
+    Args:
+        weight: ``[C_out, C_in/groups, K_1…K_D]``.
+        v: ``[N, C_out, O_1…O_D]``.
+        input_size: ``[N, C_in, I_1…I_D]`` (as ``torch.nn.grad.conv2d_input``) or ``[I_1…I_D]``.
+        stride, padding, dilation, groups: the convolution's.
+        keep: kept fraction in ``(0, 1]``; ``1`` gives exactly the exact VJP.
+        leg: ``"channel"`` (output channels of a group: ``co``, the same subset in every
+            group), ``"group"`` (whole groups; for depthwise convolutions, where a group has
+            one output channel) or ``"spatial:d"``.
+        mode, generator: as :func:`conv_weight_vjp`.
+
+    Returns:
+        ``[N, C_in, I_1…I_D]`` whose expectation is ``torch.nn.grad.conv2d_input(…)``.
+
+    >>> w, v = torch.randn(8, 2, 3, 3), torch.randn(2, 8, 6, 6)
+    >>> exact = torch.nn.grad.conv2d_input((2, 2, 8, 8), w, v)
+    >>> torch.allclose(conv_input_vjp(w, v, (2, 2, 8, 8), keep=1.0), exact, atol=1e-5)
+    True
+    >>> conv_input_vjp(w, v, (8, 8), keep=0.25, mode="fixed").shape
+    torch.Size([2, 2, 8, 8])
+    """
+    keep, mode = check_keep(keep), check_mode(mode)
+    check_tensor(weight, "weight", min_dim=3)
+    check_tensor(v, "v")
+    check_same_dtype_device(weight=weight, v=v)
+    leg = check_leg(leg, "input", weight.dim() - 2)
+    network = input_vjp_network(weight.shape, v.shape, input_size, stride, padding, dilation, groups)
+    _check_vector(network, v)
+    return _randomized(network, leg, {"w": weight, "v": v}, keep, mode, generator)
+
+
+# ------------------------------------------------------------ training with the option
+
+
+__all__ = ["conv_input_vjp", "conv_weight_vjp", "input_vjp_network", "weight_vjp_network"]

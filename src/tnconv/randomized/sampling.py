@@ -1,0 +1,86 @@
+"""Sampling the kept subset of a leg: the options of randomized backpropagation and one draw.
+
+- ``mode="bernoulli"``: every value is kept independently with probability ``keep``,
+  rescaled by ``1/keep`` (when nothing is kept the estimate is zero);
+- ``mode="fixed"``: a uniform subset of ``ceil(keep·size)`` values, without replacement,
+  rescaled by ``size/kept``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..spec.validation import check_choice, check_generator, check_probability
+
+MODES = ("bernoulli", "fixed")
+
+
+WEIGHT_LEGS = {"spatial": None, "batch": "n"}
+
+
+INPUT_LEGS = {"channel": "co", "group": "g"}
+
+
+JOINT = "o"  # the joint output-position leg of :func:`windows_network`
+
+
+def check_keep(keep: object, name: str = "keep") -> float:
+    """``keep`` as a float in ``(0, 1]``; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
+    return check_probability(keep, name)
+
+
+def check_mode(mode: object, name: str = "mode") -> str:
+    """``mode`` is one of :data:`MODES`."""
+    return check_choice(mode, MODES, name)
+
+
+def legs_of(kind: str, dims: int) -> tuple[str, ...]:
+    """The ``leg=`` values accepted for a ``kind`` (``"weight"`` or ``"input"``) VJP in ``dims`` dims."""
+    named = WEIGHT_LEGS if kind == "weight" else INPUT_LEGS
+    return tuple(named) + tuple(f"spatial:{d + 1}" for d in range(dims))
+
+
+def check_leg(leg: object, kind: str, dims: int, name: str = "leg") -> str:
+    options = legs_of(kind, dims)
+    if not isinstance(leg, str) or leg not in options:
+        raise ValueError(f"{name} must be one of {options} for the {kind} VJP of a {dims}-d convolution, got {leg!r}")
+    return leg
+
+
+def network_leg(leg: str) -> str | None:
+    """The network leg that ``leg`` slices (``None`` for the joint ``"spatial"`` leg)."""
+    if leg.startswith("spatial:"):
+        return f"o{leg.split(':')[1]}"
+    return {**WEIGHT_LEGS, **INPUT_LEGS}[leg]
+
+
+@dataclass(frozen=True)
+class Draw:
+    """A sampled subset of a leg: the kept positions (sorted) and the rescaling factor."""
+
+    indices: tuple[int, ...]
+    scale: float
+
+
+def fixed_count(size: int, keep: float) -> int:
+    """``ceil(keep·size)`` (at least 1), robust to rounding in ``keep·size``."""
+    return max(1, min(size, math.ceil(keep * size - 1e-9 * size)))
+
+
+def sample(size: int, keep: float, mode: str, generator: torch.Generator | None = None) -> Draw | None:
+    """Draw the kept subset of a leg of ``size`` values; ``None`` when nothing is kept.
+
+    >>> sample(10, 0.3, "fixed", torch.Generator().manual_seed(0)).scale
+    3.3333333333333335
+    """
+    check_generator(generator)
+    device = generator.device if generator is not None else torch.device("cpu")
+    if mode == "fixed":
+        count = fixed_count(size, keep)
+        kept = torch.randperm(size, generator=generator, device=device)[:count]
+        return Draw(tuple(sorted(kept.tolist())), size / count)
+    kept = (torch.rand(size, generator=generator, device=device) < keep).nonzero().flatten()
+    return Draw(tuple(kept.tolist()), 1.0 / keep) if kept.numel() else None

@@ -1,0 +1,113 @@
+"""Training with randomized backpropagation: :func:`conv`, whose backward uses the estimators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..functional.conv import conv as exact_conv
+from ..spec.validation import IntOrTuple, Padding, check_bias, check_same_dtype_device, check_tensor
+from .estimators import conv_input_vjp, conv_weight_vjp
+from .sampling import check_keep, check_leg, check_mode
+
+
+@dataclass(frozen=True)
+class BackwardOptions:
+    """How :func:`conv`'s backward estimates its gradients."""
+
+    keep: float = 1.0
+    leg: str = "spatial"
+    mode: str = "bernoulli"
+    input_keep: float = 1.0
+    input_leg: str = "channel"
+    generator: torch.Generator | None = None
+
+
+class _RandomizedBackwardConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, weight, bias, stride, padding, dilation, groups, options):  # type: ignore[no-untyped-def]
+        ctx.save_for_backward(input, weight)
+        ctx.hyper = (stride, padding, dilation, groups)
+        ctx.options = options
+        ctx.has_bias = bias is not None
+        return exact_conv(input, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        input, weight = ctx.saved_tensors
+        options: BackwardOptions = ctx.options
+        hyper = ctx.hyper
+        grad_input = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_input = conv_input_vjp(
+                weight,
+                grad,
+                input.shape,
+                *hyper,
+                keep=options.input_keep,
+                leg=options.input_leg,
+                mode=options.mode,
+                generator=options.generator,
+            )
+        if ctx.needs_input_grad[1]:
+            grad_weight = conv_weight_vjp(
+                input,
+                grad,
+                weight.shape[2:],
+                *hyper,
+                keep=options.keep,
+                leg=options.leg,
+                mode=options.mode,
+                generator=options.generator,
+            )
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum([d for d in range(grad.dim()) if d != 1])
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+def conv(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    keep: float = 0.5,
+    leg: str = "spatial",
+    mode: str = "bernoulli",
+    input_keep: float = 1.0,
+    input_leg: str = "channel",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """:func:`tnconv.conv` whose backward uses randomized VJPs.
+
+    The forward is exact. In backward, the weight gradient is
+    :func:`conv_weight_vjp` with ``keep``, ``leg``, ``mode``; the input gradient is
+    :func:`conv_input_vjp` with ``input_keep`` (exact by default) and ``input_leg``; the
+    bias gradient is exact. Not twice differentiable.
+
+    >>> x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    >>> w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    >>> conv(x, w, padding=1, keep=0.25).square().sum().backward()
+    >>> w.grad.shape, x.grad.shape
+    (torch.Size([4, 3, 3, 3]), torch.Size([2, 3, 8, 8]))
+    """
+    check_tensor(input, "input", min_dim=3)
+    check_tensor(weight, "weight")
+    check_same_dtype_device(input=input, weight=weight, bias=bias)
+    check_bias(bias, weight.shape[0])
+    dims = input.dim() - 2
+    options = BackwardOptions(
+        check_keep(keep),
+        check_leg(leg, "weight", dims),
+        check_mode(mode),
+        check_keep(input_keep, "input_keep"),
+        check_leg(input_leg, "input", dims, "input_leg"),
+        generator,
+    )
+    return _RandomizedBackwardConv.apply(input, weight, bias, stride, padding, dilation, groups, options)

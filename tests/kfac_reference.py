@@ -44,7 +44,7 @@ def unfold_conv_transpose(x, kernel_size, stride, padding, output_padding, dilat
 
 
 def input_factor_from_unfolded(unfolded, groups, bias, approx):
-    """``A [G, d, d]`` from ``[N, C·∏K, positions…]`` (SPEC §3 normalisation)."""
+    """``A [G, d, d]`` from ``[N, C·∏K, positions…]`` (docs/reference.md §3 normalisation)."""
     n = unfolded.shape[0]
     u = unfolded.reshape(n, groups, unfolded.shape[1] // groups, -1)
     if bias:

@@ -139,7 +139,7 @@ def test_transpose_factors_match_unfold(case, approx, bias):
 
 
 def pattern_by_loops(in_size, out_size, kernel, stride, padding, dilation):
-    """Π[i, o, k] = 1 iff i = S·o + Dl·k − P (SPEC §2), filled entry by entry."""
+    """Π[i, o, k] = 1 iff i = S·o + Dl·k − P (docs/reference.md §2), filled entry by entry."""
     pi = torch.zeros(in_size, out_size, kernel, dtype=torch.float64)
     for o in range(out_size):
         for k in range(kernel):

@@ -1,4 +1,4 @@
-"""Randomized VJPs (SPEC §6): unbiased, exact at keep=1, reproducible, and cheaper with keep.
+"""Randomized VJPs (docs/reference.md §6): unbiased, exact at keep=1, reproducible, and cheaper with keep.
 
 The statistical tests compare the mean of many draws with the exact VJP, with a tolerance
 derived from the estimator's variance. The variance is computed from the *contributions*

@@ -85,7 +85,7 @@ def test_conv_transpose_gradcheck(x_shape, w_shape, kw):
 
 @given(case=conv_transpose_cases(dims=st.integers(1, 4), max_size=4))
 def test_conv_transpose_is_the_input_vjp(case):
-    """SPEC §3: the transposed convolution is the input VJP of the convolution I' -> O."""
+    """docs/reference.md §3: the transposed convolution is the input VJP of the convolution I' -> O."""
     x, w, _ = case.tensors()
     # with output_padding >= stride the convolution from I' with symmetric padding has more than O outputs
     assume(all(op < s for op, s in zip(case.output_padding, case.stride)))

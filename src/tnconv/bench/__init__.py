@@ -1,4 +1,4 @@
-"""The benchmark of SPEC §7: tnconv against PyTorch (and einconv) on real networks' convolutions.
+"""The benchmark of docs/reference.md §7: tnconv against PyTorch (and einconv) on real networks' convolutions.
 
 Run it as ``tnconv bench`` or ``python -m tnconv.bench`` (same options). As a library:
 

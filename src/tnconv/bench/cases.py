@@ -1,4 +1,4 @@
-"""Benchmark cases: one convolution layer each, read from JSON-lines files (SPEC §7).
+"""Benchmark cases: one convolution layer each, read from JSON-lines files (docs/reference.md §7).
 
 A line describes one layer at batch size 1::
 
@@ -31,7 +31,7 @@ from ..spec.convspec import ConvSpec
 
 BUNDLED_FILES = ("convs.jsonl", "conv4d.jsonl")
 
-#: The batch-size rule of SPEC §7: ``clamp(BATCH_BUDGET // (C_in·∏I), 1, MAX_BATCH)``.
+#: The batch-size rule of docs/reference.md §7: ``clamp(BATCH_BUDGET // (C_in·∏I), 1, MAX_BATCH)``.
 BATCH_BUDGET = 2**21
 MAX_BATCH = 64
 
@@ -39,7 +39,7 @@ MAX_BATCH = 64
 #: convolution (stems with large kernels, 3×3 strided, 1×1, depthwise, transposed, 1-d, 4-d),
 #: preferring the cheaper ones, so that the default run stays within 3 minutes on 2 CPU cores.
 #: Left to ``--full`` are e.g. the 512-channel 3×3 layers (their KFC factor alone is ~80
-#: GMACs at SPEC batch sizes) and the M5 audio stem (kernel 80, stride 16 on 8000 samples:
+#: GMACs at the batch sizes of docs/reference.md §7) and the M5 audio stem (kernel 80, stride 16 on 8000 samples:
 #: einconv's dense index pattern makes its input VJP take ~10 s per call).
 DEFAULT_SUBSET: dict[str, tuple[str, ...]] = {
     "cifar10_3c3d": ("0",),
@@ -119,7 +119,7 @@ class Case:
 
 
 def batch_size(case: Case, budget: int = BATCH_BUDGET, maximum: int = MAX_BATCH) -> int:
-    """SPEC §7's batch size ``clamp(budget // (C_in·∏I), 1, maximum)``.
+    """docs/reference.md §7's batch size ``clamp(budget // (C_in·∏I), 1, maximum)``.
 
     >>> batch_size(Case("m", "l", (1, 3, 32, 32), 8, (3, 3), (1, 1), (0, 0), (1, 1)))
     64

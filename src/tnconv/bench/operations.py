@@ -1,7 +1,7 @@
 """The operations the benchmark times, each with tnconv's implementation and its baselines.
 
 An :class:`Operation` knows which cases it applies to and builds, for one case, the
-zero-argument callables to time: ``"tnconv"`` and the baselines (``"torch"``, SPEC §7's
+zero-argument callables to time: ``"tnconv"`` and the baselines (``"torch"``, docs/reference.md §7's
 reference, and ``"einconv"`` when that package is installed). Operations whose tnconv
 function does not exist in the installed version are reported as unavailable, so the
 registry can name functions that land later. :func:`register` adds an operation.
@@ -153,7 +153,7 @@ def loop_of_conv3d(
 ) -> torch.Tensor:
     """A ``D ≥ 4`` convolution as a Python loop of ``conv3d`` over the leading kernel dims.
 
-    The baseline of SPEC §7 for convolutions PyTorch does not have: for every offset of the
+    The baseline of docs/reference.md §7 for convolutions PyTorch does not have: for every offset of the
     kernel in the first ``D − 3`` dimensions, the matching (strided) slab of the padded
     input is folded into the batch and convolved in 3-d with that slice of the kernel.
 

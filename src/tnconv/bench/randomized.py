@@ -1,11 +1,11 @@
-"""Benchmark of randomized weight VJPs (SPEC §6) under the protocol of SPEC §7.
+"""Benchmark of randomized weight VJPs (docs/reference.md §6) under the protocol of docs/reference.md §7.
 
 For every case and ``keep`` it times three implementations of the weight VJP, alternating
 them, median of ``repeats`` runs after a warm-up, in one process:
 
 - ``randomized``: :func:`tnconv.randomized.conv_weight_vjp` (a new draw every run; at
   ``keep = 1`` the exact VJP network);
-- ``exact``: ``torch.nn.grad.conv{D}d_weight``, SPEC §7's baseline for the weight VJP;
+- ``exact``: ``torch.nn.grad.conv{D}d_weight``, docs/reference.md §7's baseline for the weight VJP;
 - ``masked``: the same estimator computed by zeroing the dropped part of ``v``
   (rescaled), then ``torch.nn.grad.conv{D}d_weight`` — what dropout-style implementations
   do, at the cost of the full VJP.
@@ -239,7 +239,7 @@ def register_operations(keeps: Sequence[float] = KEEPS) -> list[str]:
     names = []
     for keep in keeps:
         name = f"randomized_weight_vjp@{keep:g}"
-        description = f"randomized weight VJP, {keep:g} of the output positions (SPEC §6)"
+        description = f"randomized weight VJP, {keep:g} of the output positions (docs/reference.md §6)"
         setup = registry_setup(keep)
         register(Operation(name, description, "randomized.conv_weight_vjp", applies, setup, False, True))
         names.append(name)
@@ -249,7 +249,7 @@ def register_operations(keeps: Sequence[float] = KEEPS) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tnconv.bench.randomized",
-        description="Time randomized weight VJPs against the exact VJP and against masking (SPEC §6, §7).",
+        description="Time randomized weight VJPs against the exact VJP and against masking (docs/reference.md §6, §7).",
     )
     parser.add_argument("--cases", default=None, help="your own cases file (default: the bundled layers)")
     parser.add_argument("--only", default=None, help="comma-separated models or model/layer labels (default: a few)")
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--leg", default="spatial", help="spatial, spatial:d or batch")
     parser.add_argument("--mode", default="fixed", choices=sampling.MODES)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=None, help="override SPEC §7's batch-size rule")
+    parser.add_argument("--batch", type=int, default=None, help="override docs/reference.md §7's batch-size rule")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     cases = [case for case in (load_cases(args.cases) if args.cases else bundled_cases()) if applies(case)]

@@ -1,4 +1,4 @@
-"""Running the benchmark: every (case, operation) pair, timed per SPEC §7, in this process."""
+"""Running the benchmark: every (case, operation) pair, timed per docs/reference.md §7, in this process."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ class BenchConfig:
 
     Attributes:
         dtype, device: of the random inputs.
-        reps: timed rounds (SPEC §7: at least 5); the median is reported.
+        reps: timed rounds (docs/reference.md §7: at least 5); the median is reported.
         warmup: untimed rounds before them (at least 1; its results are checked for agreement).
-        batch: a fixed batch size, or ``None`` for SPEC §7's rule (see :func:`~.cases.batch_size`).
+        batch: a fixed batch size, or ``None`` for docs/reference.md §7's rule (see :func:`~.cases.batch_size`).
         baselines: the baselines to compare with (those that apply to a case are run).
         seed: seed of the random inputs.
     """

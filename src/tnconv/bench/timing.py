@@ -1,4 +1,4 @@
-"""Timing per SPEC §7: warm-up, then rounds that call every implementation once each.
+"""Timing per docs/reference.md §7: warm-up, then rounds that call every implementation once each.
 
 The order of the implementations rotates from round to round, so that none of them always
 runs right after another (caches, turbo states and other agents on a shared machine then

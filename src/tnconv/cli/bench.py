@@ -1,6 +1,6 @@
 """``tnconv bench``: tnconv against PyTorch (and einconv) on the convolutions of real networks.
 
-Times each operation per SPEC §7 (median of ``--reps`` runs after a warm-up, implementations
+Times each operation per docs/reference.md §7 (median of ``--reps`` runs after a warm-up, implementations
 alternating, one process) and reports the ratio tnconv / baseline: a table per operation
 (median, min, max, worst case), optionally one row per case, ``results.json``,
 ``summary.txt`` and a plot ``ratios.png``/``.svg`` in ``--out``. ``--memory`` adds the peak
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         default="auto",
         metavar="auto|N",
-        help="'auto': clamp(2**21 // (C_in*prod(I)), 1, 64) per case (SPEC §7), or a fixed N",
+        help="'auto': clamp(2**21 // (C_in*prod(I)), 1, 64) per case (docs/reference.md §7), or a fixed N",
     )
     parser.add_argument("--cases", metavar="FILE", type=Path, help="JSON-lines file of your own layers (see README)")
     parser.add_argument("--full", action="store_true", help="every bundled case (default: a representative subset)")
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         f"tnconv bench: {len(cases)} layers of {len(networks(cases))} networks, "
         f"ops {','.join(op.name for op in operations)}; "
         f"{args.dtype} on {device} ({torch.get_num_threads()} threads), batch "
-        f"{'by the SPEC rule' if config.batch is None else config.batch}, median of {config.reps} runs; "
+        f"{'by the rule of docs/reference.md §7' if config.batch is None else config.batch}, median of {config.reps} runs; "
         f"baselines: {', '.join(baselines)}",
         flush=True,
     )

@@ -1,4 +1,4 @@
-"""Kronecker factors of KFAC for convolutions (SPEC §3): KFC / KFAC-expand and KFAC-reduce.
+"""Kronecker factors of KFAC for convolutions (docs/reference.md §3): KFC / KFAC-expand and KFAC-reduce.
 
 Per group ``g`` a convolution is ``z[:, o] = W_g u[:, o] (+ b_g)`` with ``W_g`` the weight
 flattened to ``[C_out/G, d]``, ``d = C_in/G·∏K``, and ``u[:, o]`` the unfolded input at

@@ -1,4 +1,4 @@
-"""The GGN diagonal and the GGN Gram matrix of a convolution's weight (SPEC §3).
+"""The GGN diagonal and the GGN Gram matrix of a convolution's weight (docs/reference.md §3).
 
 ``s[m, n, c, o]`` holds ``M`` vectors per sample: the columns of a square root of the loss
 Hessian ``H_n = Σ_m s_m s_m^T``, backpropagated to the layer output. Each gives the weight

@@ -1,4 +1,4 @@
-"""Per-sample weight gradients of a convolution and their second moment (SPEC §3).
+"""Per-sample weight gradients of a convolution and their second moment (docs/reference.md §3).
 
 The per-sample gradient is the weight VJP of the convolution's network with the batch leg
 ``n`` kept open: ``∇w_n[(g co), ci, k] = Σ_{o,i} x[n,g,ci,i] Π[i,o,k] v[n,g,co,o]``. Its

@@ -1,9 +1,9 @@
-"""The transposed convolution as a tensor network (SPEC §3).
+"""The transposed convolution as a tensor network (docs/reference.md §3).
 
 ``y[n, (g co), i] = Σ x[n, (g ci), o] · Π[i, o, k] · w[(g ci), co, k]`` (+ bias), with the
 Π of the convolution that maps the transposed convolution's output size ``I'`` back to its
 input size ``O``. The network is *derived*: it is the input VJP of that convolution
-(SPEC §3, "input VJP = transposed conv") with the vector named ``x``, its channel legs
+(docs/reference.md §3, "input VJP = transposed conv") with the vector named ``x``, its channel legs
 renamed to the transposed convolution's point of view (``ci`` ↔ ``co``).
 
 Example:

@@ -1,6 +1,6 @@
 """Unfolding (im2col), folding (col2im) and the unfolded input of a transposed convolution.
 
-SPEC §3: ``unfold = x[n, c, i] Π[i, o, k] → [n, (c k), (o)]``; ``fold`` is its adjoint,
+docs/reference.md §3: ``unfold = x[n, c, i] Π[i, o, k] → [n, (c k), (o)]``; ``fold`` is its adjoint,
 derived as ``unfold_network(...).vjp("x", vector="u")``; the transposed convolution's
 unfold ``x[n, c, o] Π[i, o, k] → [n, (c k), (i)]`` uses the Π of the convolution that maps
 ``I'`` to ``O`` (:func:`~tnconv.spec.geometry.conv_transpose_geometry`). Layouts are
@@ -114,7 +114,7 @@ def unfold_transpose(
     *,
     strategy: str = "auto",
 ) -> torch.Tensor:
-    """The unfolded input of a transposed convolution (SPEC §3), any D.
+    """The unfolded input of a transposed convolution (docs/reference.md §3), any D.
 
     With it a transposed convolution with ``groups=1`` is one matrix product:
     ``conv_transpose(x, w) = w_matrix @ unfold_transpose(x)``, where

@@ -1,6 +1,6 @@
-"""VJPs, JVPs and MJPs of the convolution (SPEC §3), derived from its network.
+"""VJPs, JVPs and MJPs of the convolution (docs/reference.md §3), derived from its network.
 
-Every network here is ``conv_network(...)`` with one node removed (SPEC §4):
+Every network here is ``conv_network(...)`` with one node removed (docs/reference.md §4):
 ``.vjp("x")`` / ``.vjp("w")`` for the input/weight VJP, ``.jvp("x")`` / ``.jvp("w")`` for
 the JVPs, with identities merged (:func:`tnconv.symbolic.derive.vjp_network`). Extra leading
 dimensions of the vector (or tangent) become one batch leg ``m`` of the network, so many

@@ -12,7 +12,7 @@ output position ``o`` (see :mod:`tnconv.kfac.layers`). Its curvature block — t
 the row-major flattening of ``W_g = [weight_g | bias_g]`` is approximated by
 ``torch.kron(B_g, A_g)`` (``A ⊗ B`` in the column-major ``vec`` of the literature), with
 
-- ``A`` normalised as SPEC §3: ``expand`` ``(1/N)·Σ_{n,o} a aᵀ``, ``reduce``
+- ``A`` normalised as docs/reference.md §3: ``expand`` ``(1/N)·Σ_{n,o} a aᵀ``, ``reduce``
   ``(1/(N|O|²))·Σ_n (Σ_o a)(Σ_o a)ᵀ`` — a mean over samples, independent of the loss;
 - ``B`` built from the output gradients ``b`` of the backpropagated vectors, which carry
   ``√R`` (so the reduction of the loss, e.g. the ``1/N`` of a mean, lives in ``B``):

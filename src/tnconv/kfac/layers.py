@@ -19,7 +19,7 @@ vector, see :mod:`tnconv.kfac.loss`) the factors are, computed by tnconv's
 versions) and :func:`~tnconv.output_grad_factor`,
 
 ============  ======================================================  ==========================================
-approx        ``A_g`` (SPEC §3)                                       ``B_g``
+approx        ``A_g`` (docs/reference.md §3)                                       ``B_g``
 ============  ======================================================  ==========================================
 ``expand``    ``(1/N) Σ_{n,o} a aᵀ``                                  ``(1/|O|) Σ_{n,o} b bᵀ``
 ``reduce``    ``(1/(N|O|²)) Σ_n (Σ_o a)(Σ_o a)ᵀ``                     ``Σ_n (Σ_o b)(Σ_o b)ᵀ``

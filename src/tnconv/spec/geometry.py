@@ -92,7 +92,7 @@ def conv_transpose_geometry(
     dilation: IntOrTuple = 1,
     dims: int | None = None,
 ) -> ConvGeometry:
-    """Geometry of the convolution whose transpose a transposed convolution is (SPEC §3).
+    """Geometry of the convolution whose transpose a transposed convolution is (docs/reference.md §3).
 
     A transposed convolution maps ``O`` positions (its ``input_size``) to
     ``I' = (O−1)·S − 2P + Dl·(K−1) + output_padding + 1``. The returned geometry is that of

@@ -1,4 +1,4 @@
-"""The index pattern Π of one spatial dimension (SPEC §2), kept symbolic.
+"""The index pattern Π of one spatial dimension (docs/reference.md §2), kept symbolic.
 
 ``Π[i, o, k] = 1  ⟺  i = S·o + Dl·k − P_l  and  0 ≤ i < I``.
 

@@ -430,7 +430,7 @@ class TensorNetwork:
         return self.with_nodes(self.nodes + (Node(name, "scalar", (), value=float(value)),))
 
     def simplify(self) -> TensorNetwork:
-        """The network after the rewrite rules of SPEC §5 (same value, cheaper to contract)."""
+        """The network after the rewrite rules of docs/reference.md §5 (same value, cheaper to contract)."""
         return _extension("simplify")(self)
 
     # --------------------------------------------------------------- execution

@@ -145,7 +145,7 @@ def unfold_transpose_network(
     """The unfolded input of a transposed convolution, ``x[n, c, o] Π[i, o, k] → [N, C·∏K, ∏I']``.
 
     ``Π`` is that of the convolution mapping the transposed convolution's output size ``I'``
-    to its input size ``O`` (SPEC §3).
+    to its input size ``O`` (docs/reference.md §3).
 
     Args:
         input_shape: the transposed convolution's input ``[N, C_in, O_1, …, O_D]``.

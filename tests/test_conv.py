@@ -134,7 +134,7 @@ def test_bad_tensors():
     with pytest.raises(ValueError, match="kernel_size must be positive"):
         tnconv.conv(X, torch.randn(6, 2, 0, 3), groups=2)
     with pytest.raises(ValueError, match="at least 3 dimensions"):
-        tnconv.conv(torch.randn(4, 8), torch.randn(6, 4, 3))
+        tnconv.conv(torch.randn(8), torch.randn(6, 4, 3))  # [C, L] would be an unbatched input
     with pytest.raises(TypeError, match="dtype"):
         tnconv.conv(X.double(), W, groups=2)
     with pytest.raises(TypeError, match="weight must be a torch.Tensor"):

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -55,6 +56,9 @@ def _backward(ctx: Any, grad: torch.Tensor) -> tuple:
     # product rule: a tensor read by several nodes gets the sum of one VJP per node
     network: TensorNetwork = ctx.network
     tensors = dict(zip(network.inputs, ctx.saved_tensors))
+    if any(t.is_complex() for t in tensors.values()):
+        # torch's convention for complex inputs: grad = Jᴴ·v, the VJP of the conjugated network
+        tensors = {key: t.conj().resolve_conj() if t.is_complex() else t for key, t in tensors.items()}
     grads: list[torch.Tensor | None] = []
     for key, needed in zip(network.inputs, ctx.needs_input_grad[2:]):
         total = None
@@ -117,6 +121,15 @@ class _TransformableContraction(torch.autograd.Function):
 _transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
 
 
+def complex_safe(strategy: str, tensors: Iterable[torch.Tensor | None]) -> str:
+    """``strategy``, or for complex tensors under ``"auto"`` the ``"simplified"`` strategy:
+    torch's convolution kernels have no complex backward on CPU (``convolution_backward``
+    raises), while the einsum-based strategies contract complex tensors like real ones."""
+    if strategy == "auto" and any(t is not None and t.is_complex() for t in tensors):
+        return "simplified"
+    return strategy
+
+
 def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Tensor) -> torch.Tensor:
     """Evaluate ``network`` on ``tensors``, differentiable by tensor networks.
 
@@ -136,6 +149,7 @@ def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Te
     if len(tensors) != len(names) or any(name not in tensors for name in names):
         check_inputs(network, tensors)  # raises, naming what is missing or unexpected
     operands = [tensors[name] for name in names]
+    strategy = complex_safe(strategy, operands)
     if _transforms_active():
         return _TransformableContraction.apply(network, strategy, *operands)
     if needs_autograd(*operands):
@@ -153,7 +167,7 @@ def contract_with_bias(
     it into its kernel instead of costing another pass over the output.
     """
     if bias is not None and not needs_autograd(bias, *tensors.values()):
-        return dispatch(network, tensors, strategy, bias=bias)
+        return dispatch(network, tensors, complex_safe(strategy, tensors.values()), bias=bias)
     return add_bias(contract(network, strategy, **tensors), bias)
 
 
@@ -163,3 +177,29 @@ def needs_autograd(*tensors: torch.Tensor | None) -> bool:
     if _transforms_active() or forward_ad._current_level >= 0:
         return True
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def autocast_inputs(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """The operands of a convolution under ``torch.autocast``, cast as torch casts its own.
+
+    Convolutions are on autocast's lower-precision list on CPU and CUDA: while autocast is
+    enabled for the tensors' device, floating-point operands other than ``float64`` are cast
+    to the autocast dtype (``torch.get_autocast_dtype``), so the result has that dtype and
+    the backward pass runs in it; the cast itself is differentiable, so ``float32``
+    parameters get ``float32`` gradients. Outside autocast the tensors come back unchanged.
+
+    >>> import torch
+    >>> x, w = torch.randn(1, 2, 5), torch.randn(3, 2, 3)
+    >>> with torch.autocast("cpu", torch.bfloat16):
+    ...     [t.dtype for t in autocast_inputs(x, w, None) if t is not None]
+    [torch.bfloat16, torch.bfloat16]
+    """
+    first = tensors[0]
+    device = first.device.type if first is not None else "cpu"
+    if device not in ("cpu", "cuda", "xpu", "mps", "hpu") or not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(
+        t.to(dtype) if t is not None and t.is_floating_point() and t.dtype not in (torch.float64, dtype) else t
+        for t in tensors
+    )

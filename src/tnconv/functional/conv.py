@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..execute.autodiff import contract_with_bias
+from ..execute import ops
+from ..execute.autodiff import autocast_inputs, contract_with_bias
 from ..spec.validation import IntOrTuple, Padding, check_bias, check_dims, check_same_dtype_device, check_tensor
 from ..symbolic.builders.conv import conv_network
 
@@ -26,7 +27,8 @@ def conv(
     """N-d convolution (cross-correlation, as PyTorch), evaluated as a tensor network.
 
     Args:
-        input: ``[N, C_in, I_1, …, I_D]``, any ``D ≥ 1``.
+        input: ``[N, C_in, I_1, …, I_D]``, any ``D ≥ 1`` (or unbatched ``[C_in, I_1, …, I_D]``,
+            giving an unbatched result, as torch).
         weight: ``[C_out, C_in/groups, K_1, …, K_D]``.
         bias: ``[C_out]`` or ``None``.
         stride, padding, dilation, groups: as ``torch.nn.functional.conv2d``; ``padding``
@@ -41,27 +43,36 @@ def conv(
     >>> tnconv.conv(x, w, padding="same").shape        # a 4-d convolution
     torch.Size([2, 4, 5, 5, 5, 5])
     """
+    check_tensor(input, "input")
+    check_tensor(weight, "weight", min_dim=3)
+    if input.dim() == weight.dim() - 1:  # unbatched [C_in, I_1, …, I_D], as torch accepts
+        return conv(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, strategy=strategy).squeeze(0)
     check_tensor(input, "input", min_dim=3)
-    check_tensor(weight, "weight")
     check_same_dtype_device(input=input, weight=weight, bias=bias)
     check_bias(bias, weight.shape[0])
+    input, weight, bias = autocast_inputs(input, weight, bias)
+    if ops.tracing():
+        dims = weight.dim() - 2
+        pads, name = ops.padding_arguments(padding, dims)
+        strides, dilations = ops.int_list(stride, dims), ops.int_list(dilation, dims)
+        return ops.conv(input, weight, bias, strides, pads, name, dilations, groups, strategy)
     network = conv_network(input.shape, weight.shape, stride, padding, dilation, groups)
     return contract_with_bias(network, strategy, bias, x=input, w=weight)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # type: ignore[no-untyped-def]
-    """1-d :func:`conv` that insists on a ``[N, C_in, L]`` input."""
-    check_dims(input, 1, "input", "conv1d")
+    """1-d :func:`conv` that insists on a ``[N, C_in, L]`` (or unbatched ``[C_in, L]``) input."""
+    check_dims(input, 1, "input", "conv1d", unbatched=True)
     return conv(input, weight, bias, stride, padding, dilation, groups)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # type: ignore[no-untyped-def]
-    """2-d :func:`conv` that insists on a ``[N, C_in, H, W]`` input."""
-    check_dims(input, 2, "input", "conv2d")
+    """2-d :func:`conv` that insists on a ``[N, C_in, H, W]`` (or unbatched ``[C_in, H, W]``) input."""
+    check_dims(input, 2, "input", "conv2d", unbatched=True)
     return conv(input, weight, bias, stride, padding, dilation, groups)
 
 
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # type: ignore[no-untyped-def]
-    """3-d :func:`conv` that insists on a ``[N, C_in, D, H, W]`` input."""
-    check_dims(input, 3, "input", "conv3d")
+    """3-d :func:`conv` that insists on a ``[N, C_in, D, H, W]`` (or unbatched ``[C_in, D, H, W]``) input."""
+    check_dims(input, 3, "input", "conv3d", unbatched=True)
     return conv(input, weight, bias, stride, padding, dilation, groups)

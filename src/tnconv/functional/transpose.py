@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from ..execute.autodiff import contract_with_bias
-from ..spec.validation import IntOrTuple, check_bias, check_same_dtype_device, check_tensor
+from ..execute import ops
+from ..execute.autodiff import autocast_inputs, contract_with_bias
+from ..spec.validation import IntOrTuple, check_bias, check_dims, check_same_dtype_device, check_tensor
 from ..symbolic.builders.transpose import conv_transpose_network
 
 
@@ -39,7 +40,7 @@ def conv_transpose(
     """N-d transposed convolution, evaluated as a tensor network (gradients too).
 
     Args:
-        input: ``[N, C_in, O_1, …, O_D]``, any ``D ≥ 1``.
+        input: ``[N, C_in, O_1, …, O_D]``, any ``D ≥ 1`` (or unbatched ``[C_in, O_1, …, O_D]``).
         weight: ``[C_in, C_out/groups, K_1, …, K_D]``.
         bias: ``[C_out]`` or ``None``.
         stride, padding, output_padding, groups, dilation: as
@@ -54,9 +55,20 @@ def conv_transpose(
     >>> tnconv.conv_transpose(torch.randn(1, 2, 3, 3, 3, 3), torch.randn(2, 4, 2, 2, 2, 2), stride=2).shape
     torch.Size([1, 4, 6, 6, 6, 6])
     """
+    check_tensor(input, "input")
+    check_tensor(weight, "weight", min_dim=3)
+    if input.dim() == weight.dim() - 1:  # unbatched [C_in, O_1, …, O_D], as torch accepts
+        return conv_transpose(
+            input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups, dilation, strategy=strategy
+        ).squeeze(0)
     check_tensor(input, "input", min_dim=3)
-    check_tensor(weight, "weight")
     check_same_dtype_device(input=input, weight=weight, bias=bias)
+    input, weight, bias = autocast_inputs(input, weight, bias)
+    if ops.tracing():
+        dims = weight.dim() - 2
+        check_bias(bias, weight.shape[1] * groups if isinstance(groups, int) else weight.shape[1])
+        arguments = [ops.int_list(a, dims) for a in (stride, padding, output_padding)]
+        return ops.conv_transpose(input, weight, bias, *arguments, groups, ops.int_list(dilation, dims), strategy)
     network = conv_transpose_network(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
     check_bias(bias, network.output_shape[1])
     return contract_with_bias(network, strategy, bias, x=input, w=weight)
@@ -66,11 +78,7 @@ def _aliased(dims: int):  # type: ignore[no-untyped-def]
     def conv_transpose_nd(  # type: ignore[no-untyped-def]
         input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
     ):
-        check_tensor(input, "input")
-        if input.dim() != dims + 2:
-            raise ValueError(
-                f"input of conv_transpose{dims}d must have {dims + 2} dimensions, got shape {tuple(input.shape)}"
-            )
+        check_dims(input, dims, "input", f"conv_transpose{dims}d", unbatched=True)
         return conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
 
     conv_transpose_nd.__name__ = conv_transpose_nd.__qualname__ = f"conv_transpose{dims}d"

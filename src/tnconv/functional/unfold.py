@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..execute import ops
 from ..execute.autodiff import contract
 from ..spec.validation import IntOrTuple, Padding, check_tensor
 from ..symbolic.builders.unfold import _spatial_dims, fold_network, unfold_network, unfold_transpose_network
@@ -59,6 +60,10 @@ def unfold(
             f"input must have shape [N, C, I_1..I_{max(dims, 1)}] or [C, I_1..I_{max(dims, 1)}], "
             f"got {tuple(input.shape)}"
         )
+    if ops.tracing():
+        pads, name = ops.padding_arguments(padding, dims)
+        sizes = [ops.int_list(a, dims) for a in (kernel_size, dilation)]
+        return ops.unfold(input, *sizes, pads, name, ops.int_list(stride, dims), strategy)
     network = unfold_network(input.shape, kernel_size, dilation, padding, stride)
     return contract(network, strategy, x=input)
 
@@ -100,6 +105,11 @@ def fold(
         return fold(input.unsqueeze(0), output_size, kernel_size, dilation, padding, stride, strategy=strategy).squeeze(
             0
         )
+    if ops.tracing():
+        dims = _spatial_dims((kernel_size, dilation, padding, stride, output_size), 2)
+        pads, name = ops.padding_arguments(padding, dims)
+        sizes = [ops.int_list(a, dims) for a in (output_size, kernel_size, dilation)]
+        return ops.fold(input, *sizes, pads, name, ops.int_list(stride, dims), strategy)
     network = fold_network(input.shape, output_size, kernel_size, dilation, padding, stride)
     return contract(network, strategy, u=input)
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from ..caching import cached
+from ..execute import ops
 from ..execute.autodiff import contract
 from ..spec.validation import (
     IntOrTuple,
@@ -124,6 +125,8 @@ def conv_input_vjp(
     check_tensor(weight, "weight", min_dim=3)
     check_tensor(v, "v")
     check_same_dtype_device(weight=weight, v=v)
+    if ops.tracing():
+        return _traced_input_vjp(weight, v, input_size, stride, padding, dilation, groups, strategy)
     network, lead = _input_vjp_plan(weight.shape, v.shape, input_size, stride, padding, dilation, groups)
     return _contract_batched(network, lead, strategy, w=weight, v=v)
 
@@ -187,6 +190,8 @@ def conv_weight_vjp(
     check_tensor(x, "x", min_dim=3)
     check_tensor(v, "v")
     check_same_dtype_device(x=x, v=v)
+    if ops.tracing():
+        return _traced_weight_vjp(x, v, kernel_size, stride, padding, dilation, groups, strategy)
     network, lead = _weight_vjp_plan(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
     return _contract_batched(network, lead, strategy, x=x, v=v)
 
@@ -224,6 +229,10 @@ def conv_input_jvp(
             f"x_dot must have shape [*, N, C_in, I_1..I_{dims}] (at least {dims + 2} dimensions), "
             f"got {tuple(x_dot.shape)}"
         )
+    if ops.tracing():  # a convolution of the tangent, its leading dimensions one batch
+        flat = x_dot.reshape(-1, *x_dot.shape[x_dot.dim() - dims - 1 :])
+        y = _traced_conv(flat, weight, stride, padding, dilation, groups, strategy)
+        return y.reshape(*x_dot.shape[: x_dot.dim() - dims - 2], -1, *y.shape[1:])
     lead, batch = _split_lead(x_dot.shape, dims + 2)
     input_shape = tuple(x_dot.shape[x_dot.dim() - dims - 2 :])
     network = conv_network(input_shape, tuple(weight.shape), stride, padding, dilation, groups)
@@ -264,10 +273,58 @@ def conv_weight_jvp(
             f"w_dot must have shape [*, C_out, C_in/groups, K_1..K_{dims}] (at least {dims + 2} dimensions), "
             f"got {tuple(w_dot.shape)}"
         )
+    if ops.tracing():  # one convolution per leading index of the tangent
+        flat = w_dot.reshape(-1, *w_dot.shape[w_dot.dim() - dims - 2 :])
+        ys = [_traced_conv(x, t, stride, padding, dilation, groups, strategy) for t in flat.unbind(0)]
+        return torch.stack(ys).reshape(*w_dot.shape[: w_dot.dim() - dims - 2], *ys[0].shape)
     lead, batch = _split_lead(w_dot.shape, dims + 2)
     weight_shape = tuple(w_dot.shape[w_dot.dim() - dims - 2 :])
     network = conv_network(tuple(x.shape), weight_shape, stride, padding, dilation, groups)
     return _contract_batched(jvp_network(network, "w", batch)[0], lead, strategy, x=x, w_dot=w_dot)
+
+
+# ------------------------------------------------------------------ under torch.compile / jit.trace
+def _options(stride, padding, dilation, groups, strategy, dims):  # type: ignore[no-untyped-def]
+    pads, name = ops.padding_arguments(padding, dims)
+    return ops.int_list(stride, dims), pads, name, ops.int_list(dilation, dims), groups, strategy
+
+
+def _traced_conv(x, w, stride, padding, dilation, groups, strategy):  # type: ignore[no-untyped-def]
+    return ops.conv(x, w, None, *_options(stride, padding, dilation, groups, strategy, w.dim() - 2))
+
+
+def _traced_input_vjp(weight, v, input_size, stride, padding, dilation, groups, strategy):  # type: ignore[no-untyped-def]
+    """:func:`conv_input_vjp` as the ``tnconv::conv_input_vjp`` operator (leading dims of ``v``
+    merged into its batch)."""
+    dims = weight.dim() - 2
+    if v.dim() < dims + 2:
+        raise ValueError(f"v must have at least {dims + 2} dimensions for a {dims}-d weight, got {tuple(v.shape)}")
+    sizes = [int(s) for s in (input_size if not isinstance(input_size, int) else (input_size,))]
+    lead = tuple(v.shape[: v.dim() - dims - 2])
+    batch, channels = v.shape[v.dim() - dims - 2], weight.shape[1] * groups
+    if len(sizes) == dims + 2:
+        channels, sizes = sizes[1], sizes[2:]
+    full = [math.prod(lead) * batch, channels, *sizes]
+    flat = v.reshape(full[0], *v.shape[v.dim() - dims - 1 :])
+    out = ops.conv_input_vjp(weight, flat, full, *_options(stride, padding, dilation, groups, strategy, dims))
+    return out.reshape(*lead, batch, *out.shape[1:])
+
+
+def _traced_weight_vjp(x, v, kernel_size, stride, padding, dilation, groups, strategy):  # type: ignore[no-untyped-def]
+    """:func:`conv_weight_vjp` as the ``tnconv::conv_weight_vjp`` operator (one per leading index of ``v``)."""
+    dims = x.dim() - 2
+    if v.dim() < dims + 2:
+        raise ValueError(f"v must have at least {dims + 2} dimensions for a {dims}-d input, got {tuple(v.shape)}")
+    kernel = ops.int_list(kernel_size, dims)
+    out_channels = v.shape[v.dim() - dims - 1]
+    full = kernel if len(kernel) == dims + 2 else [out_channels, x.shape[1] // groups, *kernel]
+    options = _options(stride, padding, dilation, groups, strategy, dims)
+    lead = tuple(v.shape[: v.dim() - dims - 2])
+    if not lead:
+        return ops.conv_weight_vjp(x, v, full, *options)
+    flat = v.reshape(-1, *v.shape[v.dim() - dims - 2 :])
+    parts = [ops.conv_weight_vjp(x, part, full, *options) for part in flat.unbind(0)]
+    return torch.stack(parts).reshape(*lead, *parts[0].shape)
 
 
 def _shape_tuple(value: object, name: str) -> tuple[int, ...]:

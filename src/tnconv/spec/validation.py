@@ -137,13 +137,18 @@ def check_floating(tensor: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
 
 
-def check_dims(tensor: object, dims: int, name: str = "input", function: str = "") -> torch.Tensor:
-    """``tensor`` is a tensor with exactly ``dims + 2`` dimensions (``[N, C, spatial…]``)."""
+def check_dims(
+    tensor: object, dims: int, name: str = "input", function: str = "", unbatched: bool = False
+) -> torch.Tensor:
+    """``tensor`` is a tensor with exactly ``dims + 2`` dimensions (``[N, C, spatial…]``), or
+    ``dims + 1`` (unbatched ``[C, spatial…]``) when ``unbatched``."""
     check_tensor(tensor, name)
-    if tensor.dim() != dims + 2:  # type: ignore[union-attr]
+    allowed = (dims + 1, dims + 2) if unbatched else (dims + 2,)
+    if tensor.dim() not in allowed:  # type: ignore[union-attr]
         where = f" of {function}" if function else ""
+        alternative = f" (or {dims + 1}, unbatched)" if unbatched else ""
         raise ValueError(
-            f"{name}{where} must have {dims + 2} dimensions, got shape {tuple(tensor.shape)}"  # type: ignore[union-attr]
+            f"{name}{where} must have {dims + 2} dimensions{alternative}, got shape {tuple(tensor.shape)}"  # type: ignore[union-attr]
         )
     return tensor  # type: ignore[return-value]
 

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import torch
 
 from ..spec.convspec import ConvSpec
+from ..spec.validation import check_bias
 from ..symbolic.builders.conv import conv_network
 from ..symbolic.builders.transpose import conv_transpose_network
 from ..symbolic.builders.unfold import fold_network, unfold_network
@@ -64,8 +65,10 @@ def _padding(padding: Sequence[int], name: str) -> object:
 
 
 def _own(result: Tensor, *inputs: Tensor | None) -> Tensor:
-    """``result``, copied if it shares memory with an input (an operator must not return
-    an alias of its inputs)."""
+    """``result`` as a contiguous tensor of its own: copied if it shares memory with an input
+    (an operator must not return an alias of its inputs) and made contiguous (the layout the
+    fake implementations promise; a strategy may return a strided view)."""
+    result = result.contiguous()
     pointer = result.untyped_storage().data_ptr()
     for tensor in inputs:
         if tensor is not None and tensor.untyped_storage().data_ptr() == pointer:
@@ -100,12 +103,14 @@ def conv(
 ) -> Tensor:
     """:func:`tnconv.conv` (``padding_name`` is ``"same"``/``"valid"`` or ``""`` for ``padding``)."""
     network = _conv_net(_shape(input), _shape(weight), stride, padding, padding_name, dilation, groups)
+    check_bias(bias, network.output_shape[1])
     return _own(dispatch(network, {"x": input, "w": weight}, strategy, bias=bias), input, weight, bias)
 
 
 @conv.register_fake
 def _(input, weight, bias, stride, padding, padding_name, dilation, groups, strategy):  # type: ignore[no-untyped-def]
     network = _conv_net(_shape(input), _shape(weight), stride, padding, padding_name, dilation, groups)
+    check_bias(bias, network.output_shape[1])
     return input.new_empty(network.output_shape)
 
 
@@ -221,6 +226,7 @@ def conv_transpose(
     network = conv_transpose_network(
         _shape(input), _shape(weight), tuple(stride), tuple(padding), tuple(output_padding), groups, tuple(dilation)
     )
+    check_bias(bias, network.output_shape[1])
     return _own(dispatch(network, {"x": input, "w": weight}, strategy, bias=bias), input, weight, bias)
 
 
@@ -229,6 +235,7 @@ def _(input, weight, bias, stride, padding, output_padding, groups, dilation, st
     spec = ConvSpec.conv_transpose(
         _shape(input), _shape(weight), tuple(stride), tuple(padding), tuple(output_padding), groups, tuple(dilation)
     )
+    check_bias(bias, spec.output_shape[1])
     return input.new_empty(spec.output_shape)
 
 

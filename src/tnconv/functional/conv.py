@@ -49,13 +49,13 @@ def conv(
         return conv(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, strategy=strategy).squeeze(0)
     check_tensor(input, "input", min_dim=3)
     check_same_dtype_device(input=input, weight=weight, bias=bias)
-    check_bias(bias, weight.shape[0])
     input, weight, bias = autocast_inputs(input, weight, bias)
-    if ops.tracing():
+    if ops.tracing():  # the operator checks the shapes (under jit.trace, sizes here are traced tensors)
         dims = weight.dim() - 2
         pads, name = ops.padding_arguments(padding, dims)
         strides, dilations = ops.int_list(stride, dims), ops.int_list(dilation, dims)
         return ops.conv(input, weight, bias, strides, pads, name, dilations, groups, strategy)
+    check_bias(bias, weight.shape[0])
     network = conv_network(input.shape, weight.shape, stride, padding, dilation, groups)
     return contract_with_bias(network, strategy, bias, x=input, w=weight)
 

@@ -66,7 +66,6 @@ def conv_transpose(
     input, weight, bias = autocast_inputs(input, weight, bias)
     if ops.tracing():
         dims = weight.dim() - 2
-        check_bias(bias, weight.shape[1] * groups if isinstance(groups, int) else weight.shape[1])
         arguments = [ops.int_list(a, dims) for a in (stride, padding, output_padding)]
         return ops.conv_transpose(input, weight, bias, *arguments, groups, ops.int_list(dilation, dims), strategy)
     network = conv_transpose_network(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)

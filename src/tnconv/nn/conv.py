@@ -31,6 +31,7 @@ from ..functional.padding import pad_nd
 from ..randomized.sampling import check_keep, check_leg, check_mode
 from ..randomized.training import conv as randomized_conv
 from ..spec.validation import normalize_tuple
+from .fold import tnconv_name
 
 
 class _TNConvForward:
@@ -101,6 +102,19 @@ class _TNConvForward:
             mode=self.backward_mode,
             input_keep=self.backward_input_keep,
         )
+
+
+def _forward(self: _TNConvForward, input: torch.Tensor) -> torch.Tensor:
+    """torch's ``forward``, also for an unbatched ``[C_in, I…]`` input (as torch accepts)."""
+    weight, bias = self.weight, self.bias  # type: ignore[attr-defined]
+    if isinstance(input, torch.Tensor) and input.dim() == len(self.kernel_size) + 1:
+        return self._conv_forward(input.unsqueeze(0), weight, bias).squeeze(0)
+    return self._conv_forward(input, weight, bias)
+
+
+# drop-in behaviour, kept apart from the options above: unbatched inputs, repr "tnconv.nn.Conv2d(...)"
+_TNConvForward.forward = _forward  # type: ignore[attr-defined]
+_TNConvForward._get_name = tnconv_name  # type: ignore[attr-defined]
 
 
 class Conv1d(_TNConvForward, torch.nn.Conv1d):
@@ -175,6 +189,3 @@ class ConvNd(_TNConvForward, _ConvNd):
             backward_mode=backward_mode,
             backward_input_keep=backward_input_keep,
         )
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(input, self.weight, self.bias)

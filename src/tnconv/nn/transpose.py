@@ -24,6 +24,7 @@ from torch.nn.modules.conv import _ConvTransposeNd
 
 from ..functional.transpose import conv_transpose
 from ..spec.validation import normalize_tuple
+from .fold import tnconv_name
 
 
 class _TNConvTransposeForward:
@@ -39,6 +40,7 @@ class _TNConvTransposeForward:
     weight: torch.Tensor
     bias: torch.Tensor | None
     _output_padding: object
+    _get_name = tnconv_name
 
     def forward(self, input: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":

@@ -13,8 +13,9 @@ Example:
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.ConvTranspose2d(4, 2, 2))
     >>> x = torch.randn(1, 3, 8, 8)
     >>> expected = model(x)
-    >>> tnconv.nn.convert(model, backward_keep=0.5)[0]
-    tnconv.nn.Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), backward_keep=0.5, backward_leg='spatial', backward_mode='bernoulli', backward_input_keep=1.0)
+    >>> layer = tnconv.nn.convert(model, backward_keep=0.5)[0]
+    >>> repr(layer)[:40], layer.backward_keep
+    ('tnconv.nn.Conv2d(3, 4, kernel_size=(3, 3', 0.5)
     >>> torch.allclose(model(x), expected, atol=1e-5)
     True
     >>> type(tnconv.nn.revert(model)[0]) is torch.nn.Conv2d

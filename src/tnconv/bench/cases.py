@@ -284,6 +284,11 @@ def load_cases(path: str | Path) -> list[Case]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ValueError(f"cannot read cases file {str(path)!r}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"cannot read cases file {str(path)!r}: not UTF-8 text (byte {error.start}: {error.reason}); "
+            "it must be JSON lines"
+        ) from None
     return parse_cases(text, str(path), default_model=path.stem)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import re
 import subprocess
@@ -135,3 +136,34 @@ def measure_memory(
 
 if __name__ == "__main__":
     _child()
+
+
+def estimate_case_bytes(case: Case, batch: int, dtype: torch.dtype) -> int:
+    """A lower bound on the memory one case of the benchmark needs: input, weight, output and
+    the unfolded input ``[N, C_in·∏K, ∏O]`` of the baselines, each once (the largest
+    operations hold several of these at a time).
+
+    >>> case = Case("m", "c", (1, 3, 32, 32), 8, (3, 3), (1, 1), (1, 1), (1, 1))
+    >>> estimate_case_bytes(case, 2, torch.float32)
+    312160
+    """
+    spec = case.spec(batch)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    unfolded = batch * spec.in_channels * math.prod(spec.kernel_size) * spec.positions
+    elements = math.prod(spec.input_shape) + math.prod(spec.weight_shape) + math.prod(spec.output_shape) + unfolded
+    return elements * itemsize
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory the machine can still give (``MemAvailable``, or CUDA's free memory); ``None``
+    where it cannot be read."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         batch=_batch(args.batch_size),
         baselines=baselines,
     )
+    _check_out(args.out)
+    _check_memory(cases, config)
     from ..bench.progress import make_progress
 
     begin = time.perf_counter()
@@ -123,6 +125,41 @@ def run(args: argparse.Namespace) -> int:
     if args.memory:
         _measure_memory(result, operations)
     return _report(result, args, time.perf_counter() - begin)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot take the results *before* the benchmark runs."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is an existing file, not a folder")
+    for name in ("results.json", "summary.txt"):
+        if (out / name).is_dir():
+            raise ValueError(f"--out {str(out)!r} is occupied: {name} in it is a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".tnconv-write-test"
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"--out {str(out)!r} is not writable: {error.strerror or error}") from None
+
+
+def _check_memory(cases, config) -> None:  # type: ignore[no-untyped-def]
+    """Refuse, up front and with the estimate, a case that needs more memory than the machine has."""
+    from ..bench.memory import available_bytes, estimate_case_bytes
+
+    free = available_bytes(config.device)
+    if free is None:
+        return
+    for case in cases:
+        batch = config.batch_for(case)
+        needed = estimate_case_bytes(case, batch, config.dtype)
+        if needed > free:
+            raise ValueError(
+                f"case {case.label} at batch {batch} needs at least {needed / 2**30:.1f} GiB (input, weight, "
+                f"output and unfolded input in {str(config.dtype).removeprefix('torch.')}) but "
+                f"{free / 2**30:.1f} GiB are available on {config.device}; use a smaller --batch-size "
+                "or leave the case out"
+            )
 
 
 def _measure_memory(result, operations) -> None:  # type: ignore[no-untyped-def]

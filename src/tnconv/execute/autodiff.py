@@ -122,10 +122,16 @@ _transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambd
 
 
 def complex_safe(strategy: str, tensors: Iterable[torch.Tensor | None]) -> str:
-    """``strategy``, or for complex tensors under ``"auto"`` the ``"simplified"`` strategy:
-    torch's convolution kernels have no complex backward on CPU (``convolution_backward``
-    raises), while the einsum-based strategies contract complex tensors like real ones."""
-    if strategy == "auto" and any(t is not None and t.is_complex() for t in tensors):
+    """``strategy``, or under ``"auto"`` the einsum-based strategy that handles what torch's
+    kernels do not: ``"simplified"`` for complex tensors (torch's ``convolution_backward``
+    has no complex kernel on CPU), ``"einsum"`` for empty tensors (a size-0 leg cannot be
+    reshaped by the strided strategies)."""
+    if strategy != "auto":
+        return strategy
+    present = [t for t in tensors if t is not None]
+    if any(t.numel() == 0 for t in present):
+        return "einsum"
+    if any(t.is_complex() for t in present):
         return "simplified"
     return strategy
 

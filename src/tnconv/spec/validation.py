@@ -113,8 +113,13 @@ def check_tensor(value: object, name: str, min_dim: int | None = None) -> torch.
 
 
 def check_same_dtype_device(**tensors: torch.Tensor | None) -> None:
-    """Raise ``TypeError``/``ValueError`` if the given tensors differ in dtype or device."""
+    """Raise ``TypeError``/``ValueError`` if the given tensors differ in dtype or device, or
+    one is no tensor, or has a dtype no convolution exists for (``bool``)."""
     items = [(name, t) for name, t in tensors.items() if t is not None]
+    for name, t in items:
+        check_tensor(t, name)
+        if t.dtype == torch.bool:
+            raise TypeError(f"{name} has dtype torch.bool, which torch's convolutions do not support either")
     first_name, first = items[0]
     for name, t in items[1:]:
         if t.dtype != first.dtype:

@@ -170,3 +170,30 @@ def test_jit_trace_records_the_operators_and_generalizes_over_values():
     x2 = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(traced(x2), model(x2))
     assert "tnconv::conv" in str(traced.inlined_graph)
+
+
+def test_curvature_factors_compile_and_accumulate_in_float32_under_autocast():
+    torch._dynamo.reset()
+    x = torch.randn(2, 4, 6, 6, dtype=DT, generator=torch.Generator().manual_seed(5))
+
+    def factors(x):
+        return (
+            tnconv.kfc_factor(x, 3, padding="same", groups=2, bias=True),
+            tnconv.kfac_reduce_factor(x, (3, 2), stride=2),
+            tnconv.kfc_factor_transpose(x, 2, stride=2, groups=2),
+            tnconv.kfac_reduce_factor_transpose(x, 3, padding=1, output_padding=0, bias=True),
+            tnconv.output_grad_factor(x, "reduce", 2),
+        )
+
+    explanation = torch._dynamo.explain(factors)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(factors, fullgraph=True, backend="aot_eager")
+    for got, expected in zip(compiled(x), factors(x)):
+        torch.testing.assert_close(got, expected)
+    with torch.autocast("cpu", torch.bfloat16):
+        low = factors(x.float().bfloat16())
+    for got, expected in zip(low, factors(x.bfloat16().double())):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    opcheck_args = (x, "expand", [3, 3], [1, 1], [1, 1], "", [1, 1], 2, True)
+    torch.library.opcheck(torch.ops.tnconv.input_factor.default, opcheck_args)

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -360,3 +361,55 @@ def leading(shape: Sequence[int], trailing: int) -> tuple[tuple[int, ...], int]:
     """The extra leading dimensions of ``shape`` before its last ``trailing`` and their product."""
     lead = tuple(shape[: len(shape) - trailing])
     return lead, math.prod(lead)
+
+
+# ------------------------------------------------------------------ curvature (registered in tnconv.functional)
+def traced_input_factor(
+    x: Tensor,
+    approx: str,
+    kernel_size: object,
+    stride: object,
+    padding: object,
+    dilation: object,
+    groups: int,
+    bias: bool,
+    output_padding: object = None,
+) -> Tensor:
+    """The KFAC input factors as ``torch.ops.tnconv.input_factor`` (or ``input_factor_transpose``
+    when ``output_padding`` is given), for the front-ends while compiling or tracing.
+
+    The operators are registered by :mod:`tnconv.functional.curvature_ops` (a layer above,
+    since their implementation is the eager front-end); they are looked up by name here.
+    """
+    dims = x.dim() - 2
+    kernel, strides, dilations = (int_list(a, dims) for a in (kernel_size, stride, dilation))
+    if output_padding is None:
+        pads, name = padding_arguments(padding, dims)
+        return torch.ops.tnconv.input_factor(x, approx, kernel, strides, pads, name, dilations, groups, bias)
+    return torch.ops.tnconv.input_factor_transpose(
+        x, approx, kernel, strides, int_list(padding, dims), int_list(output_padding, dims), dilations, groups, bias
+    )
+
+
+def float32_under_autocast(function):  # type: ignore[no-untyped-def]
+    """Decorator for the curvature front-ends: under ``torch.autocast`` the factor accumulates
+    in ``float32`` (a half-precision ``x`` is upcast and autocast is off inside); outside
+    autocast it has ``x``'s dtype, so a ``bfloat16`` factor is asked for with a ``bfloat16`` ``x``.
+
+    >>> import torch, tnconv
+    >>> with torch.autocast("cpu", torch.bfloat16):
+    ...     tnconv.kfc_factor(torch.randn(2, 3, 6).bfloat16(), 3).dtype
+    torch.float32
+    """
+
+    @functools.wraps(function)
+    def wrapper(x, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(x, Tensor) and x.is_floating_point():
+            device = x.device.type
+            if device in ("cpu", "cuda", "xpu", "mps", "hpu") and torch.is_autocast_enabled(device):
+                with torch.autocast(device, enabled=False):
+                    upcast = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+                    return function(upcast, *args, **kwargs)
+        return function(x, *args, **kwargs)
+
+    return wrapper

@@ -6,6 +6,7 @@ names and orders follow PyTorch's, including ``conv_transpose``'s
 ``kernel_size, dilation, padding, stride``) and works for any number of spatial dimensions.
 """
 
+from . import curvature_ops  # noqa: F401  (registers tnconv::input_factor*)
 from .conv import conv, conv1d, conv2d, conv3d
 from .curvature import (
     kfac_reduce_factor,

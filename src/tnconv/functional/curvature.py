@@ -41,6 +41,7 @@ from typing import Literal
 import torch
 
 from ..caching import cached
+from ..execute.ops import float32_under_autocast, traced_input_factor, tracing
 from ..execute.squares import contract_square
 from ..spec.validation import IntOrTuple, Padding, check_tensor, normalize_groups
 from ..symbolic.builders.curvature import _positions, _square_base, input_patches, input_patches_transpose
@@ -86,6 +87,7 @@ def _check_x(x: torch.Tensor) -> None:
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
 
 
+@float32_under_autocast
 def kfc_factor(
     x: torch.Tensor,
     kernel_size: IntOrTuple,
@@ -116,9 +118,12 @@ def kfc_factor(
     torch.Size([2, 28, 28])
     """
     _check_x(x)
+    if tracing():  # torch.compile / export / jit.trace: one operator (tnconv.functional.curvature_ops)
+        return traced_input_factor(x, "expand", kernel_size, stride, padding, dilation, groups, bias)
     return _factor(x, input_patches(x.shape, kernel_size, stride, padding, dilation, groups), "expand", bias)
 
 
+@float32_under_autocast
 def kfac_reduce_factor(
     x: torch.Tensor,
     kernel_size: IntOrTuple,
@@ -139,9 +144,12 @@ def kfac_reduce_factor(
     torch.Size([1, 10, 10])
     """
     _check_x(x)
+    if tracing():
+        return traced_input_factor(x, "reduce", kernel_size, stride, padding, dilation, groups, bias)
     return _factor(x, input_patches(x.shape, kernel_size, stride, padding, dilation, groups), "reduce", bias)
 
 
+@float32_under_autocast
 def kfc_factor_transpose(
     x: torch.Tensor,
     kernel_size: IntOrTuple,
@@ -171,10 +179,13 @@ def kfc_factor_transpose(
     torch.Size([2, 18, 18])
     """
     _check_x(x)
+    if tracing():
+        return traced_input_factor(x, "expand", kernel_size, stride, padding, dilation, groups, bias, output_padding)
     patches = input_patches_transpose(x.shape, kernel_size, stride, padding, output_padding, dilation, groups)
     return _factor(x, patches, "expand", bias)
 
 
+@float32_under_autocast
 def kfac_reduce_factor_transpose(
     x: torch.Tensor,
     kernel_size: IntOrTuple,
@@ -195,10 +206,13 @@ def kfac_reduce_factor_transpose(
     torch.Size([1, 6, 6])
     """
     _check_x(x)
+    if tracing():
+        return traced_input_factor(x, "reduce", kernel_size, stride, padding, dilation, groups, bias, output_padding)
     patches = input_patches_transpose(x.shape, kernel_size, stride, padding, output_padding, dilation, groups)
     return _factor(x, patches, "reduce", bias)
 
 
+@float32_under_autocast
 def output_grad_factor(
     grad_output: torch.Tensor, approx: Literal["expand", "reduce"] = "expand", groups: int = 1
 ) -> torch.Tensor:

@@ -1,0 +1,93 @@
+"""The KFAC input factors as ``torch.library`` custom operators (see :mod:`tnconv.execute.ops`).
+
+``tnconv::input_factor`` and ``tnconv::input_factor_transpose`` run the eager front-ends of
+:mod:`tnconv.functional.curvature` (which call them by name while compiling or tracing, so
+the import goes one way: this module imports ``curvature``). The factors are statistics,
+not differentiated: the operators have no autograd formula. Their fake implementations give
+the ``[G, d, d]`` shape (``d = C_in/G·∏K``, ``+ 1`` with ``bias``) after validating the
+arguments through the factor's network builder.
+
+>>> import torch, tnconv
+>>> x = torch.randn(2, 4, 6, 6)
+>>> a = torch.ops.tnconv.input_factor(x, "expand", [3, 3], [1, 1], [1, 1], "", [1, 1], 2, False)
+>>> torch.allclose(a, tnconv.kfc_factor(x, 3, padding=1, groups=2))
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..symbolic.builders.curvature import input_patches, input_patches_transpose
+from .curvature import kfac_reduce_factor, kfac_reduce_factor_transpose, kfc_factor, kfc_factor_transpose
+
+_FORWARD = {"expand": kfc_factor, "reduce": kfac_reduce_factor}
+_TRANSPOSE = {"expand": kfc_factor_transpose, "reduce": kfac_reduce_factor_transpose}
+
+
+def _padding(padding: list[int], name: str) -> object:
+    return name if name else tuple(padding)
+
+
+def _approx(approx: str) -> str:
+    if approx not in _FORWARD:
+        raise ValueError(f"approx must be 'expand' or 'reduce', got {approx!r}")
+    return approx
+
+
+@torch.library.custom_op("tnconv::input_factor", mutates_args=())
+def input_factor(
+    x: torch.Tensor,
+    approx: str,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    padding_name: str,
+    dilation: list[int],
+    groups: int,
+    bias: bool,
+) -> torch.Tensor:
+    """:func:`tnconv.kfc_factor` (``approx="expand"``) or :func:`tnconv.kfac_reduce_factor`."""
+    function = _FORWARD[_approx(approx)]
+    arguments = (tuple(kernel_size), tuple(stride), _padding(padding, padding_name), tuple(dilation), groups)
+    return function(x, *arguments, bias=bias).contiguous()
+
+
+@input_factor.register_fake
+def _(x, approx, kernel_size, stride, padding, padding_name, dilation, groups, bias):  # type: ignore[no-untyped-def]
+    _approx(approx)
+    shape = tuple(int(s) for s in x.shape)
+    input_patches(shape, tuple(kernel_size), tuple(stride), _padding(padding, padding_name), tuple(dilation), groups)
+    d = shape[1] // groups * math.prod(kernel_size) + bool(bias)
+    return x.new_empty(groups, d, d)
+
+
+@torch.library.custom_op("tnconv::input_factor_transpose", mutates_args=())
+def input_factor_transpose(
+    x: torch.Tensor,
+    approx: str,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    dilation: list[int],
+    groups: int,
+    bias: bool,
+) -> torch.Tensor:
+    """:func:`tnconv.kfc_factor_transpose` or :func:`tnconv.kfac_reduce_factor_transpose`."""
+    function = _TRANSPOSE[_approx(approx)]
+    arguments = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation), groups)
+    return function(x, *arguments, bias=bias).contiguous()
+
+
+@input_factor_transpose.register_fake
+def _(x, approx, kernel_size, stride, padding, output_padding, dilation, groups, bias):  # type: ignore[no-untyped-def]
+    _approx(approx)
+    shape = tuple(int(s) for s in x.shape)
+    input_patches_transpose(
+        shape, tuple(kernel_size), tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation), groups
+    )
+    d = shape[1] // groups * math.prod(kernel_size) + bool(bias)
+    return x.new_empty(groups, d, d)

@@ -1,6 +1,8 @@
 """Drop-in behaviour under PyTorch's own machinery: autocast, torch.func, complex tensors,
 unbatched inputs, convert/revert."""
 
+import copy
+
 import pytest
 import torch
 
@@ -204,3 +206,18 @@ def test_convert_passes_randomized_backward_options_and_validates_them():
         tnconv.nn.convert(torch.nn.Conv1d(1, 1, 1), backward_keep=0.0)
     with pytest.raises(TypeError, match="model"):
         tnconv.nn.convert([torch.nn.Conv1d(1, 1, 1)])
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.5])
+def test_autocast_through_a_stack_of_layers_exact_and_randomized(keep):
+    # the second layer gets a bfloat16 input and a float32 weight: autocast casts before any dtype check
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3, bias=False))
+    mine = tnconv.nn.convert(copy.deepcopy(ref), backward_keep=keep)
+    x = torch.randn(2, 3, 8, 8, generator=gen(7))
+    with torch.autocast("cpu", torch.bfloat16):
+        y, y_ref = mine(x), ref(x)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=0.05, atol=0.05)
+    y.float().sum().backward()
+    assert all(p.grad.dtype == torch.float32 for p in mine.parameters())

@@ -48,8 +48,10 @@ def conv(
     if input.dim() == weight.dim() - 1:  # unbatched [C_in, I_1, …, I_D], as torch accepts
         return conv(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, strategy=strategy).squeeze(0)
     check_tensor(input, "input", min_dim=3)
+    if bias is not None:
+        check_tensor(bias, "bias")
+    input, weight, bias = autocast_inputs(input, weight, bias)  # before the dtype check, as torch casts first
     check_same_dtype_device(input=input, weight=weight, bias=bias)
-    input, weight, bias = autocast_inputs(input, weight, bias)
     if ops.tracing():  # the operator checks the shapes (under jit.trace, sizes here are traced tensors)
         dims = weight.dim() - 2
         pads, name = ops.padding_arguments(padding, dims)

@@ -62,8 +62,10 @@ def conv_transpose(
             input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups, dilation, strategy=strategy
         ).squeeze(0)
     check_tensor(input, "input", min_dim=3)
+    if bias is not None:
+        check_tensor(bias, "bias")
+    input, weight, bias = autocast_inputs(input, weight, bias)  # before the dtype check, as torch casts first
     check_same_dtype_device(input=input, weight=weight, bias=bias)
-    input, weight, bias = autocast_inputs(input, weight, bias)
     if ops.tracing():
         dims = weight.dim() - 2
         arguments = [ops.int_list(a, dims) for a in (stride, padding, output_padding)]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
+from ..execute.autodiff import autocast_inputs
 from ..functional.conv import conv as exact_conv
 from ..spec.validation import IntOrTuple, Padding, check_bias, check_same_dtype_device, check_tensor
 from .estimators import conv_input_vjp, conv_weight_vjp
@@ -99,6 +100,9 @@ def conv(
     """
     check_tensor(input, "input", min_dim=3)
     check_tensor(weight, "weight")
+    if bias is not None:
+        check_tensor(bias, "bias")
+    input, weight, bias = autocast_inputs(input, weight, bias)  # saved for backward in the autocast dtype
     check_same_dtype_device(input=input, weight=weight, bias=bias)
     check_bias(bias, weight.shape[0])
     dims = input.dim() - 2

@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         f"tnconv bench: {len(cases)} layers of {len(networks(cases))} networks, "
         f"ops {','.join(op.name for op in operations)}; "
         f"{args.dtype} on {device} ({torch.get_num_threads()} threads), batch "
-        f"{'by the rule of docs/reference.md §7' if config.batch is None else config.batch}, median of {config.reps} runs; "
+        f"{'by the rule of docs/reference.md §7' if config.batch is None else config.batch}, "
+        f"median of {config.reps} runs; "
         f"baselines: {', '.join(baselines)}",
         flush=True,
     )

@@ -41,6 +41,7 @@ from ..ops.kfac import (
     kfc_factor_transpose,
     output_grad_factor,
 )
+from ..ops.unfold import unfold, unfold_transpose
 
 APPROXIMATIONS = ("expand", "reduce")
 
@@ -67,6 +68,19 @@ class KroneckerLayer(ABC):
     @abstractmethod
     def output_factor(self, grads: torch.Tensor, approx: str) -> torch.Tensor:
         """``B``: ``[G, C_out/G, C_out/G]`` from ``[M, *output.shape]`` output gradients."""
+
+    @abstractmethod
+    def unfolded(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """``a``: ``[N, G, d, |O|]``, the unfolded input per group and position (bias row last)."""
+
+    @abstractmethod
+    def grad_columns(self, grad: torch.Tensor) -> torch.Tensor:
+        """``b``: ``[N, G, C_out/G, |O|]`` from one output gradient shaped like the output."""
+
+    def per_sample_gradients(self, inputs: torch.Tensor, output: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``[N, G, C_out/G, d]``: the per-sample matrices ``Σ_o b aᵀ`` of ``[W_g | b_g]``."""
+        a, b = self.unfolded(inputs, output), self.grad_columns(grad)
+        return torch.einsum("ngao,ngbo->ngab", b, a)
 
     @abstractmethod
     def weight_to_matrix(self, weight: torch.Tensor) -> torch.Tensor:
@@ -118,6 +132,22 @@ class LinearLayer(KroneckerLayer):
             summed = a.sum(1)
             factor = summed.T @ summed / (batch * positions**2)
         return factor.unsqueeze(0)
+
+    def unfolded(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        a = self._positions(inputs)
+        if self.has_bias:
+            a = torch.cat([a, a.new_ones(a.shape[:-1] + (1,))], dim=-1)
+        return a.transpose(1, 2).unsqueeze(1)
+
+    def grad_columns(self, grad: torch.Tensor) -> torch.Tensor:
+        return self._positions(grad).transpose(1, 2).unsqueeze(1)
+
+    def per_sample_gradients(self, inputs: torch.Tensor, output: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        a, b = self._positions(inputs), self._positions(grad)
+        weight = torch.einsum("nra,nrb->nab", b, a)
+        if self.has_bias:
+            weight = torch.cat([weight, b.sum(1).unsqueeze(-1)], dim=-1)
+        return weight.unsqueeze(1)
 
     def output_factor(self, grads: torch.Tensor, approx: str) -> torch.Tensor:
         vectors = grads.shape[0]
@@ -181,6 +211,26 @@ class ConvLayer(KroneckerLayer):
             out - ((size - 1) * s - 2 * p + dl * (k - 1) + 1)
             for out, size, s, p, dl, k in zip(y.shape[2:], x.shape[2:], m.stride, m.padding, m.dilation, m.kernel_size)
         )
+
+    def unfolded(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        x, y = self._batched(inputs), self._batched(output)
+        if m.transposed:
+            u = unfold_transpose(x, m.kernel_size, m.stride, m.padding, self._output_padding(x, y), m.dilation)
+        else:
+            padding = m.padding
+            if m.padding_mode != "zeros":
+                x = torch.nn.functional.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
+                padding = 0
+            u = unfold(x, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
+        u = u.reshape(u.shape[0], self.groups, u.shape[1] // self.groups, u.shape[2])
+        if self.has_bias:
+            u = torch.cat([u, u.new_ones(u.shape[0], self.groups, 1, u.shape[3])], dim=2)
+        return u
+
+    def grad_columns(self, grad: torch.Tensor) -> torch.Tensor:
+        grad = self._batched(grad)
+        return grad.reshape(grad.shape[0], self.groups, grad.shape[1] // self.groups, -1)
 
     def output_factor(self, grads: torch.Tensor, approx: str) -> torch.Tensor:
         grads = self._batched(grads, leading=1)

@@ -8,7 +8,7 @@
 ['0', '2']
 """
 
-from .core import KFAC, KroneckerFactors
+from .core import KFAC, KroneckerFactors, NonFiniteError
 from .inverse import KroneckerInverse, damped_inverse
 from .layers import KroneckerLayer, kronecker_layer
 from .optimizer import KFACOptimizer
@@ -19,6 +19,7 @@ __all__ = [
     "KroneckerFactors",
     "KroneckerInverse",
     "KroneckerLayer",
+    "NonFiniteError",
     "damped_inverse",
     "kronecker_layer",
 ]

@@ -59,7 +59,7 @@ from collections.abc import Callable
 from .distributed import all_reduce_mean, invert_distributed, is_distributed
 from .inverse import INVERSE_MODES, KroneckerInverse, damped_inverse
 from .layers import APPROXIMATIONS, KroneckerLayer, LinearLayer, kronecker_layer
-from .loss import FISHER_TYPES, backprop_vectors, check_loss_fn
+from .loss import FISHER_TYPES, backprop_vectors, check_loss_fn, check_targets
 
 NONFINITE = ("raise", "skip")
 
@@ -344,6 +344,7 @@ class KFAC:
             return on_grad
 
         output, anchor, seen = self._hooked_forward(inputs, on_forward)
+        check_targets(self.loss_fn, output, targets)
         with torch.no_grad():
             loss = self.loss_fn(output, targets)
         self._last_loss = loss.detach()

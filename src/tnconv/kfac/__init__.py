@@ -8,12 +8,16 @@
 ['0', '2']
 """
 
+from .ekfac import EKFAC, EigenBasis, EigenCorrectedInverse
 from .core import KFAC, KroneckerFactors, NonFiniteError
 from .inverse import KroneckerInverse, damped_inverse
 from .layers import KroneckerLayer, kronecker_layer
 from .optimizer import KFACOptimizer
 
 __all__ = [
+    "EKFAC",
+    "EigenBasis",
+    "EigenCorrectedInverse",
     "KFAC",
     "KFACOptimizer",
     "KroneckerFactors",

@@ -369,17 +369,23 @@ class KFAC:
             return None
         return new, vectors, seen
 
-    def _store(self, new: dict[str, KroneckerFactors]) -> None:
+    def _merged(self, new: dict[str, KroneckerFactors]) -> dict[str, KroneckerFactors]:
+        """The factors :meth:`_store` would keep: averaged over processes, then the EMA."""
         if self._distributed():
             names = sorted(new)
             averaged = all_reduce_mean([t for n in names for t in (new[n].A, new[n].B)])
             new = {n: KroneckerFactors(averaged[2 * i], averaged[2 * i + 1]) for i, n in enumerate(names)}
+        merged = {}
         for name, factors in new.items():
             old = self.factors.get(name)
             if self.ema is not None and old is not None:
                 beta = self.ema
                 factors = KroneckerFactors(beta * old.A + (1 - beta) * factors.A, beta * old.B + (1 - beta) * factors.B)
-            self.factors[name] = factors
+            merged[name] = factors
+        return merged
+
+    def _store(self, new: dict[str, KroneckerFactors], merged: bool = False) -> None:
+        self.factors.update(new if merged else self._merged(new))
         self._stale = True
 
     # ------------------------------------------------------------------ inverses

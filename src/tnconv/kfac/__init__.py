@@ -10,11 +10,13 @@
 
 from .ekfac import EKFAC, EigenBasis, EigenCorrectedInverse
 from .core import KFAC, KroneckerFactors, NonFiniteError
+from .operator import CurvatureOperator
 from .inverse import KroneckerInverse, damped_inverse
 from .layers import KroneckerLayer, kronecker_layer
 from .optimizer import KFACOptimizer
 
 __all__ = [
+    "CurvatureOperator",
     "EKFAC",
     "EigenBasis",
     "EigenCorrectedInverse",

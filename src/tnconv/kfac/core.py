@@ -59,6 +59,7 @@ from collections.abc import Callable
 from .distributed import all_reduce_mean, invert_distributed, is_distributed
 from .inverse import INVERSE_MODES, KroneckerInverse, damped_inverse
 from .layers import APPROXIMATIONS, KroneckerLayer, LinearLayer, kronecker_layer
+from .operator import CurvatureOperator, Vector, eigen_blocks, kfac_blocks
 from .loss import FISHER_TYPES, backprop_vectors, check_loss_fn, check_targets
 
 NONFINITE = ("raise", "skip")
@@ -153,7 +154,7 @@ class KFAC:
     keep their plain gradients; the constructor lists them in one warning.
 
     The curvature is also a linear operator over the layers' parameters (see
-    :mod:`tnconv.kfac.operator`): ``kfac @ v``, ``kfac.inverse()``, ``kfac.trace()``, …
+    :mod:`tnconv.kfac.operator`): ``kfac @ v``, ``kfac.inverse_operator()``, ``kfac.trace()``, …
     """
 
     def __init__(
@@ -432,6 +433,61 @@ class KFAC:
         if self.inverse == "eigen":
             return KroneckerInverse("eigen", self.damping, new(groups, d), new(groups, d, d), new(groups, c), new(groups, c, c))
         return KroneckerInverse("factor", self.damping, A_inv=new(groups, d, d), B_inv=new(groups, c, c))
+
+    # ------------------------------------------------------------------ operator algebra
+
+    def operator(self) -> CurvatureOperator:
+        """The curvature as a linear operator (see :mod:`tnconv.kfac.operator`)."""
+        self._require_factors("operator")
+        layers = {name: self.layers[name] for name in self.factors}
+        return CurvatureOperator(layers, self._forward_blocks(), self)
+
+    def _forward_blocks(self) -> dict[str, object]:
+        return kfac_blocks(self.factors, self.inverse_dtype)
+
+    def _inverse_blocks(self, damping: float) -> dict[str, object]:
+        """``(B ⊗ A + λI)⁻¹`` per layer, from fresh eigendecompositions."""
+        bases, values = {}, {}
+        for name, f in self.factors.items():
+            A, B = f.A if f.A.dim() == 3 else f.A[None], f.B if f.B.dim() == 3 else f.B[None]
+            dtype = self.inverse_dtype or A.dtype
+            a_vals, a_vecs = torch.linalg.eigh(A.to(dtype))
+            b_vals, b_vecs = torch.linalg.eigh(B.to(dtype))
+            bases[name] = (a_vecs, b_vecs)
+            values[name] = 1.0 / (b_vals.clamp(min=0).unsqueeze(2) * a_vals.clamp(min=0).unsqueeze(1) + damping)
+        return eigen_blocks(bases, values)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters of the layers with factors, in the operator's order (weight, bias)."""
+        return self.operator().parameters()
+
+    def matvec(self, v: Vector) -> Vector:
+        """``(B ⊗ A) v`` per layer; ``v`` a flat ``[P]``/``[P, K]`` tensor or a list shaped like :meth:`parameters`."""
+        return self.operator().matvec(v)
+
+    def __matmul__(self, v: Vector) -> Vector:
+        return self.matvec(v)
+
+    def inverse_operator(self, damping: float | None = None) -> CurvatureOperator:
+        """The operator ``(curvature + λI)⁻¹`` (``λ``: ``damping`` or the object's; the
+        attribute ``inverse`` is the preconditioning mode)."""
+        return self.operator().inverse(damping)
+
+    def trace(self) -> torch.Tensor:
+        """Trace of the curvature."""
+        return self.operator().trace()
+
+    def logdet(self) -> torch.Tensor:
+        """Log-determinant of the curvature (float64; ``-inf`` if singular)."""
+        return self.operator().logdet()
+
+    def det(self) -> torch.Tensor:
+        """Determinant of the curvature."""
+        return self.operator().det()
+
+    def frobenius_norm(self) -> torch.Tensor:
+        """Frobenius norm of the curvature."""
+        return self.operator().frobenius_norm()
 
     # ------------------------------------------------------------------ preconditioning
 

@@ -48,6 +48,7 @@ import torch
 
 from .core import KFAC, GradHook, KroneckerFactors
 from .distributed import all_reduce_mean, invert_distributed
+from .operator import eigen_blocks
 from .layers import ConvLayer, KroneckerLayer
 
 ORDERS = ("auto", "gradient", "rotate")
@@ -235,6 +236,14 @@ class EKFAC(KFAC):
                 groups, d, c = basis.A_eigvecs.shape[0], basis.A_eigvecs.shape[-1], basis.B_eigvecs.shape[-1]
                 sums[name] = basis.A_eigvecs.new_zeros(groups, c, d)
         return {name: sums[name] for name in bases}
+
+    def _forward_blocks(self) -> dict[str, object]:
+        bases = {n: (b.A_eigvecs, b.B_eigvecs) for n, b in self.eigenbases.items()}
+        return eigen_blocks(bases, {n: self.corrections[n] for n in self.factors})
+
+    def _inverse_blocks(self, damping: float) -> dict[str, object]:
+        bases = {n: (b.A_eigvecs, b.B_eigvecs) for n, b in self.eigenbases.items()}
+        return eigen_blocks(bases, {n: 1.0 / (self.corrections[n] + damping) for n in self.factors})
 
     def _invert_one(self, name: str) -> EigenCorrectedInverse:  # type: ignore[override]
         basis = self.eigenbases[name]

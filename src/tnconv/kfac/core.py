@@ -375,7 +375,8 @@ class KFAC:
         if self._distributed():
             names = sorted(new)
             averaged = all_reduce_mean([t for n in names for t in (new[n].A, new[n].B)])
-            new = {n: KroneckerFactors(averaged[2 * i], averaged[2 * i + 1]) for i, n in enumerate(names)}
+            averaged_new = {n: KroneckerFactors(averaged[2 * i], averaged[2 * i + 1]) for i, n in enumerate(names)}
+            new = {n: averaged_new[n] for n in new}  # keep the model's order
         merged = {}
         for name, factors in new.items():
             old = self.factors.get(name)
@@ -439,7 +440,7 @@ class KFAC:
     def operator(self) -> CurvatureOperator:
         """The curvature as a linear operator (see :mod:`tnconv.kfac.operator`)."""
         self._require_factors("operator")
-        layers = {name: self.layers[name] for name in self.factors}
+        layers = {name: layer for name, layer in self.layers.items() if name in self.factors}
         return CurvatureOperator(layers, self._forward_blocks(), self)
 
     def _forward_blocks(self) -> dict[str, object]:

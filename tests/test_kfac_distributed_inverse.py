@@ -88,7 +88,9 @@ def test_distributed_equals_one_process(world):
 def test_cost_balanced_assignment_and_buckets():
     owners = assign_owners({"big": 100.0, "mid": 60.0, "small": 50.0, "tiny": 5.0}, 2)
     assert owners == {"big": 0, "mid": 1, "small": 1, "tiny": 0}
-    loads = [sum(c for n, c in {"big": 100, "mid": 60, "small": 50, "tiny": 5}.items() if owners[n] == r) for r in (0, 1)]
+    loads = [
+        sum(c for n, c in {"big": 100, "mid": 60, "small": 50, "tiny": 5}.items() if owners[n] == r) for r in (0, 1)
+    ]
     assert max(loads) == 110
     assert set(assign_owners({"a": 1.0}, 4).values()) == {0}
     tensors = [torch.zeros(10), torch.zeros(10), torch.zeros(3, dtype=torch.float64), torch.zeros(10)]

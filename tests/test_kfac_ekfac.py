@@ -64,8 +64,15 @@ def test_corrections_and_preconditioning_match_brute_force(net, approx, fisher, 
         model, x = AllKinds().to(DTYPE), torch.randn(3, 2, 6, generator=g, dtype=DTYPE)
     targets = torch.randint(0, 3, (3,), generator=g)
     loss_fn = torch.nn.CrossEntropyLoss()
-    ekfac = EKFAC(model, loss_fn, approx=approx, fisher=fisher, mc_samples=2, damping=0.1,
-                  generator=torch.Generator().manual_seed(9))
+    ekfac = EKFAC(
+        model,
+        loss_fn,
+        approx=approx,
+        fisher=fisher,
+        mc_samples=2,
+        damping=0.1,
+        generator=torch.Generator().manual_seed(9),
+    )
     ekfac.update(x, targets)
     with torch.no_grad():
         output = model(x)

@@ -59,7 +59,9 @@ def test_streaming_equals_stacked(net, approx, fisher, loss_name):
         torch.manual_seed(0)
         model, x = AllKinds().to(DTYPE), torch.randn(3, 2, 6, generator=g, dtype=DTYPE)
     targets = make_targets(3, g)
-    kfac = KFAC(model, make_loss(), approx=approx, fisher=fisher, mc_samples=2, generator=torch.Generator().manual_seed(7))
+    kfac = KFAC(
+        model, make_loss(), approx=approx, fisher=fisher, mc_samples=2, generator=torch.Generator().manual_seed(7)
+    )
     kfac.update(x, targets)
     expected = stacked_factors(kfac, x, targets, torch.Generator().manual_seed(7))
     assert list(kfac.factors) == [n for n in kfac.layers if n in expected]

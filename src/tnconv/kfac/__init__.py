@@ -8,11 +8,11 @@
 ['0', '2']
 """
 
-from .ekfac import EKFAC, EigenBasis, EigenCorrectedInverse
 from .core import KFAC, KroneckerFactors, NonFiniteError
-from .operator import CurvatureOperator
+from .ekfac import EKFAC, EigenBasis, EigenCorrectedInverse
 from .inverse import KroneckerInverse, damped_inverse
 from .layers import KroneckerLayer, kronecker_layer
+from .operator import CurvatureOperator
 from .optimizer import KFACOptimizer
 
 __all__ = [

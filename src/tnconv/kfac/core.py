@@ -47,20 +47,18 @@ the peak memory is that of the forward pass plus one backward pass.
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-import math
-from collections.abc import Callable
-
 from .distributed import all_reduce_mean, invert_distributed, is_distributed
 from .inverse import INVERSE_MODES, KroneckerInverse, damped_inverse
 from .layers import APPROXIMATIONS, KroneckerLayer, LinearLayer, kronecker_layer
-from .operator import CurvatureOperator, Vector, eigen_blocks, kfac_blocks
 from .loss import FISHER_TYPES, backprop_vectors, check_loss_fn, check_targets
+from .operator import CurvatureOperator, Vector, eigen_blocks, kfac_blocks
 
 NONFINITE = ("raise", "skip")
 
@@ -191,7 +189,9 @@ class KFAC:
             raise ValueError("pi_correction=True applies to factor-wise damping: use inverse='factor'")
         if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
             raise ValueError(f"mc_samples must be a positive int, got {mc_samples!r}")
-        if factor_dtype is not None and (not isinstance(factor_dtype, torch.dtype) or not factor_dtype.is_floating_point):
+        if factor_dtype is not None and (
+            not isinstance(factor_dtype, torch.dtype) or not factor_dtype.is_floating_point
+        ):
             raise TypeError(f"factor_dtype must be None or a floating-point torch.dtype, got {factor_dtype!r}")
         if nonfinite not in NONFINITE:
             raise ValueError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
@@ -412,7 +412,9 @@ class KFAC:
         self._require_factors("invert")
         names = list(self.factors)
         if self._distributed():
-            self.inverses.update(invert_distributed(names, self._inverse_cost, self._invert_one, self._inverse_template))
+            self.inverses.update(
+                invert_distributed(names, self._inverse_cost, self._invert_one, self._inverse_template)
+            )
         else:
             for name in names:
                 self.inverses[name] = self._invert_one(name)
@@ -432,7 +434,9 @@ class KFAC:
         groups, d, c = A.shape[0], A.shape[-1], B.shape[-1]
         new = lambda *shape: torch.empty(shape, dtype=dtype, device=A.device)  # noqa: E731
         if self.inverse == "eigen":
-            return KroneckerInverse("eigen", self.damping, new(groups, d), new(groups, d, d), new(groups, c), new(groups, c, c))
+            return KroneckerInverse(
+                "eigen", self.damping, new(groups, d), new(groups, d, d), new(groups, c), new(groups, c, c)
+            )
         return KroneckerInverse("factor", self.damping, A_inv=new(groups, d, d), B_inv=new(groups, c, c))
 
     # ------------------------------------------------------------------ operator algebra

@@ -48,8 +48,8 @@ import torch
 
 from .core import KFAC, GradHook, KroneckerFactors
 from .distributed import all_reduce_mean, invert_distributed
-from .operator import eigen_blocks
 from .layers import ConvLayer, KroneckerLayer
+from .operator import eigen_blocks
 
 ORDERS = ("auto", "gradient", "rotate")
 #: contraction order of the corrections: ``"auto"`` (cheapest), or one forced (tests use it)
@@ -99,7 +99,7 @@ def rotated_gradient_squares(
     qa, qb = basis.A_eigvecs, basis.B_eigvecs
     dtype = qa.dtype
     x, g = inputs.to(dtype), grad.to(dtype)
-    groups, d, c = qa.shape[0], qa.shape[-1], qb.shape[-1]
+    _, d, c = qa.shape[0], qa.shape[-1], qb.shape[-1]
     b = layer.grad_columns(g)  # [N, G, c, O]
     positions = b.shape[-1]
     gradient_first = c * d * positions + c * c * d + c * d * d

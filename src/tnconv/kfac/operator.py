@@ -121,7 +121,9 @@ class CurvatureOperator:
         """``[K, *p.shape]`` per parameter, whether ``v`` was flat and whether it had ``K``."""
         if isinstance(v, torch.Tensor):
             if v.dim() not in (1, 2) or v.shape[0] != self.shape[0]:
-                raise ValueError(f"v must be a flat [{self.shape[0]}] vector or [{self.shape[0]}, K] matrix, got {tuple(v.shape)}")
+                raise ValueError(
+                    f"v must be a flat [{self.shape[0]}] vector or [{self.shape[0]}, K] matrix, got {tuple(v.shape)}"
+                )
             columns = v.dim() == 2
             mat = v if columns else v.unsqueeze(1)
             parts, start = [], 0

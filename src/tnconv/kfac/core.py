@@ -332,6 +332,10 @@ class KFAC:
         """New factors (validated, not stored), the backpropagated vectors and the layers seen;
         ``None`` when the update is skipped."""
         streams = {name: _Stream() for name in self.layers}
+        if self.ema is None and self.nonfinite == "raise":
+            # the old factors are replaced anyway: release them before the new ones exist
+            # (with nonfinite="skip" they must survive a skipped update)
+            self.factors.clear()
 
         def on_forward(name: str, x: torch.Tensor, y: torch.Tensor) -> GradHook:
             stream, layer = streams[name], self.layers[name]

@@ -60,11 +60,18 @@ class _KroneckerBlock:
 
     def logdet(self) -> torch.Tensor:
         d, c = self.A.shape[-1], self.B.shape[-1]
-        sign_a, log_a = torch.linalg.slogdet(self.A.to(torch.float64))
-        sign_b, log_b = torch.linalg.slogdet(self.B.to(torch.float64))
-        if bool((sign_a <= 0).any() or (sign_b <= 0).any()):
+        alpha = torch.linalg.eigvalsh(self.A.to(torch.float64))
+        beta = torch.linalg.eigvalsh(self.B.to(torch.float64))
+        if _singular(alpha) or _singular(beta):
             return torch.tensor(-math.inf, dtype=torch.float64)
-        return (c * log_a + d * log_b).sum()
+        return c * alpha.log().sum() + d * beta.log().sum()
+
+
+def _singular(eigenvalues: torch.Tensor) -> bool:
+    """Whether a PSD spectrum ``[G, n]`` has an eigenvalue at round-off level (or below)."""
+    top = eigenvalues.abs().amax(-1, keepdim=True)
+    tol = eigenvalues.shape[-1] * torch.finfo(torch.float64).eps * top
+    return bool((eigenvalues <= tol).any())
 
 
 class _EigenBlock:
@@ -84,7 +91,7 @@ class _EigenBlock:
         return self.values.square().sum()
 
     def logdet(self) -> torch.Tensor:
-        if bool((self.values <= 0).any()):
+        if _singular(self.values.flatten(1).to(torch.float64)):
             return torch.tensor(-math.inf, dtype=torch.float64)
         return self.values.to(torch.float64).log().sum()
 

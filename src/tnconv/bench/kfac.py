@@ -98,7 +98,15 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     """MobileNetV2 (Sandler et al., 2018) with CIFAR strides for 32×32 inputs."""
 
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 1),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, classes: int = 10) -> None:
         super().__init__()
@@ -145,7 +153,7 @@ def _runner(library: str, method: str, model: nn.Module, fisher: str, approx: st
             kfac = tnconv.kfac.KFAC(model, loss_fn, approx=approx, fisher=fisher)
 
         def floor() -> None:
-            output, anchor, _ = kfac._hooked_forward(x, lambda name, a, b: (lambda g: None))
+            output, anchor, _ = kfac._hooked_forward(x, lambda name, a, b: lambda g: None)
             vectors = backprop_vectors(loss_fn, output, y, fisher)
             kfac._backward(output, anchor, vectors)
 
@@ -155,7 +163,12 @@ def _runner(library: str, method: str, model: nn.Module, fisher: str, approx: st
 
         cls = EKFACLinearOperator if method == "ekfac" else KFACLinearOperator
         op = cls(
-            model, loss_fn, _kfac_params(model), [(x, y)], fisher_type=fisher, kfac_approx=approx,
+            model,
+            loss_fn,
+            _kfac_params(model),
+            [(x, y)],
+            fisher_type=fisher,
+            kfac_approx=approx,
             check_deterministic=False,
         )
 
@@ -209,9 +222,27 @@ def child(args: argparse.Namespace) -> None:
 
 def _spawn(library: str, method: str, model: str, fisher: str, approx: str, options: argparse.Namespace) -> dict:
     command = [
-        sys.executable, "-m", "tnconv.bench.kfac", "--child", library, "--method", method, "--model", model,
-        "--fisher", fisher, "--approx", approx, "--batch", str(options.batch), "--reps", str(options.reps),
-        "--warmup", str(options.warmup), "--threads", str(options.threads),
+        sys.executable,
+        "-m",
+        "tnconv.bench.kfac",
+        "--child",
+        library,
+        "--method",
+        method,
+        "--model",
+        model,
+        "--fisher",
+        fisher,
+        "--approx",
+        approx,
+        "--batch",
+        str(options.batch),
+        "--reps",
+        str(options.reps),
+        "--warmup",
+        str(options.warmup),
+        "--threads",
+        str(options.threads),
     ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=options.timeout)
@@ -276,14 +307,18 @@ def run(args: argparse.Namespace) -> int:
     models = _split(args.models, MODELS, "models")
     fishers, approxes = _split(args.fishers, FISHERS, "fishers"), _split(args.approxes, APPROXES, "approxes")
     methods = _split(args.methods, ("kfac", "ekfac"), "methods")
-    others = [lib for lib in ("curvlinops", "backpack") if _available(lib) and not (lib == "backpack" and args.no_backpack)]
+    others = [
+        lib for lib in ("curvlinops", "backpack") if _available(lib) and not (lib == "backpack" and args.no_backpack)
+    ]
     print(
         f"tnconv bench-kfac: batch {args.batch}, 32x32, float32, {args.threads} threads, median of {args.reps} after "
         f"{args.warmup} warm-up, one child process per run; baselines: {', '.join(others) or 'none installed'}",
         flush=True,
     )
     results = []
-    header = f"{'model':12} {'method':6} {'fisher':9} {'approx':7} {'library':10} {'time s':>8} {'peak MB':>8}  ratio t/mem"
+    header = (
+        f"{'model':12} {'method':6} {'fisher':9} {'approx':7} {'library':10} {'time s':>8} {'peak MB':>8}  ratio t/mem"
+    )
     print(header, flush=True)
     for model in models:
         for method in methods:
@@ -322,7 +357,10 @@ def _report(results, model, method, fisher, approx, library, result, mine, floor
         row["tnconv_ratio_time"], row["tnconv_ratio_memory"] = t_ratio, m_ratio
     if floor is not None and "times" in floor:
         extra = f"  vs floor: {row['median_s'] / statistics.median(floor['times']):.2f}x time, +{row['peak_mb'] - floor['peak_mb']:.0f} MB"
-    print(f"{model:12} {method:6} {fisher:9} {approx:7} {library:10} {row['median_s']:8.2f} {row['peak_mb']:8.0f}{extra}", flush=True)
+    print(
+        f"{model:12} {method:6} {fisher:9} {approx:7} {library:10} {row['median_s']:8.2f} {row['peak_mb']:8.0f}{extra}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -7,5 +7,6 @@ imported only when used, so ``tnconv --help`` stays fast.
 
 SUBCOMMANDS: dict[str, str] = {
     "bench": "tnconv.commands.bench",
+    "bench-kfac": "tnconv.commands.bench_kfac",
     "draw": "tnconv.commands.draw",
 }

@@ -279,7 +279,7 @@ def _kfc_conv2d_chunked(
     per_sample = channels * math.prod(kernel_size) * positions * x.element_size()
     chunk = max(1, min(n, CHUNK_BYTES // max(per_sample, 1)))
     size = d + 1 if bias else d
-    A = x.new_zeros(groups, size, size)
+    A = x.new_empty(groups, size, size)
     core = A[:, :d, :d]
     mean = x.new_zeros(groups, d) if bias else None
     for start in range(0, n, chunk):
@@ -288,7 +288,7 @@ def _kfc_conv2d_chunked(
         if mean is not None:
             mean += u.sum((0, 3))
         u = u.permute(1, 2, 0, 3).reshape(groups, d, -1)
-        core.baddbmm_(u, u.transpose(1, 2))
+        core.baddbmm_(u, u.transpose(1, 2), beta=0.0 if start == 0 else 1.0)  # beta=0 ignores the empty start
     A /= n
     if mean is not None:
         mean /= n

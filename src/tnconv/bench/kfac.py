@@ -356,7 +356,8 @@ def _report(results, model, method, fisher, approx, library, result, mine, floor
         extra = f"  tnconv/{library}: {t_ratio:.2f} / {m_ratio:.2f}"
         row["tnconv_ratio_time"], row["tnconv_ratio_memory"] = t_ratio, m_ratio
     if floor is not None and "times" in floor:
-        extra = f"  vs floor: {row['median_s'] / statistics.median(floor['times']):.2f}x time, +{row['peak_mb'] - floor['peak_mb']:.0f} MB"
+        slower = row["median_s"] / statistics.median(floor["times"])
+        extra = f"  vs floor: {slower:.2f}x time, +{row['peak_mb'] - floor['peak_mb']:.0f} MB"
     print(
         f"{model:12} {method:6} {fisher:9} {approx:7} {library:10} {row['median_s']:8.2f} {row['peak_mb']:8.0f}{extra}",
         flush=True,

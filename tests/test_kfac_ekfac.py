@@ -159,3 +159,30 @@ def test_ekfac_arguments_and_skip():
     ekfac = EKFAC(torch.nn.Linear(2, 2), torch.nn.MSELoss())
     with pytest.raises(RuntimeError, match="update"):
         ekfac.precondition()
+
+
+def test_optimizer_with_ekfac_steps_along_the_preconditioned_gradient_and_round_trips():
+    from tnconv.kfac import KFACOptimizer
+
+    model = mixed_net()
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(4, 2, 7, 7, generator=g, dtype=DTYPE), torch.randint(0, 3, (4,), generator=g)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = KFACOptimizer(model, loss_fn, lr=0.5, damping=0.1, ekfac=True)
+    assert isinstance(opt.kfac, EKFAC)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt.zero_grad()
+    loss_fn(model(x), t).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    reference = EKFAC(model, loss_fn, damping=0.1)
+    reference.update(x, t)
+    expected = reference.precondition(grads)
+    opt.step(x, t)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n] - 0.5 * expected[n])
+    state = opt.state_dict()
+    fresh = KFACOptimizer(model, loss_fn, lr=0.5, damping=0.1, ekfac=True)
+    fresh.load_state_dict(state)
+    for name, s in opt.kfac.corrections.items():
+        torch.testing.assert_close(fresh.kfac.corrections[name], s)
+    torch.testing.assert_close(fresh.kfac.precondition(grads), opt.kfac.precondition(grads))

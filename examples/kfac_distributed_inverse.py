@@ -4,6 +4,7 @@ decompositions, the default). Each layer is decomposed on one process (cost-bala
 broadcast; every process ends with every inverse.
 
 Run: ``python examples/kfac_distributed_inverse.py --ranks 1,2,4`` (``--threads`` per process).
+Slow on 2 cores: twenty float64 eigendecompositions up to 4608×4608 per repetition.
 """
 
 from __future__ import annotations

@@ -15,13 +15,14 @@ import sys
 from pathlib import Path
 
 import tnconv
-from tnconv.symbolic.registry import OPERATIONS, Hyperparameters, operation_network
+from tnconv.spec import ConvSpec
+from tnconv.symbolic.registry import OPERATIONS, operation_network
 
 DOCS = Path(__file__).resolve().parent
 GALLERY = DOCS / "gallery"
 
 # One example per operation: 2-d, small sizes, a stride so that sizes differ.
-EXAMPLE = Hyperparameters(dims=2, batch=8, channels=3, out_channels=4, input_size=8, kernel_size=3, stride=2)
+EXAMPLE = ConvSpec.create(dims=2, batch=8, in_channels=3, out_channels=4, input_size=8, kernel_size=3, stride=2)
 OPTIONS = "--dims 2 --batch 8 --channels 3 --out-channels 4 --input-size 8 --kernel-size 3 --stride 2"
 
 
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         "`.dot` / `.tex` for Graphviz or TikZ).",
         "",
     ]
-    for name, (description, _) in OPERATIONS.items():
+    for name, operation in OPERATIONS.items():
+        description = operation.description
         network = operation_network(name, EXAMPLE)
         svg = GALLERY / f"{name}.svg"
         tnconv.draw(network, svg)

@@ -82,3 +82,45 @@ def kfac_reduce_factor_transpose(
 
 def _tuple(value, dims):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
+
+
+def stacked_factors(kfac, inputs, targets, generator=None):
+    """The factors as KFAC computed them before streaming: every layer's input, output and
+    output gradients (one per backpropagated vector) recorded, stacked, then the factors.
+
+    Uses only the layer adapters' ``input_factor``/``output_factor`` and autograd; returns
+    ``{name: (A, B)}``.
+    """
+    from tnconv.kfac.layers import LinearLayer
+    from tnconv.kfac.loss import backprop_vectors
+
+    seen, grads = {}, {}
+    anchor = torch.zeros((), requires_grad=True)
+
+    def tap(name):
+        def hook(module, args, output):
+            seen[name] = (args[0].detach(), output.detach())
+            grads[name] = []
+            tapped = output + anchor
+            tapped.register_hook(grads[name].append)
+            return tapped
+
+        return hook
+
+    handles = [layer.module.register_forward_hook(tap(n)) for n, layer in kfac.layers.items()]
+    with torch.enable_grad():
+        output = kfac.model(inputs)
+    for h in handles:
+        h.remove()
+    vectors = backprop_vectors(kfac.loss_fn, output, targets, kfac.fisher, kfac.mc_samples, generator)
+    for m, v in enumerate(vectors):
+        torch.autograd.grad(output, anchor, v, retain_graph=m < len(vectors) - 1, allow_unused=True)
+    result = {}
+    for name, (x, y) in seen.items():
+        layer = kfac.layers[name]
+        g = torch.stack(grads[name]) if grads[name] else y.new_zeros((len(vectors), *y.shape))
+        A, B = layer.input_factor(x, y, kfac.approx), layer.output_factor(g, kfac.approx)
+        if isinstance(layer, LinearLayer):
+            A, B = A[0], B[0]
+        result[name] = (A, B)
+    return result

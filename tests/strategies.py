@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import hypothesis.strategies as st
 import torch
 
+from tnconv import ConvSpec
+
 
 @dataclass
 class ConvCase:
@@ -26,15 +28,30 @@ class ConvCase:
     def dims(self) -> int:
         return len(self.input_size)
 
+    @property
+    def spec(self) -> ConvSpec:
+        """The case as tnconv's validated :class:`~tnconv.ConvSpec`."""
+        return ConvSpec.create(
+            dims=self.dims,
+            batch=self.batch,
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            groups=self.groups,
+            input_size=self.input_size,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+        )
+
     def kwargs(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
     def tensors(self, dtype=torch.float64, seed=0):
         gen = torch.Generator().manual_seed(seed)
-        x = torch.randn(self.batch, self.in_channels, *self.input_size, dtype=dtype, generator=gen)
-        w = torch.randn(
-            self.out_channels, self.in_channels // self.groups, *self.kernel_size, dtype=dtype, generator=gen
-        )
+        spec = self.spec
+        x = torch.randn(spec.input_shape, dtype=dtype, generator=gen)
+        w = torch.randn(spec.weight_shape, dtype=dtype, generator=gen)
         b = torch.randn(self.out_channels, dtype=dtype, generator=gen) if self.bias else None
         return x, w, b
 
@@ -65,7 +82,7 @@ def conv_cases(draw, dims=st.integers(1, 3), max_size=7, allow_same=True):
         max(1, dl * (k - 1) + 1 - 2 * p) + draw(st.integers(0, max_size - 3))
         for k, dl, p in zip(kernel, dilation, pads)
     )
-    return ConvCase(
+    case = ConvCase(
         batch=draw(st.integers(1, 3)),
         in_channels=ci * groups,
         out_channels=co * groups,
@@ -78,6 +95,8 @@ def conv_cases(draw, dims=st.integers(1, 3), max_size=7, allow_same=True):
         padding_tuple=padding_tuple,
         bias=draw(st.booleans()),
     )
+    case.spec  # every drawn case is a valid convolution (ValueError otherwise)
+    return case
 
 
 @dataclass
@@ -105,6 +124,22 @@ class ConvTransposeCase:
             for o, s, p, dl, k, op in zip(
                 self.input_size, self.stride, self.padding, self.dilation, self.kernel_size, self.output_padding
             )
+        )
+
+    @property
+    def spec(self) -> ConvSpec:
+        """The case as tnconv's validated :class:`~tnconv.ConvSpec`."""
+        return ConvSpec.create(
+            dims=self.dims,
+            batch=self.batch,
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            groups=self.groups,
+            input_size=self.input_size,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
         )
 
     def kwargs(self) -> dict:

@@ -215,3 +215,20 @@ def test_entries_are_bounded():
     for n in range(10):
         square(n)
     assert square.cache_info().size == 3
+
+
+def test_version_flag(capsys):
+    from tnconv.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("tnconv ")
+
+
+def test_network_methods_reach_the_layers_above():
+    network = tnconv.networks.conv((1, 2, 5), (3, 2, 3))
+    assert network.simplify() == tnconv.simplify.simplify(network)
+    assert network.to_dot().startswith("graph tnconv")
+    x, w = torch.randn(1, 2, 5), torch.randn(3, 2, 3)
+    torch.testing.assert_close(network.contract(x=x, w=w), torch.nn.functional.conv1d(x, w))

@@ -64,14 +64,35 @@ class CacheInfo:
         return self.size
 
 
+_STRICT: dict[type, bool] = {int: True, str: True, type(None): True, torch.dtype: True, torch.device: True}
+
+
+def _is_strict(kind: type) -> bool:
+    """Whether values of ``kind`` compare equal only to values of ``kind`` (dataclasses do)."""
+    strict = _STRICT.get(kind)
+    if strict is None:
+        strict = _STRICT[kind] = hasattr(kind, "__dataclass_fields__")
+    return strict
+
+
 def _typed(value: object) -> object:
     """A hashable key for ``value`` that tells ``2``, ``2.0`` and ``True`` apart."""
     kind = type(value)
-    if kind is int or kind is str or value is None:
+    if _is_strict(kind):
         return value
     if isinstance(value, (tuple, list)):  # torch.Size is a tuple
+        if all(type(v) is int for v in value):
+            return value if kind is tuple else tuple(value)
         return tuple(_typed(v) for v in value)
     return (kind, value)
+
+
+def _key(args: tuple) -> object:
+    """``_typed(args)``, without rebuilding an argument tuple that is already strict."""
+    for value in args:
+        if not _is_strict(type(value)):
+            return tuple(_typed(v) for v in args)
+    return args
 
 
 def _nbytes(value: object) -> int:
@@ -149,7 +170,7 @@ def cached(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if bypassable and _bypass_depth:
                 return function(*args, **kwargs)
-            key = _typed(args) if not kwargs else (_typed(args), _typed(tuple(kwargs.items())))
+            key = _key(args) if not kwargs else (_key(args), _typed(tuple(kwargs.items())))
             try:
                 found, value = store.get(key)
             except TypeError:  # an unhashable argument: nothing to cache on

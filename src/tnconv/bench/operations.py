@@ -1,4 +1,4 @@
-"""The operations the benchmark times, each with tnconv's implementation and its baselines.
+"""The benchmarks: for operations of the one registry, tnconv's implementation and its baselines.
 
 An :class:`Operation` knows which cases it applies to and builds, for one case, the
 zero-argument callables to time: ``"tnconv"`` and the baselines (``"torch"``, docs/reference.md §7's
@@ -19,6 +19,7 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
+from ..symbolic.registry import OPERATIONS as REGISTRY
 from .cases import Case
 
 Thunk = Callable[[], torch.Tensor]
@@ -41,6 +42,8 @@ class Operation:
         default: part of the run when ``--ops`` is not given.
         estimator: tnconv returns a random estimate of the baseline's value, so the two are
             not expected to agree (no "disagree" note).
+        measures: the operation of the one registry (:data:`tnconv.symbolic.registry.OPERATIONS`)
+            that this benchmark times; by default its own name.
     """
 
     name: str
@@ -50,6 +53,7 @@ class Operation:
     setup: Setup
     default: bool = True
     estimator: bool = False
+    measures: str = ""
 
     def available(self) -> bool:
         """Whether the installed tnconv has the function."""
@@ -68,7 +72,10 @@ OPERATIONS: dict[str, Operation] = {}
 
 
 def register(operation: Operation) -> Operation:
-    """Add (or replace) an operation of the registry."""
+    """Add (or replace) a benchmark; it must time an operation of the one registry."""
+    measures = operation.measures or operation.family
+    if measures not in REGISTRY:
+        raise ValueError(f"benchmark {operation.name!r} measures {measures!r}, which is not in tnconv's registry")
     OPERATIONS[operation.name] = operation
     return operation
 
@@ -319,7 +326,7 @@ def _plain(case: Case) -> bool:
 
 
 for _operation in (
-    Operation("fwd", "forward convolution", "conv", _plain, _setup_fwd),
+    Operation("fwd", "forward convolution", "conv", _plain, _setup_fwd, measures="conv"),
     Operation("input_vjp", "input VJP (gradient w.r.t. the input)", "conv_input_vjp", _plain, _setup_input_vjp),
     Operation("weight_vjp", "weight VJP (gradient w.r.t. the weight)", "conv_weight_vjp", _plain, _setup_weight_vjp),
     Operation("unfold", "unfold (im2col)", "unfold", _plain, _setup_unfold),
@@ -329,7 +336,12 @@ for _operation in (
         "conv_transpose", "transposed convolution", "conv_transpose", lambda c: c.transposed, _setup_conv_transpose
     ),
     Operation(
-        "conv4d", "forward convolution, D >= 4", "conv", lambda c: not c.transposed and c.dims >= 4, _setup_conv4d
+        "conv4d",
+        "forward convolution, D >= 4",
+        "conv",
+        lambda c: not c.transposed and c.dims >= 4,
+        _setup_conv4d,
+        measures="conv",
     ),
 ):
     register(_operation)

@@ -241,7 +241,7 @@ def register_operations(keeps: Sequence[float] = KEEPS) -> list[str]:
         name = f"randomized_weight_vjp@{keep:g}"
         description = f"randomized weight VJP, {keep:g} of the output positions (docs/reference.md §6)"
         setup = registry_setup(keep)
-        register(Operation(name, description, "randomized.conv_weight_vjp", applies, setup, False, True))
+        register(Operation(name, description, "randomized.conv_weight_vjp", applies, setup, False, True, "weight_vjp"))
         names.append(name)
     return names
 

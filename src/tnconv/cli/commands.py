@@ -7,6 +7,7 @@ imported only when used, so ``tnconv --help`` stays fast.
 
 SUBCOMMANDS: dict[str, str] = {
     "bench": "tnconv.cli.bench",
+    "bench-kfac": "tnconv.cli.bench_kfac",
     "draw": "tnconv.cli.draw",
 }
 

@@ -43,7 +43,7 @@ import torch
 from ..caching import cached
 from ..execute.ops import float32_under_autocast, traced_input_factor, tracing
 from ..execute.squares import contract_square
-from ..spec.validation import IntOrTuple, Padding, check_tensor, normalize_groups
+from ..spec.validation import IntOrTuple, Padding, check_floating, check_tensor, normalize_groups
 from ..symbolic.builders.curvature import _positions, _square_base, input_patches, input_patches_transpose
 from ..symbolic.network import TensorNetwork
 
@@ -81,12 +81,6 @@ def _factor(x: torch.Tensor, patches: TensorNetwork, approx: str, bias: bool) ->
     return full
 
 
-def _check_x(x: torch.Tensor) -> None:
-    check_tensor(x, "x", min_dim=3)
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-
-
 @float32_under_autocast
 def kfc_factor(
     x: torch.Tensor,
@@ -117,7 +111,8 @@ def kfc_factor(
     >>> tnconv.kfc_factor(x, 3, padding=1, groups=2, bias=True).shape
     torch.Size([2, 28, 28])
     """
-    _check_x(x)
+    check_tensor(x, "x", min_dim=3)
+    check_floating(x, "x")
     if tracing():  # torch.compile / export / jit.trace: one operator (tnconv.functional.curvature_ops)
         return traced_input_factor(x, "expand", kernel_size, stride, padding, dilation, groups, bias)
     return _factor(x, input_patches(x.shape, kernel_size, stride, padding, dilation, groups), "expand", bias)
@@ -143,7 +138,8 @@ def kfac_reduce_factor(
     >>> tnconv.kfac_reduce_factor(x, 3, stride=2, bias=True).shape
     torch.Size([1, 10, 10])
     """
-    _check_x(x)
+    check_tensor(x, "x", min_dim=3)
+    check_floating(x, "x")
     if tracing():
         return traced_input_factor(x, "reduce", kernel_size, stride, padding, dilation, groups, bias)
     return _factor(x, input_patches(x.shape, kernel_size, stride, padding, dilation, groups), "reduce", bias)
@@ -178,7 +174,8 @@ def kfc_factor_transpose(
     >>> tnconv.kfc_factor_transpose(x, 3, stride=2, padding=1, output_padding=1, groups=2).shape
     torch.Size([2, 18, 18])
     """
-    _check_x(x)
+    check_tensor(x, "x", min_dim=3)
+    check_floating(x, "x")
     if tracing():
         return traced_input_factor(x, "expand", kernel_size, stride, padding, dilation, groups, bias, output_padding)
     patches = input_patches_transpose(x.shape, kernel_size, stride, padding, output_padding, dilation, groups)
@@ -205,7 +202,8 @@ def kfac_reduce_factor_transpose(
     >>> tnconv.kfac_reduce_factor_transpose(torch.randn(2, 3, 4), 2, stride=2).shape
     torch.Size([1, 6, 6])
     """
-    _check_x(x)
+    check_tensor(x, "x", min_dim=3)
+    check_floating(x, "x")
     if tracing():
         return traced_input_factor(x, "reduce", kernel_size, stride, padding, dilation, groups, bias, output_padding)
     patches = input_patches_transpose(x.shape, kernel_size, stride, padding, output_padding, dilation, groups)

@@ -17,14 +17,8 @@ from __future__ import annotations
 import torch
 
 from ..execute.squares import contract_square
-from ..spec.validation import IntOrTuple, Padding, check_same_dtype_device, check_tensor
+from ..spec.validation import IntOrTuple, Padding, check_data_pair
 from ..symbolic.builders.ggn import _diagonal_axes, ggn_factor_network
-
-
-def _check(x: torch.Tensor, s: torch.Tensor) -> None:
-    check_tensor(x, "x", min_dim=3)
-    check_tensor(s, "s")
-    check_same_dtype_device(x=x, s=s)
 
 
 def ggn_diagonal(
@@ -56,7 +50,7 @@ def ggn_diagonal(
     >>> diag.shape, diag_b.shape
     (torch.Size([5, 3, 3, 3]), torch.Size([5]))
     """
-    _check(x, s)
+    check_data_pair(x, s, "s")
     factor = ggn_factor_network(x.shape, s.shape, kernel_size, stride, padding, dilation, groups, merged=False)
     diagonal = contract_square(factor, {"x": x, "s": s}, keep=_diagonal_axes(factor))
     if not bias:
@@ -89,7 +83,7 @@ def ggn_gram(
     >>> tnconv.ggn_gram(x, s, 3).shape
     torch.Size([8, 8])
     """
-    _check(x, s)
+    check_data_pair(x, s, "s")
     factor = ggn_factor_network(x.shape, s.shape, kernel_size, stride, padding, dilation, groups, merged=True)
     gram = contract_square(factor, {"x": x, "s": s}, outer=(0,))
     if not bias:

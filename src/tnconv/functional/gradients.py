@@ -12,14 +12,8 @@ from __future__ import annotations
 import torch
 
 from ..execute.squares import contract_square
-from ..spec.validation import IntOrTuple, Padding, check_same_dtype_device, check_tensor
+from ..spec.validation import IntOrTuple, Padding, check_data_pair
 from ..symbolic.builders.gradients import _moment_axes, per_sample_weight_grad_network
-
-
-def _check_pair(x: torch.Tensor, v: torch.Tensor, name: str) -> None:
-    check_tensor(x, "x", min_dim=3)
-    check_tensor(v, name)
-    check_same_dtype_device(x=x, **{name: v})
 
 
 def per_sample_weight_grad(
@@ -52,7 +46,7 @@ def per_sample_weight_grad(
     >>> torch.allclose(grads.sum(0), torch.nn.grad.conv2d_weight(x, (2, 3, 3, 3), v, 2, 1, groups=2), atol=1e-4)
     True
     """
-    _check_pair(x, v, "v")
+    check_data_pair(x, v, "v")
     network = per_sample_weight_grad_network(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
     grads = network.simplify().contract(x=x, v=v)
     if not bias:
@@ -85,7 +79,7 @@ def grad_second_moment(
     >>> torch.allclose(moment, tnconv.per_sample_weight_grad(x, v, 3).square().sum(0), atol=1e-4)
     True
     """
-    _check_pair(x, v, "v")
+    check_data_pair(x, v, "v")
     per_sample = per_sample_weight_grad_network(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
     moment = contract_square(per_sample, {"x": x, "v": v}, keep=_moment_axes(per_sample))
     if not bias:

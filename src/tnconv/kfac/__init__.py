@@ -8,17 +8,24 @@
 ['0', '2']
 """
 
-from .core import KFAC, KroneckerFactors
+from .core import KFAC, KroneckerFactors, NonFiniteError
+from .ekfac import EKFAC, EigenBasis, EigenCorrectedInverse
 from .inverse import KroneckerInverse, damped_inverse
 from .layers import KroneckerLayer, kronecker_layer
+from .operator import CurvatureOperator
 from .optimizer import KFACOptimizer
 
 __all__ = [
+    "CurvatureOperator",
+    "EKFAC",
+    "EigenBasis",
+    "EigenCorrectedInverse",
     "KFAC",
     "KFACOptimizer",
     "KroneckerFactors",
     "KroneckerInverse",
     "KroneckerLayer",
+    "NonFiniteError",
     "damped_inverse",
     "kronecker_layer",
 ]

@@ -35,20 +35,37 @@ Example:
     (torch.Size([1, 10, 10]), torch.Size([1, 4, 4]), torch.Size([17, 17]))
     >>> model.zero_grad(); torch.nn.CrossEntropyLoss()(model(x), y).backward()
     >>> kfac.precondition()              # in place on .grad
+
+How the factors are computed (streaming)
+----------------------------------------
+:meth:`KFAC.update` runs one forward pass and one backward pass per backpropagated vector.
+A forward hook forms each layer's ``A`` as soon as the layer's input is seen; a tensor hook
+on the layer's output adds each arriving output gradient's contribution to ``B`` (both
+factors are sums over the vectors) and drops the gradient. Nothing per vector is kept, so
+the peak memory is that of the forward pass plus one backward pass.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .distributed import all_reduce_mean
-from .inverse import INVERSE_MODES, KroneckerInverse, damped_inverse
+from .distributed import all_reduce_mean, invert_distributed, is_distributed
+from .inverse import INVERSE_MODES, KroneckerInverse, check_damping, damped_inverse
 from .layers import APPROXIMATIONS, KroneckerLayer, LinearLayer, kronecker_layer
-from .loss import FISHER_TYPES, backprop_vectors, check_loss_fn
+from .loss import FISHER_TYPES, backprop_vectors, check_loss_fn, check_targets
+from .operator import CurvatureOperator, Vector, eigen_blocks, kfac_blocks
+
+NONFINITE = ("raise", "skip")
+
+GradHook = Callable[[torch.Tensor], None]
+
+
+class NonFiniteError(ValueError):
+    """A non-finite loss or Kronecker factor in :meth:`KFAC.update` (the message names it)."""
 
 
 @dataclass
@@ -65,12 +82,13 @@ class KroneckerFactors:
 
 
 @dataclass
-class _Capture:
-    """What the hooks of one update pass record for one layer."""
+class _Stream:
+    """What the hooks of one update pass accumulate for one layer (no per-vector tensors)."""
 
-    inputs: torch.Tensor | None = None
-    output: torch.Tensor | None = None
-    grads: list[torch.Tensor] | None = None
+    A: torch.Tensor | None = None
+    B: torch.Tensor | None = None
+    output_shape: tuple[int, ...] | None = None
+    dtype: torch.dtype | None = None
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -86,12 +104,13 @@ class KFAC:
     Args:
         model: the network (``DistributedDataParallel``/``DataParallel`` are unwrapped;
             layer names are those of ``named_modules()`` of the inner module).
-        loss_fn: ``torch.nn.CrossEntropyLoss`` or ``torch.nn.MSELoss`` (``reduction`` mean
-            or sum); it defines the predictive distribution and the reduction ``R``.
+        loss_fn: ``torch.nn.CrossEntropyLoss``, ``torch.nn.MSELoss`` or
+            ``torch.nn.BCEWithLogitsLoss`` (``reduction`` mean or sum); it defines the
+            predictive distribution and the reduction ``R`` (see :mod:`tnconv.kfac.loss`).
         approx: ``"expand"`` (KFC) or ``"reduce"`` (KFAC-reduce).
         fisher: ``"type-2"`` (GGN: one backward pass per column of the loss Hessian's
             square root), ``"mc"`` (``mc_samples`` sampled targets) or ``"empirical"``.
-        damping: ``λ ≥ 0``; see ``inverse``.
+        damping: ``λ > 0`` (finite); see ``inverse``.
         ema: ``None`` (each update replaces the factors) or ``β ∈ [0, 1)``: factors become
             ``β·old + (1 − β)·new`` (the first update sets them).
         pi_correction: π-correction of factor-wise damping (needs ``inverse="factor"``).
@@ -99,10 +118,17 @@ class KFAC:
             of both factors); ``"factor"`` with ``(B + (√λ/π)I)⁻¹ ⊗ (A + π√λI)⁻¹``.
         mc_samples: samples per input for ``fisher="mc"``.
         generator: random generator for ``fisher="mc"``.
-        distributed: average new factors over processes with ``all_reduce``; ``None``
-            means whenever a ``torch.distributed`` process group with several processes runs.
+        distributed: average new factors over processes with bucketed ``all_reduce`` and
+            compute each layer's inverse on one process (cost-balanced), broadcasting it;
+            ``None`` means whenever a ``torch.distributed`` process group with several
+            processes runs.
         inverse_dtype: dtype of the eigendecompositions / inverses (``None``: the factors');
             the default ``float64`` keeps ``eigh`` stable on rank-deficient ``float32`` factors.
+        factor_dtype: dtype the factors are computed and kept in (``None``: the layer
+            inputs'), e.g. ``torch.float32`` for a model run in ``bfloat16``.
+        nonfinite: ``"raise"``: a non-finite loss or factor raises :class:`NonFiniteError`
+            naming the loss or the layer; ``"skip"``: the update is skipped with a warning
+            (the stored factors stay as they were).
 
     Attributes:
         factors: ``{layer name: KroneckerFactors}`` after the first :meth:`update`.
@@ -112,6 +138,9 @@ class KFAC:
 
     Layers with trainable parameters that KFAC does not know (normalisation layers, …)
     keep their plain gradients; the constructor lists them in one warning.
+
+    The curvature is also a linear operator over the layers' parameters (see
+    :mod:`tnconv.kfac.operator`): ``kfac @ v``, ``kfac.inverse_operator()``, ``kfac.trace()``, …
     """
 
     def __init__(
@@ -129,6 +158,8 @@ class KFAC:
         generator: torch.Generator | None = None,
         distributed: bool | None = None,
         inverse_dtype: torch.dtype | None = torch.float64,
+        factor_dtype: torch.dtype | None = None,
+        nonfinite: str = "raise",
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -139,18 +170,24 @@ class KFAC:
             raise ValueError(f"fisher must be one of {FISHER_TYPES}, got {fisher!r}")
         if inverse not in INVERSE_MODES:
             raise ValueError(f"inverse must be one of {INVERSE_MODES}, got {inverse!r}")
-        if isinstance(damping, bool) or not isinstance(damping, (int, float)) or damping < 0:
-            raise ValueError(f"damping must be a non-negative number, got {damping!r}")
+        damping = check_damping(damping)
         if ema is not None and (isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1):
             raise ValueError(f"ema must be None or a number in [0, 1), got {ema!r}")
         if pi_correction and inverse != "factor":
             raise ValueError("pi_correction=True applies to factor-wise damping: use inverse='factor'")
         if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
             raise ValueError(f"mc_samples must be a positive int, got {mc_samples!r}")
+        if factor_dtype is not None and (
+            not isinstance(factor_dtype, torch.dtype) or not factor_dtype.is_floating_point
+        ):
+            raise TypeError(f"factor_dtype must be None or a floating-point torch.dtype, got {factor_dtype!r}")
+        if nonfinite not in NONFINITE:
+            raise ValueError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
         self.model = _unwrap(model)
-        self.approx, self.fisher, self.damping, self.ema = approx, fisher, float(damping), ema
+        self.approx, self.fisher, self.damping, self.ema = approx, fisher, damping, ema
         self.pi_correction, self.inverse, self.mc_samples = pi_correction, inverse, mc_samples
         self.generator, self.distributed, self.inverse_dtype = generator, distributed, inverse_dtype
+        self.factor_dtype, self.nonfinite = factor_dtype, nonfinite
         self.layers, unknown = self._find_layers(self.model)
         if unknown:
             warnings.warn(
@@ -176,98 +213,281 @@ class KFAC:
                 layers[name] = layer
         return layers, unknown
 
-    def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(Re)compute the factors of every layer on one batch.
+    # ------------------------------------------------------------------ passes
 
-        Runs one forward pass (hooks record each layer's input) and one backward pass per
-        backpropagated vector (type-2: ``C`` for cross-entropy, the number of output entries
-        per sample for MSE; MC: ``mc_samples``; empirical: one), which compute gradients
-        w.r.t. layer outputs only; parameter ``.grad`` s are not touched.
+    def _distributed(self) -> bool:
+        return self.distributed is not False and is_distributed()
 
-        Args:
-            inputs: the model's input batch.
-            targets: the targets ``loss_fn`` takes (class indices ``[N]`` or ``[N, …]``).
+    def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.factor_dtype is None else tensor.to(self.factor_dtype)
 
-        Returns:
-            The loss on the batch (detached).
+    def _hooked_forward(
+        self,
+        inputs: torch.Tensor,
+        on_forward: Callable[[str, torch.Tensor, torch.Tensor], GradHook | None],
+    ) -> tuple[torch.Tensor, torch.Tensor, set[str]]:
+        """Forward pass with hooks: ``on_forward(name, input, output)`` runs as each layer is
+        seen and returns the hook that receives that layer's output gradients (or ``None``).
+
+        Returns the output, the anchor (zero added to every tapped layer output: asking
+        autograd for its gradient visits each tap without computing any weight gradient) and
+        the names of the layers seen.
         """
-        captures = {name: _Capture() for name in self.layers}
-        # every layer output gets `+ anchor` (zero): asking autograd for the anchor's gradient
-        # visits each tap without computing any weight gradient
         anchor = torch.zeros((), requires_grad=True)
-        handles = [
-            layer.module.register_forward_hook(self._tap(name, captures[name], anchor))
-            for name, layer in self.layers.items()
-        ]
+        seen: set[str] = set()
+
+        def tap(name: str):  # type: ignore[no-untyped-def]
+            def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+                if name in seen:
+                    raise RuntimeError(
+                        f"layer {name!r} ran twice in one forward pass; KFAC supports one call per layer and pass"
+                    )
+                seen.add(name)
+                grad_hook = on_forward(name, args[0].detach(), output.detach())
+                if grad_hook is None or not output.requires_grad:
+                    return None
+                tapped = output + anchor
+                tapped.register_hook(grad_hook)  # sees the gradient before any in-place op
+                return tapped
+
+            return hook
+
+        handles = [layer.module.register_forward_hook(tap(name)) for name, layer in self.layers.items()]
         try:
             with torch.enable_grad():
                 output = self.model(inputs)
         finally:
             for handle in handles:
                 handle.remove()
-        with torch.no_grad():
-            loss = self.loss_fn(output, targets)
-        vectors = backprop_vectors(self.loss_fn, output, targets, self.fisher, self.mc_samples, self.generator)
-        used = {name: c for name, c in captures.items() if c.inputs is not None}
-        if used and output.requires_grad:
-            for m, vector in enumerate(vectors):
-                torch.autograd.grad(output, anchor, vector, retain_graph=m < len(vectors) - 1, allow_unused=True)
-        self._store(self._factors_of(used, len(vectors)))
-        return loss
+        return output, anchor, seen
 
     @staticmethod
-    def _tap(name: str, capture: _Capture, anchor: torch.Tensor):  # type: ignore[no-untyped-def]
-        def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            if capture.inputs is not None:
-                raise RuntimeError(
-                    f"layer {name!r} ran twice in one forward pass; KFAC supports one call per layer and pass"
-                )
-            capture.inputs, capture.output, capture.grads = args[0].detach(), output.detach(), []
-            tapped = output + anchor
-            tapped.register_hook(capture.grads.append)  # sees the gradient before any in-place op
-            return tapped
+    def _backward(output: torch.Tensor, anchor: torch.Tensor, vectors: torch.Tensor) -> None:
+        """One backward pass per vector, to the layer outputs only."""
+        if not output.requires_grad:
+            return
+        for m in range(vectors.shape[0]):
+            torch.autograd.grad(output, anchor, vectors[m], retain_graph=m < vectors.shape[0] - 1, allow_unused=True)
 
-        return hook
+    def _check_loss(self, loss: torch.Tensor) -> bool:
+        """``True`` when the loss is finite; otherwise raise or (``nonfinite="skip"``) warn."""
+        if bool(torch.isfinite(loss).all()):
+            return True
+        message = f"the loss ({type(self.loss_fn).__name__}) is not finite ({loss.item()})"
+        if self.nonfinite == "raise":
+            raise NonFiniteError(message + "; pass nonfinite='skip' to skip such updates")
+        warnings.warn(message + ": update skipped, factors unchanged", RuntimeWarning, stacklevel=3)
+        return False
 
-    def _factors_of(self, captures: dict[str, _Capture], vectors: int) -> dict[str, KroneckerFactors]:
-        factors = {}
-        for name, capture in captures.items():
-            layer = self.layers[name]
-            assert capture.inputs is not None and capture.output is not None and capture.grads is not None
-            if capture.grads:
-                grads = torch.stack(capture.grads)
-            else:  # the output does not depend on this layer
-                grads = capture.output.new_zeros((vectors, *capture.output.shape))
-            A = layer.input_factor(capture.inputs, capture.output, self.approx)
-            B = layer.output_factor(grads, self.approx)
+    def _check_finite(self, tensors: Mapping[str, Sequence[torch.Tensor]], what: str) -> bool:
+        """``True`` when every tensor is finite; otherwise raise or warn, naming the layer."""
+        # one read per tensor: a NaN or inf anywhere makes the sum non-finite
+        bad = [name for name, ts in tensors.items() if not all(bool(torch.isfinite(t.sum())) for t in ts)]
+        if not bad:
+            return True
+        message = f"non-finite {what} of layer(s) {', '.join(repr(b) for b in bad)}"
+        if self.nonfinite == "raise":
+            raise NonFiniteError(message + "; pass nonfinite='skip' to skip such updates")
+        warnings.warn(message + ": update skipped, factors unchanged", RuntimeWarning, stacklevel=3)
+        return False
+
+    def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(Re)compute the factors of every layer on one batch, streaming.
+
+        Runs one forward pass (hooks form each layer's ``A`` from its input right away) and
+        one backward pass per backpropagated vector (type-2: ``C`` for cross-entropy, the
+        number of output entries per sample for MSE/BCE; MC: ``mc_samples``; empirical:
+        one), which compute gradients w.r.t. layer outputs only; each gradient is folded
+        into ``B`` on arrival and released. Parameter ``.grad`` s are not touched.
+
+        Args:
+            inputs: the model's input batch.
+            targets: the targets ``loss_fn`` takes.
+
+        Returns:
+            The loss on the batch (detached). With ``nonfinite="skip"`` a non-finite loss or
+            factor leaves the stored factors unchanged (and warns).
+        """
+        result = self._factor_pass(inputs, targets)
+        if result is None:
+            return self._last_loss
+        new, _, _ = result
+        self._store(new)
+        return self._last_loss
+
+    def _factor_pass(
+        self, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[dict[str, KroneckerFactors], torch.Tensor, set[str]] | None:
+        """New factors (validated, not stored), the backpropagated vectors and the layers seen;
+        ``None`` when the update is skipped."""
+        streams = {name: _Stream() for name in self.layers}
+        if self.ema is None and self.nonfinite == "raise":
+            # the old factors are replaced anyway: release them before the new ones exist
+            # (with nonfinite="skip" they must survive a skipped update)
+            self.factors.clear()
+
+        def on_forward(name: str, x: torch.Tensor, y: torch.Tensor) -> GradHook:
+            stream, layer = streams[name], self.layers[name]
+            stream.A = layer.input_factor(self._cast(x), y, self.approx)
+            stream.output_shape, stream.dtype = tuple(y.shape), self._cast(y).dtype
+
+            def on_grad(grad: torch.Tensor) -> None:
+                part = layer.output_factor(self._cast(grad).unsqueeze(0), self.approx)
+                stream.B = part if stream.B is None else stream.B.add_(part)
+
+            return on_grad
+
+        output, anchor, seen = self._hooked_forward(inputs, on_forward)
+        check_targets(self.loss_fn, output, targets)
+        with torch.no_grad():
+            loss = self.loss_fn(output, targets)
+        self._last_loss = loss.detach()
+        if not self._check_loss(loss):
+            return None
+        vectors = backprop_vectors(self.loss_fn, output, targets, self.fisher, self.mc_samples, self.generator)
+        self._backward(output, anchor, vectors)
+        new = {}
+        for name in seen:
+            stream, layer = streams[name], self.layers[name]
+            assert stream.A is not None and stream.output_shape is not None
+            B = stream.B
+            if B is None:  # the output does not depend on this layer
+                zeros = torch.zeros((1, *stream.output_shape), dtype=stream.dtype, device=stream.A.device)
+                B = layer.output_factor(zeros, self.approx)
+            A = stream.A
             if isinstance(layer, LinearLayer):
                 A, B = A[0], B[0]
-            factors[name] = KroneckerFactors(A.contiguous(), B.contiguous())
-        return factors
+            new[name] = KroneckerFactors(A.contiguous(), B.contiguous())
+        new = {name: new[name] for name in self.layers if name in new}  # model order
+        if not self._check_finite({n: (f.A, f.B) for n, f in new.items()}, "Kronecker factors"):
+            return None
+        return new, vectors, seen
 
-    def _store(self, new: dict[str, KroneckerFactors]) -> None:
-        if self.distributed is not False:  # None: whenever a process group runs (checked there)
+    def _merged(self, new: dict[str, KroneckerFactors]) -> dict[str, KroneckerFactors]:
+        """The factors :meth:`_store` would keep: averaged over processes, then the EMA."""
+        if self._distributed():
             names = sorted(new)
             averaged = all_reduce_mean([t for n in names for t in (new[n].A, new[n].B)])
-            new = {n: KroneckerFactors(averaged[2 * i], averaged[2 * i + 1]) for i, n in enumerate(names)}
+            averaged_new = {n: KroneckerFactors(averaged[2 * i], averaged[2 * i + 1]) for i, n in enumerate(names)}
+            new = {n: averaged_new[n] for n in new}  # keep the model's order
+        merged = {}
         for name, factors in new.items():
             old = self.factors.get(name)
             if self.ema is not None and old is not None:
                 beta = self.ema
                 factors = KroneckerFactors(beta * old.A + (1 - beta) * factors.A, beta * old.B + (1 - beta) * factors.B)
-            self.factors[name] = factors
+            merged[name] = factors
+        return merged
+
+    def _store(self, new: dict[str, KroneckerFactors], merged: bool = False) -> None:
+        self.factors.update(new if merged else self._merged(new))
         self._stale = True
 
+    # ------------------------------------------------------------------ inverses
+
+    def _require_factors(self, method: str) -> None:
+        if not self.factors:
+            raise RuntimeError(f"KFAC.{method}() needs Kronecker factors: call update(inputs, targets) first")
+
+    def _invert_one(self, name: str) -> KroneckerInverse:
+        factors = self.factors[name]
+        A, B = factors.A, factors.B
+        if A.dim() == 2:
+            A, B = A.unsqueeze(0), B.unsqueeze(0)
+        return damped_inverse(A, B, self.damping, self.inverse, self.pi_correction, self.inverse_dtype)
+
     def invert(self) -> None:
-        """(Re)compute the damped inverse (or eigendecomposition) of every layer's factors."""
-        for name, factors in self.factors.items():
-            A, B = factors.A, factors.B
-            if A.dim() == 2:
-                A, B = A.unsqueeze(0), B.unsqueeze(0)
-            self.inverses[name] = damped_inverse(
-                A, B, self.damping, self.inverse, self.pi_correction, self.inverse_dtype
+        """(Re)compute the damped inverse (or eigendecomposition) of every layer's factors.
+
+        In a distributed run each layer is inverted on one process (a cost-balanced
+        assignment) and broadcast to the others.
+        """
+        self._require_factors("invert")
+        names = list(self.factors)
+        if self._distributed():
+            self.inverses.update(
+                invert_distributed(names, self._inverse_cost, self._invert_one, self._inverse_template)
             )
+        else:
+            for name in names:
+                self.inverses[name] = self._invert_one(name)
         self._stale = False
+
+    def _inverse_cost(self, name: str) -> float:
+        f = self.factors[name]
+        groups = f.A.shape[0] if f.A.dim() == 3 else 1
+        return groups * (f.A.shape[-1] ** 3 + f.B.shape[-1] ** 3)
+
+    def _inverse_template(self, name: str) -> KroneckerInverse:
+        """Empty tensors shaped like the inverse of ``name`` (to receive a broadcast)."""
+        f = self.factors[name]
+        A = f.A if f.A.dim() == 3 else f.A.unsqueeze(0)
+        B = f.B if f.B.dim() == 3 else f.B.unsqueeze(0)
+        dtype = self.inverse_dtype or A.dtype
+        groups, d, c = A.shape[0], A.shape[-1], B.shape[-1]
+        new = lambda *shape: torch.empty(shape, dtype=dtype, device=A.device)  # noqa: E731
+        if self.inverse == "eigen":
+            return KroneckerInverse(
+                "eigen", self.damping, new(groups, d), new(groups, d, d), new(groups, c), new(groups, c, c)
+            )
+        return KroneckerInverse("factor", self.damping, A_inv=new(groups, d, d), B_inv=new(groups, c, c))
+
+    # ------------------------------------------------------------------ operator algebra
+
+    def operator(self) -> CurvatureOperator:
+        """The curvature as a linear operator (see :mod:`tnconv.kfac.operator`)."""
+        self._require_factors("operator")
+        layers = {name: layer for name, layer in self.layers.items() if name in self.factors}
+        return CurvatureOperator(layers, self._forward_blocks(), self)
+
+    def _forward_blocks(self) -> dict[str, object]:
+        return kfac_blocks(self.factors, self.inverse_dtype)
+
+    def _inverse_blocks(self, damping: float) -> dict[str, object]:
+        """``(B ⊗ A + λI)⁻¹`` per layer, from fresh eigendecompositions."""
+        bases, values = {}, {}
+        for name, f in self.factors.items():
+            A, B = f.A if f.A.dim() == 3 else f.A[None], f.B if f.B.dim() == 3 else f.B[None]
+            dtype = self.inverse_dtype or A.dtype
+            a_vals, a_vecs = torch.linalg.eigh(A.to(dtype))
+            b_vals, b_vecs = torch.linalg.eigh(B.to(dtype))
+            bases[name] = (a_vecs, b_vecs)
+            values[name] = 1.0 / (b_vals.clamp(min=0).unsqueeze(2) * a_vals.clamp(min=0).unsqueeze(1) + damping)
+        return eigen_blocks(bases, values)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters of the layers with factors, in the operator's order (weight, bias)."""
+        return self.operator().parameters()
+
+    def matvec(self, v: Vector) -> Vector:
+        """``(B ⊗ A) v`` per layer; ``v`` a flat ``[P]``/``[P, K]`` tensor or a list shaped like :meth:`parameters`."""
+        return self.operator().matvec(v)
+
+    def __matmul__(self, v: Vector) -> Vector:
+        return self.matvec(v)
+
+    def inverse_operator(self, damping: float | None = None) -> CurvatureOperator:
+        """The operator ``(curvature + λI)⁻¹`` (``λ``: ``damping`` or the object's; the
+        attribute ``inverse`` is the preconditioning mode)."""
+        return self.operator().inverse(damping)
+
+    def trace(self) -> torch.Tensor:
+        """Trace of the curvature."""
+        return self.operator().trace()
+
+    def logdet(self) -> torch.Tensor:
+        """Log-determinant of the curvature (float64; ``-inf`` if singular)."""
+        return self.operator().logdet()
+
+    def det(self) -> torch.Tensor:
+        """Determinant of the curvature."""
+        return self.operator().det()
+
+    def frobenius_norm(self) -> torch.Tensor:
+        """Frobenius norm of the curvature."""
+        return self.operator().frobenius_norm()
+
+    # ------------------------------------------------------------------ preconditioning
 
     def precondition(
         self, grads: Mapping[str, torch.Tensor] | None = None, *, refresh: bool = True
@@ -288,7 +508,11 @@ class KFAC:
 
         Returns:
             ``None`` (in place) or a new dict.
+
+        Raises:
+            RuntimeError: before the first :meth:`update`.
         """
+        self._require_factors("precondition")
         if (refresh and self._stale) or any(name not in self.inverses for name in self.factors):
             self.invert()
         if grads is None:
@@ -323,10 +547,14 @@ class KFAC:
             if bias is not None and bias.grad is not None:
                 bias.grad.copy_(new_bias)
 
+    def _apply_matrix(self, name: str, matrix: torch.Tensor) -> torch.Tensor:
+        """The damped inverse of layer ``name`` applied to ``[G, C_out/G, d]``."""
+        return self.inverses[name].apply(matrix)
+
     def _apply(
         self, name: str, weight_grad: torch.Tensor, bias_grad: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         layer = self.layers[name]
         matrix = layer.to_matrix(weight_grad, bias_grad)
-        new_weight, new_bias = layer.from_matrix(self.inverses[name].apply(matrix).to(weight_grad.dtype))
+        new_weight, new_bias = layer.from_matrix(self._apply_matrix(name, matrix).to(weight_grad.dtype))
         return new_weight, new_bias

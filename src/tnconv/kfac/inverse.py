@@ -111,3 +111,14 @@ def damped_inverse(
     A_inv = _spd_inverse(A + (pi * root)[:, None, None] * eye_a)
     B_inv = _spd_inverse(B + (root / pi)[:, None, None] * eye_b)
     return KroneckerInverse("factor", damping, A_inv=A_inv, B_inv=B_inv)
+
+
+def check_damping(damping: object) -> float:
+    """``damping`` as a float; ``ValueError`` unless it is a finite number ``> 0``.
+
+    >>> check_damping(1e-3)
+    0.001
+    """
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not math.isfinite(damping) or damping <= 0:
+        raise ValueError(f"damping must be a finite number > 0, got {damping!r}")
+    return float(damping)

@@ -41,6 +41,7 @@ from ..functional.curvature import (
     kfc_factor_transpose,
     output_grad_factor,
 )
+from ..functional.unfold import unfold, unfold_transpose
 
 APPROXIMATIONS = ("expand", "reduce")
 
@@ -67,6 +68,19 @@ class KroneckerLayer(ABC):
     @abstractmethod
     def output_factor(self, grads: torch.Tensor, approx: str) -> torch.Tensor:
         """``B``: ``[G, C_out/G, C_out/G]`` from ``[M, *output.shape]`` output gradients."""
+
+    @abstractmethod
+    def unfolded(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """``a``: ``[N, G, d, |O|]``, the unfolded input per group and position (bias row last)."""
+
+    @abstractmethod
+    def grad_columns(self, grad: torch.Tensor) -> torch.Tensor:
+        """``b``: ``[N, G, C_out/G, |O|]`` from one output gradient shaped like the output."""
+
+    def per_sample_gradients(self, inputs: torch.Tensor, output: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``[N, G, C_out/G, d]``: the per-sample matrices ``Σ_o b aᵀ`` of ``[W_g | b_g]``."""
+        a, b = self.unfolded(inputs, output), self.grad_columns(grad)
+        return torch.einsum("ngao,ngbo->ngab", b, a)
 
     @abstractmethod
     def weight_to_matrix(self, weight: torch.Tensor) -> torch.Tensor:
@@ -119,6 +133,22 @@ class LinearLayer(KroneckerLayer):
             factor = summed.T @ summed / (batch * positions**2)
         return factor.unsqueeze(0)
 
+    def unfolded(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        a = self._positions(inputs)
+        if self.has_bias:
+            a = torch.cat([a, a.new_ones(a.shape[:-1] + (1,))], dim=-1)
+        return a.transpose(1, 2).unsqueeze(1)
+
+    def grad_columns(self, grad: torch.Tensor) -> torch.Tensor:
+        return self._positions(grad).transpose(1, 2).unsqueeze(1)
+
+    def per_sample_gradients(self, inputs: torch.Tensor, output: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        a, b = self._positions(inputs), self._positions(grad)
+        weight = torch.einsum("nra,nrb->nab", b, a)
+        if self.has_bias:
+            weight = torch.cat([weight, b.sum(1).unsqueeze(-1)], dim=-1)
+        return weight.unsqueeze(1)
+
     def output_factor(self, grads: torch.Tensor, approx: str) -> torch.Tensor:
         vectors = grads.shape[0]
         batch = grads.shape[1] if grads.dim() > 2 else 1
@@ -169,6 +199,8 @@ class ConvLayer(KroneckerLayer):
             # the module pads explicitly, then convolves without padding
             x = torch.nn.functional.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
             padding = 0
+        if approx == "expand" and self.dims == 2 and isinstance(padding, tuple):
+            return _kfc_conv2d_chunked(x, m.kernel_size, m.stride, padding, m.dilation, m.groups, self.has_bias)
         function = kfc_factor if approx == "expand" else kfac_reduce_factor
         return function(
             x, m.kernel_size, stride=m.stride, padding=padding, dilation=m.dilation, groups=m.groups, bias=self.has_bias
@@ -181,6 +213,26 @@ class ConvLayer(KroneckerLayer):
             out - ((size - 1) * s - 2 * p + dl * (k - 1) + 1)
             for out, size, s, p, dl, k in zip(y.shape[2:], x.shape[2:], m.stride, m.padding, m.dilation, m.kernel_size)
         )
+
+    def unfolded(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        x, y = self._batched(inputs), self._batched(output)
+        if m.transposed:
+            u = unfold_transpose(x, m.kernel_size, m.stride, m.padding, self._output_padding(x, y), m.dilation)
+        else:
+            padding = m.padding
+            if m.padding_mode != "zeros":
+                x = torch.nn.functional.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
+                padding = 0
+            u = unfold(x, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
+        u = u.reshape(u.shape[0], self.groups, u.shape[1] // self.groups, u.shape[2])
+        if self.has_bias:
+            u = torch.cat([u, u.new_ones(u.shape[0], self.groups, 1, u.shape[3])], dim=2)
+        return u
+
+    def grad_columns(self, grad: torch.Tensor) -> torch.Tensor:
+        grad = self._batched(grad)
+        return grad.reshape(grad.shape[0], self.groups, grad.shape[1] // self.groups, -1)
 
     def output_factor(self, grads: torch.Tensor, approx: str) -> torch.Tensor:
         grads = self._batched(grads, leading=1)
@@ -200,6 +252,50 @@ class ConvLayer(KroneckerLayer):
             per_group = matrix.reshape(groups, out_per_group, shape[0] // groups, math.prod(shape[2:]))
             return per_group.transpose(1, 2).reshape(shape)
         return matrix.reshape(shape)
+
+
+CHUNK_BYTES = 32 * 2**20
+
+
+def _kfc_conv2d_chunked(
+    x: torch.Tensor,
+    kernel_size: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    bias: bool,
+) -> torch.Tensor:
+    """KFC ``A = (1/N) Σ_{n,o} u uᵀ`` of a 2-d convolution, ``[G, d(+1), d(+1)]``, accumulated
+    over chunks of the batch of at most :data:`CHUNK_BYTES` unfolded input each (one
+    ``baddbmm`` per chunk into the result): the peak extra memory is one chunk, whatever the
+    batch. Equals :func:`tnconv.kfc_factor` (tests/test_kfac_streaming.py)."""
+    n, channels = x.shape[:2]
+    d = channels // groups * math.prod(kernel_size)
+    positions = math.prod(
+        (size + 2 * p - dl * (k - 1) - 1) // s + 1
+        for size, k, s, p, dl in zip(x.shape[2:], kernel_size, stride, padding, dilation)
+    )
+    per_sample = channels * math.prod(kernel_size) * positions * x.element_size()
+    chunk = max(1, min(n, CHUNK_BYTES // max(per_sample, 1)))
+    size = d + 1 if bias else d
+    A = x.new_empty(groups, size, size)
+    core = A[:, :d, :d]
+    mean = x.new_zeros(groups, d) if bias else None
+    for start in range(0, n, chunk):
+        u = torch.nn.functional.unfold(x[start : start + chunk], kernel_size, dilation, padding, stride)
+        u = u.reshape(u.shape[0], groups, d, positions)
+        if mean is not None:
+            mean += u.sum((0, 3))
+        u = u.permute(1, 2, 0, 3).reshape(groups, d, -1)
+        core.baddbmm_(u, u.transpose(1, 2), beta=0.0 if start == 0 else 1.0)  # beta=0 ignores the empty start
+    A /= n
+    if mean is not None:
+        mean /= n
+        A[:, :d, d] = mean
+        A[:, d, :d] = mean
+        A[:, d, d] = positions
+    return A
 
 
 def kronecker_layer(module: torch.nn.Module) -> KroneckerLayer | None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .core import KFAC, KroneckerFactors
+from .ekfac import EKFAC, EigenBasis
 
 
 class KFACOptimizer:
@@ -36,6 +37,7 @@ class KFACOptimizer:
             layers by ``min(1, √(κ / (lr² Σ pᵀg)))`` (``g`` the plain gradients, ``lr`` of the
             first parameter group), which bounds the step's predicted change of the model's
             output distribution (Ba et al., 2017).
+        ekfac: precondition with :class:`~tnconv.kfac.EKFAC` instead of KFAC.
         **kfac_options: passed to :class:`~tnconv.kfac.KFAC` (``approx``, ``fisher``,
             ``damping``, ``ema``, ``pi_correction``, ``inverse``, ``mc_samples``, …).
 
@@ -56,6 +58,7 @@ class KFACOptimizer:
         T_stats: int = 1,
         T_inv: int = 1,
         kl_clip: float | None = None,
+        ekfac: bool = False,
         **kfac_options: Any,
     ) -> None:
         for name, value in (("T_stats", T_stats), ("T_inv", T_inv)):
@@ -69,7 +72,7 @@ class KFACOptimizer:
             raise ValueError("lr belongs to the base optimizer: give either optimizer or lr, not both")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        self.kfac = KFAC(model, loss_fn, **kfac_options)
+        self.kfac = (EKFAC if ekfac else KFAC)(model, loss_fn, **kfac_options)
         self.optimizer = optimizer
         if kl_clip is not None and (isinstance(kl_clip, bool) or not isinstance(kl_clip, (int, float)) or kl_clip <= 0):
             raise ValueError(f"kl_clip must be None or a positive number, got {kl_clip!r}")
@@ -124,10 +127,18 @@ class KFACOptimizer:
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state, the step count and the factors."""
         factors = {name: (f.A, f.B) for name, f in self.kfac.factors.items()}
-        return {"optimizer": self.optimizer.state_dict(), "steps": self.steps, "factors": factors}
+        state = {"optimizer": self.optimizer.state_dict(), "steps": self.steps, "factors": factors}
+        if isinstance(self.kfac, EKFAC):
+            state["corrections"] = dict(self.kfac.corrections)
+            state["eigenbases"] = {n: (b.A_eigvecs, b.B_eigvecs) for n, b in self.kfac.eigenbases.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = state["steps"]
         self.kfac.factors = {name: KroneckerFactors(A, B) for name, (A, B) in state["factors"].items()}
-        self.kfac.invert()
+        if isinstance(self.kfac, EKFAC):
+            self.kfac.corrections = dict(state["corrections"])
+            self.kfac.eigenbases = {n: EigenBasis(qa, qb) for n, (qa, qb) in state["eigenbases"].items()}
+        if self.kfac.factors:
+            self.kfac.invert()

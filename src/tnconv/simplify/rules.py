@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..spec.pattern import IndexPattern
+from ..symbolic.derive import merge_identities
 from ..symbolic.network import Node, TensorNetwork
 
 DATA_INDEPENDENT = ("pattern", "identity", "constant")
@@ -177,3 +178,14 @@ def squeeze_size_one(network: TensorNetwork) -> TensorNetwork:
         nodes.append(replace(node, axes=axes) if axes != node.axes else node)
     output = tuple(tuple(leg for leg in axis if leg not in gone) for axis in network.output)
     return network.with_nodes(nodes, output=output)
+
+
+#: The rules in the order :func:`tnconv.simplify.simplify` applies them, until nothing changes.
+RULES = (
+    merge_identities,
+    split_non_overlapping,
+    patterns_to_identities,
+    trim_untouched_inputs,
+    precontract_constants,
+    squeeze_size_one,
+)

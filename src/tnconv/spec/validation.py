@@ -128,6 +128,13 @@ def check_same_dtype_device(**tensors: torch.Tensor | None) -> None:
             raise ValueError(f"{name} is on device {t.device} but {first_name} is on device {first.device}")
 
 
+def check_data_pair(x: object, other: object, other_name: str) -> None:
+    """``x`` is a ``[N, C, spatial…]`` tensor and ``other`` a tensor of its dtype and device."""
+    check_tensor(x, "x", min_dim=3)
+    check_tensor(other, other_name)
+    check_same_dtype_device(x=x, **{other_name: other})  # type: ignore[arg-type]
+
+
 def check_bias(bias: torch.Tensor | None, channels: int) -> None:
     """``bias`` is ``None`` or a ``[channels]`` tensor."""
     if bias is not None:

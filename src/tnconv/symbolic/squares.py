@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from ..caching import cached
 from .network import Node, TensorNetwork
 
 
@@ -87,6 +88,7 @@ class SquareNetwork(TensorNetwork):
         return self._hash
 
 
+@cached(maxsize=1024)
 def square_network(
     network: TensorNetwork, keep: tuple[int, ...] = (), outer: tuple[int, ...] = (), scale: float = 1.0
 ) -> SquareNetwork:

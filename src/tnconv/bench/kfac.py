@@ -1,0 +1,368 @@
+"""Whole-network KFAC side by side (docs/reference.md §7): tnconv vs curvlinops (and BackPACK).
+
+Factor computation only (no inversion; EKFAC includes its eigendecompositions and
+corrections), same model, loss (``CrossEntropyLoss``), batch and Fisher type, every
+``fisher × approx``; each library in its own child process so that its peak resident
+memory (``ru_maxrss``) is its own; the median of ``--reps`` runs after ``--warmup``.
+The *floor* is the forward pass plus the backward passes to the layer outputs (what every
+library must do), run by tnconv's hooks with the factor work switched off.
+
+Run: ``tnconv bench-kfac`` (or ``python -m tnconv.bench.kfac``); ``--quick`` for a
+smaller batch. curvlinops (``pip install --no-deps curvlinops-for-pytorch einops
+linear_operator scipy tqdm``) and BackPACK (``backpack-for-pytorch unfoldNd``) are
+optional: a missing one is reported and skipped.
+
+The models are written here (no torchvision): a ResNet-18 for 32×32 inputs (3×3 stem,
+BasicBlocks 2-2-2-2 with BatchNorm, 64…512 channels) and a MobileNetV2-style network
+(inverted residuals with depthwise convolutions, width 1.0, CIFAR strides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+from torch import nn
+
+FISHERS = ("mc", "empirical", "type-2")
+APPROXES = ("expand", "reduce")
+LIBRARIES = ("tnconv", "curvlinops", "backpack", "floor")
+
+# ------------------------------------------------------------------------------ models
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = None
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        return torch.relu(h + (x if self.short is None else self.short(x)))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32×32 inputs (He et al., 2016, CIFAR variant)."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        blocks, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.stem(x))
+        return self.fc(h.mean((2, 3)))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (Sandler et al., 2018) with CIFAR strides for 32×32 inputs."""
+
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 1),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()]
+        cin = 32
+        for expand, cout, repeats, stride in self.SETTINGS:
+            for i in range(repeats):
+                layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expand))
+                cin = cout
+        layers += [nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6()]
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(1280, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+MODELS = {"resnet18": ResNet18, "mobilenetv2": MobileNetV2}
+
+# ------------------------------------------------------------------------ child runs
+
+
+def _kfac_params(model: nn.Module) -> list[nn.Parameter]:
+    return [p for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) for p in m.parameters(recurse=False)]
+
+
+def _runner(library: str, method: str, model: nn.Module, fisher: str, approx: str, x, y):  # type: ignore[no-untyped-def]
+    """A function computing the factors once."""
+    loss_fn = nn.CrossEntropyLoss()
+    if library == "tnconv":
+        import tnconv
+
+        cls = tnconv.kfac.EKFAC if method == "ekfac" else tnconv.kfac.KFAC
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kfac = cls(model, loss_fn, approx=approx, fisher=fisher, inverse_dtype=None)
+        return lambda: kfac.update(x, y)
+    if library == "floor":
+        import tnconv
+        from tnconv.kfac.loss import backprop_vectors
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kfac = tnconv.kfac.KFAC(model, loss_fn, approx=approx, fisher=fisher)
+
+        def floor() -> None:
+            output, anchor, _ = kfac._hooked_forward(x, lambda name, a, b: lambda g: None)
+            vectors = backprop_vectors(loss_fn, output, y, fisher)
+            kfac._backward(output, anchor, vectors)
+
+        return floor
+    if library == "curvlinops":
+        from curvlinops import EKFACLinearOperator, KFACLinearOperator
+
+        cls = EKFACLinearOperator if method == "ekfac" else KFACLinearOperator
+        op = cls(
+            model,
+            loss_fn,
+            _kfac_params(model),
+            [(x, y)],
+            fisher_type=fisher,
+            kfac_approx=approx,
+            check_deterministic=False,
+        )
+
+        def run() -> None:
+            op.compute_kronecker_factors()
+            if method == "ekfac":
+                op._input_covariances_eigenvectors, op._gradient_covariances_eigenvectors = {}, {}
+                op.compute_eigenvalue_correction()
+
+        return run
+    if library == "backpack":
+        from backpack import backpack, extend
+        from backpack.extensions import KFAC as BKFAC
+        from backpack.extensions import KFLR
+
+        if method == "ekfac" or approx != "expand" or fisher == "empirical":
+            raise NotImplementedError("BackPACK has KFAC (mc) and KFLR (type-2), expand only")
+        model, loss = extend(model), extend(loss_fn)
+        extension = BKFAC() if fisher == "mc" else KFLR()
+
+        def run() -> None:
+            model.zero_grad()
+            with backpack(extension):
+                loss(model(x), y).backward()
+
+        return run
+    raise ValueError(f"unknown library {library!r}")
+
+
+def child(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = MODELS[args.model]()
+    x = torch.randn(args.batch, 3, 32, 32)
+    y = torch.randint(0, 10, (args.batch,))
+    try:
+        run = _runner(args.library, args.method, model, args.fisher, args.approx, x, y)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for _ in range(args.warmup):
+            run()
+        times = []
+        for _ in range(args.reps):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"times": times, "peak_mb": peak / 1024, "setup_mb": rss_before / 1024}))
+    except Exception as error:  # reported by the parent, never a crash of the table
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"[:200]}))
+
+
+def _spawn(library: str, method: str, model: str, fisher: str, approx: str, options: argparse.Namespace) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "tnconv.bench.kfac",
+        "--child",
+        library,
+        "--method",
+        method,
+        "--model",
+        model,
+        "--fisher",
+        fisher,
+        "--approx",
+        approx,
+        "--batch",
+        str(options.batch),
+        "--reps",
+        str(options.reps),
+        "--warmup",
+        str(options.warmup),
+        "--threads",
+        str(options.threads),
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=options.timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {options.timeout:.0f} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+    return json.loads(lines[-1])
+
+
+def _available(module: str) -> bool:
+    try:
+        __import__(module)
+    except Exception:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tnconv bench-kfac", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default="resnet18,mobilenetv2", help="comma-separated, of " + ",".join(MODELS))
+    parser.add_argument("--fishers", default=",".join(FISHERS))
+    parser.add_argument("--approxes", default=",".join(APPROXES))
+    parser.add_argument("--methods", default="kfac,ekfac", help="kfac and/or ekfac")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per child process")
+    parser.add_argument("--quick", action="store_true", help="batch 16, 2 reps (for a first look)")
+    parser.add_argument("--no-backpack", action="store_true")
+    parser.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
+    parser.add_argument("--child", choices=LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--library", help=argparse.SUPPRESS)
+    parser.add_argument("--method", default="kfac", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="resnet18", help=argparse.SUPPRESS)
+    parser.add_argument("--fisher", default="mc", help=argparse.SUPPRESS)
+    parser.add_argument("--approx", default="expand", help=argparse.SUPPRESS)
+
+
+def _split(text: str, allowed: tuple[str, ...] | dict, name: str) -> list[str]:
+    values = [v for v in text.split(",") if v]
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ValueError(f"--{name}: {','.join(bad) or 'nothing'} not among {','.join(allowed)}")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.child:
+        args.library = args.child
+        child(args)
+        return 0
+    if args.quick:
+        args.batch, args.reps = 16, 2
+    models = _split(args.models, MODELS, "models")
+    fishers, approxes = _split(args.fishers, FISHERS, "fishers"), _split(args.approxes, APPROXES, "approxes")
+    methods = _split(args.methods, ("kfac", "ekfac"), "methods")
+    others = [
+        lib for lib in ("curvlinops", "backpack") if _available(lib) and not (lib == "backpack" and args.no_backpack)
+    ]
+    print(
+        f"tnconv bench-kfac: batch {args.batch}, 32x32, float32, {args.threads} threads, median of {args.reps} after "
+        f"{args.warmup} warm-up, one child process per run; baselines: {', '.join(others) or 'none installed'}",
+        flush=True,
+    )
+    results = []
+    header = (
+        f"{'model':12} {'method':6} {'fisher':9} {'approx':7} {'library':10} {'time s':>8} {'peak MB':>8}  ratio t/mem"
+    )
+    print(header, flush=True)
+    for model in models:
+        for method in methods:
+            for fisher in fishers:
+                floor = None
+                if method == "kfac":
+                    floor = _spawn("floor", "kfac", model, fisher, "expand", args)
+                    _report(results, model, method, fisher, "-", "floor", floor, None)
+                for approx in approxes:
+                    mine = _spawn("tnconv", method, model, fisher, approx, args)
+                    _report(results, model, method, fisher, approx, "tnconv", mine, None, floor)
+                    for lib in others:
+                        if lib == "backpack" and (method == "ekfac" or approx != "expand" or fisher == "empirical"):
+                            continue
+                        theirs = _spawn(lib, method, model, fisher, approx, args)
+                        _report(results, model, method, fisher, approx, lib, theirs, mine)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+    return 0
+
+
+def _report(results, model, method, fisher, approx, library, result, mine, floor=None) -> None:  # type: ignore[no-untyped-def]
+    row = {"model": model, "method": method, "fisher": fisher, "approx": approx, "library": library, **result}
+    if "times" in result:
+        row["median_s"] = statistics.median(result["times"])
+    results.append(row)
+    if "error" in result:
+        print(f"{model:12} {method:6} {fisher:9} {approx:7} {library:10} error: {result['error']}")
+        return
+    extra = ""
+    if mine is not None and "median_s" in results[-2 if library != "tnconv" else -1] and "times" in mine:
+        t_ratio = statistics.median(mine["times"]) / row["median_s"]
+        m_ratio = mine["peak_mb"] / row["peak_mb"]
+        extra = f"  tnconv/{library}: {t_ratio:.2f} / {m_ratio:.2f}"
+        row["tnconv_ratio_time"], row["tnconv_ratio_memory"] = t_ratio, m_ratio
+    if floor is not None and "times" in floor:
+        slower = row["median_s"] / statistics.median(floor["times"])
+        extra = f"  vs floor: {slower:.2f}x time, +{row['peak_mb'] - floor['peak_mb']:.0f} MB"
+    print(
+        f"{model:12} {method:6} {fisher:9} {approx:7} {library:10} {row['median_s']:8.2f} {row['peak_mb']:8.0f}{extra}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

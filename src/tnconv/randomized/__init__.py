@@ -58,12 +58,14 @@ from ..execute.windows import gather_windows
 from .estimators import conv_input_vjp, conv_weight_vjp, input_vjp_network, weight_vjp_network
 from .rewrites import windows_network
 from .sampling import MODES, Draw, check_keep, check_leg, check_mode, legs_of, sample
+from .tiles import TileLayout, tile_layout
 from .training import BackwardOptions, conv
 
 __all__ = [
     "MODES",
     "BackwardOptions",
     "Draw",
+    "TileLayout",
     "check_keep",
     "check_leg",
     "check_mode",
@@ -74,6 +76,7 @@ __all__ = [
     "input_vjp_network",
     "legs_of",
     "sample",
+    "tile_layout",
     "weight_vjp_network",
     "windows_network",
 ]

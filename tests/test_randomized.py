@@ -546,3 +546,79 @@ def test_draws_do_not_fill_the_plan_caches():
     for _ in range(4):
         draw_every_leg()
     assert sizes() == before
+
+
+# ------------------------------------------------------------ torch.func transforms
+def test_vmap_of_grad_through_the_randomized_conv():
+    """Per-example gradients with ``vmap(grad(...))``: exact at keep = 1 (torch's own
+    per-example gradients), and at keep < 1 each example's gradient is the one its own
+    (unbatched) backward gives with the same draw."""
+    from torch.func import grad, vmap
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 12, 6, dtype=DT, generator=generator)
+    w = torch.randn(4, 2, 3, 3, dtype=DT, generator=generator)
+
+    def loss(weight, example, keep, seed):
+        g = torch.Generator().manual_seed(seed)
+        return R.conv(example[None], weight, padding=1, keep=keep, mode="fixed", generator=g).square().sum()
+
+    exact = vmap(grad(loss), in_dims=(None, 0, None, None))(w, x, 1.0, 0)
+    reference = vmap(grad(lambda weight, e: TORCH_CONV[2](e[None], weight, padding=1).square().sum()), (None, 0))(w, x)
+    torch.testing.assert_close(exact, reference, rtol=1e-10, atol=1e-10)
+    sampled = vmap(grad(loss), in_dims=(None, 0, None, None))(w, x, 0.5, 7)
+    for example, got in zip(x, sampled):
+        torch.testing.assert_close(got, grad(loss)(w, example, 0.5, 7), rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(sampled, exact)
+
+
+def test_module_input_leg_option():
+    layer = tnconv.nn.Conv2d(2, 3, 3, padding=1, backward_input_keep=0.5, backward_input_leg="spatial")
+    assert "backward_input_leg='spatial'" in repr(layer)
+    with pytest.raises(ValueError, match="backward_input_leg must be one of"):
+        tnconv.nn.Conv2d(2, 3, 3, backward_input_leg="batch")
+
+
+def test_generator_of_the_wrong_type_or_device():
+    x, w, v = case_tensors()
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        R.conv_weight_vjp(x, v, KERNEL, **CASE, generator=0)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        R.conv_input_vjp(w, v, x.shape, **CASE, leg="spatial", generator="seed")
+    # a CPU generator for tensors on another device (meta tensors stand in for one)
+    with pytest.raises(ValueError, match="generator is on device cpu but the tensors are on meta"):
+        R.conv_weight_vjp(x.to("meta"), v.to("meta"), KERNEL, **CASE, generator=torch.Generator())
+
+
+@pytest.mark.parametrize(
+    "x_shape, v_shape, kernel, kwargs",
+    [
+        ((8, 16, 32, 32), (8, 32, 32, 32), (3, 3), dict(padding=1)),
+        ((4, 32, 28, 28), (4, 32, 14, 14), (3, 3), dict(stride=2, padding=1, groups=32)),
+        ((4, 8, 200), (4, 8, 200), (5,), dict(padding=2)),
+    ],
+)
+def test_tile_plan_work_falls_with_keep(x_shape, v_shape, kernel, kwargs):
+    """The tile estimator's plan (kernel FLOPs and gathered elements) is proportional to the
+    number of kept units, ``ceil(keep·U)`` in fixed mode, and with every unit kept its FLOPs
+    are the exact VJP's up to the last tile's overhang; the gathered slabs exceed ``x`` by
+    at most the halo fraction."""
+    from tnconv.randomized import estimators, tiles
+
+    stride, dilation = kwargs.get("stride", 1), kwargs.get("dilation", 1)
+    geometry = estimators._geometry(kernel, stride, kwargs.get("padding", 0), dilation, kwargs.get("groups", 1))
+    layout = geometry.layout(v_shape[2])
+    count = v_shape[0] * layout.tiles
+    weight_shape = (v_shape[1], x_shape[1] // kwargs.get("groups", 1), *kernel)
+    full = tiles.tile_plan(x_shape, v_shape, weight_shape, geometry, count)
+    exact_flops = 2 * math.prod(v_shape[:1] + v_shape[2:]) * math.prod(weight_shape)
+    assert exact_flops <= full.flops <= exact_flops * layout.tiles * layout.height / v_shape[2]
+    overhang = layout.tiles * layout.height / v_shape[2]
+    assert full.gathered <= (1 + tiles.HALO_FRACTION) * overhang * (math.prod(x_shape) + math.prod(v_shape))
+    previous = full
+    for keep in (0.5, 0.25, 0.1):
+        kept = R.fixed_count(count, keep)
+        plan = tiles.tile_plan(x_shape, v_shape, weight_shape, geometry, kept)
+        assert plan.flops * count == full.flops * kept and plan.gathered * count == full.gathered * kept
+        assert plan.flops < previous.flops and plan.gathered < previous.gathered
+        previous = plan

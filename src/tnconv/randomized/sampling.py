@@ -86,6 +86,13 @@ def sample(size: int, keep: float, mode: str, generator: torch.Generator | None 
     3.3333333333333335
     """
     check_generator(generator)
+    # the draw is made outside any torch.func transform (vmap would refuse a random op): it
+    # is shared by the vmapped examples, like the rest of the draw's bookkeeping
+    with torch._C._DisableFuncTorch():
+        return _sample(size, keep, mode, generator)
+
+
+def _sample(size: int, keep: float, mode: str, generator: torch.Generator | None) -> Draw | None:
     device = generator.device if generator is not None else torch.device("cpu")
     if mode == "fixed":
         count = fixed_count(size, keep)

@@ -102,6 +102,36 @@ def draw_units(
     return sample(units(batch, layout), keep, mode, generator)
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """The work of a tile weight VJP over ``kept`` units: multiply-adds of the kernel call
+    (``2·C_out·C_in/G·∏K`` per output position of the kept tiles) and elements gathered
+    (the kept slabs of ``x`` and of ``v``)."""
+
+    kept: int
+    flops: int
+    gathered: int
+
+
+def tile_plan(
+    input_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...], geometry: _Geometry,
+    kept: int,
+) -> TilePlan:
+    """:class:`TilePlan` of :func:`tile_weight_vjp` keeping ``kept`` units (each a full tile).
+
+    >>> g = _Geometry((3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1)
+    >>> full = tile_plan((4, 8, 32, 32), (4, 16, 32, 32), (16, 8, 3, 3), g, 16)
+    >>> half = tile_plan((4, 8, 32, 32), (4, 16, 32, 32), (16, 8, 3, 3), g, 8)
+    >>> half.flops * 2 == full.flops, half.gathered * 2 == full.gathered
+    (True, True)
+    """
+    layout = geometry.layout(v_shape[2])
+    positions = layout.height * math.prod(v_shape[3:])
+    flops = 2 * kept * positions * math.prod(weight_shape)
+    slab = input_shape[1] * geometry.slab_rows(layout) * math.prod(input_shape[3:])
+    return TilePlan(kept, flops, kept * (slab + v_shape[1] * positions))
+
+
 def _groups_by_tile(draw: Draw, batch: int, device: torch.device) -> list[tuple[int, torch.Tensor]]:
     """The kept units as ``(tile, samples)`` pairs (``samples`` ascending)."""
     kept = torch.tensor(draw.indices, dtype=torch.long)
@@ -280,11 +310,13 @@ __all__ = [
     "HALO_FRACTION",
     "MAX_TILES",
     "TileLayout",
+    "TilePlan",
     "draw_units",
     "exact_input_vjp",
     "exact_weight_vjp",
     "tile_input_vjp",
     "tile_layout",
+    "tile_plan",
     "tile_weight_vjp",
     "units",
 ]

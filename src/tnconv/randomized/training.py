@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ..functional.conv import conv as exact_conv
 from ..spec.validation import IntOrTuple, Padding, check_bias, check_same_dtype_device, check_tensor
@@ -26,16 +25,25 @@ class BackwardOptions:
 
 
 class _RandomizedBackwardConv(torch.autograd.Function):
+    """Exact forward, randomized backward; ``torch.func`` transforms (``grad``, ``vmap``) work:
+    the forward is separate from :meth:`setup_context` and the vmap rule is generated (each
+    draw is shared by the vmapped examples — the draw itself is not batched)."""
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, input, weight, bias, stride, padding, dilation, groups, options):  # type: ignore[no-untyped-def]
+    def forward(input, weight, bias, stride, padding, dilation, groups, options):  # type: ignore[no-untyped-def]
+        return exact_conv(input, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        input, weight, bias, stride, padding, dilation, groups, options = inputs
         ctx.save_for_backward(input, weight)
         ctx.hyper = (stride, padding, dilation, groups)
         ctx.options = options
         ctx.has_bias = bias is not None
-        return exact_conv(input, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):  # type: ignore[no-untyped-def]
         input, weight = ctx.saved_tensors
         options: BackwardOptions = ctx.options
@@ -89,7 +97,9 @@ def conv(
     The forward is exact. In backward, the weight gradient is
     :func:`conv_weight_vjp` with ``keep``, ``leg``, ``mode``; the input gradient is
     :func:`conv_input_vjp` with ``input_keep`` (exact by default) and ``input_leg``; the
-    bias gradient is exact. Not twice differentiable.
+    bias gradient is exact. ``torch.func.grad`` and ``torch.func.vmap`` work through it
+    (``vmap(grad(loss))``: per-example gradients; one draw is shared by the examples).
+    Differentiating the randomized backward again is not supported.
 
     >>> x = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> w = torch.randn(4, 3, 3, 3, requires_grad=True)

@@ -9,7 +9,8 @@ Keyword-only options train with randomized backpropagation (:mod:`tnconv.randomi
 that fraction of ``backward_leg`` (``"spatial"``: the tile estimator on PyTorch's kernels,
 whose time falls with the kept fraction; ``"positions"``, ``"spatial:d"`` or ``"batch"``),
 drawn with ``backward_mode``; ``backward_input_keep < 1`` does the same for the input
-gradient over ``backward_input_leg`` (``"channel"``, ``"group"``, ``"spatial"``, ``"spatial:d"``). The bias gradient stays exact. The options are plain attributes,
+gradient over ``backward_input_leg`` (``"channel"``, ``"group"``, ``"spatial"``, ``"spatial:d"``).
+The bias gradient stays exact. The options are plain attributes,
 not parameters or buffers, so ``state_dict`` is still torch's.
 
 Example:

@@ -622,3 +622,34 @@ def test_tile_plan_work_falls_with_keep(x_shape, v_shape, kernel, kwargs):
         assert plan.flops * count == full.flops * kept and plan.gathered * count == full.gathered * kept
         assert plan.flops < previous.flops and plan.gathered < previous.gathered
         previous = plan
+
+
+# ------------------------------------------------------------------ ConvTranspose
+@pytest.mark.parametrize("mode", R.MODES)
+def test_conv_transpose_module_weight_grad_unbiased(mode):
+    torch.manual_seed(0)
+    kwargs = dict(stride=2, padding=1, output_padding=1, groups=2, dilation=1)
+    ref = torch.nn.ConvTranspose2d(4, 6, 3, **kwargs, dtype=DT)
+    mine = tnconv.nn.ConvTranspose2d(4, 6, 3, **kwargs, dtype=DT, backward_keep=0.5, backward_mode=mode)
+    mine.load_state_dict(ref.state_dict())
+    x = 2 + torch.randn(3, 4, 20, 3, dtype=DT)
+    r = 2 + torch.randn_like(ref(x))
+    exact = module_grads(ref, x, r)
+    torch.manual_seed(1)
+    weights = []
+    for _ in range(150):
+        grads = module_grads(mine, x, r)
+        torch.testing.assert_close(grads[0], exact[0], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(grads[2], exact[2], rtol=1e-10, atol=1e-10)
+        weights.append(grads[1])
+    # the adjoint convolution's weight VJP with x and v exchanged: units of x's positions
+    conv_kwargs = dict(stride=2, padding=1, dilation=1, groups=2)
+    weight = ref.weight.detach()
+    layout = layout_of(weight, x, conv_kwargs)
+    assert layout.tiles >= 2
+    masks = leg_masks("spatial", x.shape, 2, layout)
+    parts = torch.stack([TORCH_WEIGHT[2](r, weight.shape, x * m, **conv_kwargs) for m in masks])
+    torch.testing.assert_close(parts.sum(0), exact[1])
+    assert_unbiased(torch.stack(weights), parts, 0.5, mode)
+    with pytest.raises(ValueError, match="backward_keep must be in"):
+        tnconv.nn.ConvTranspose1d(2, 2, 3, backward_keep=0)

@@ -277,7 +277,49 @@ def conv_input_vjp(
     return _randomized(network, leg, {"w": weight, "v": v}, keep, mode, generator, geometry)
 
 
+def conv_transpose_weight_vjp(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+    *,
+    keep: float = 0.5,
+    leg: str = "spatial",
+    mode: str = "bernoulli",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Unbiased randomized weight VJP of ``y = conv_transpose(x, w, …)`` (argument order of
+    ``torch.nn.functional.conv_transpose2d``).
+
+    A transposed convolution is the adjoint of the convolution with the same weight, so its
+    weight VJP is that convolution's weight VJP with ``x`` and ``v`` exchanged:
+    :func:`conv_weight_vjp` ``(v, x, …)``; ``leg`` then samples the positions (or samples)
+    of ``x``. ``output_padding`` only sets the output size, which ``v`` already has.
+
+    Returns ``[C_in, C_out/groups, K…]``, the transposed weight's shape.
+
+    >>> x, w = torch.randn(2, 4, 5, 5), torch.randn(4, 3, 3, 3)
+    >>> v = torch.randn(2, 3, 10, 10)
+    >>> xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    >>> y = torch.nn.functional.conv_transpose2d(xr, wr, stride=2, padding=1, output_padding=1)
+    >>> exact = torch.autograd.grad(y, wr, v)[0]
+    >>> got = conv_transpose_weight_vjp(x, v, 3, stride=2, padding=1, output_padding=1, keep=1.0)
+    >>> torch.allclose(got, exact, atol=1e-4)
+    True
+    """
+    check_tensor(x, "x", min_dim=3)
+    check_tensor(v, "v")
+    normalize_tuple(output_padding, x.dim() - 2, "output_padding", minimum=0)
+    return conv_weight_vjp(
+        v, x, kernel_size, stride, padding, dilation, groups, keep=keep, leg=leg, mode=mode, generator=generator
+    )
+
+
 # ------------------------------------------------------------ training with the option
 
 
-__all__ = ["conv_input_vjp", "conv_weight_vjp", "input_vjp_network", "weight_vjp_network"]
+__all__ = ["conv_input_vjp", "conv_transpose_weight_vjp", "conv_weight_vjp", "input_vjp_network", "weight_vjp_network"]

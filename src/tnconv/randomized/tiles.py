@@ -19,7 +19,7 @@ with padding 0 along the tiled dimension. The work is that of the exact VJP over
 The input VJP (:func:`tile_input_vjp`) is the same in reverse: the kept slabs of ``v`` go
 through PyTorch's input-VJP kernel and their results are added into the rows they cover.
 
-``B`` is chosen so that the halo is at most a quarter of a slab and ``T ≤ 16``
+``B`` is chosen so that the halo is at most a quarter of a slab and ``T ≤ 4``
 (:func:`tile_layout`); a layer whose output has fewer rows than that has one tile per
 sample, and the estimator is the batch estimator.
 
@@ -40,7 +40,7 @@ from ..symbolic.builders.vjp import conv_input_vjp_network, conv_weight_vjp_netw
 from .sampling import Draw, sample
 
 #: At most this many tiles per sample (more units lower the variance, but cost more copies).
-MAX_TILES = 16
+MAX_TILES = 4
 #: A slab's halo ``d·(K − 1)`` is at most this fraction of its ``s·B`` own rows.
 HALO_FRACTION = 0.25
 
@@ -60,7 +60,7 @@ def tile_layout(rows: int, kernel: int, stride: int, dilation: int) -> TileLayou
     ``rows``, with ``halo = dilation·(kernel − 1)``.
 
     >>> tile_layout(7, 3, 1, 1), tile_layout(56, 1, 1, 1)
-    (TileLayout(height=7, tiles=1), TileLayout(height=4, tiles=14))
+    (TileLayout(height=7, tiles=1), TileLayout(height=14, tiles=4))
     """
     halo = dilation * (kernel - 1)
     height = max(1, math.ceil(halo / (HALO_FRACTION * stride)), math.ceil(rows / MAX_TILES))

@@ -9,7 +9,7 @@ with momentum; the randomized runs estimate every convolution's weight gradient 
 ``backward_mode="fixed"``; the input and bias gradients stay exact). Prints final training
 loss, test loss, test accuracy and the time spent in ``backward()`` per method.
 
-    python examples/randomized_digits.py                 # ~1 minute on 2 CPU cores
+    python examples/randomized_digits.py                 # ~1.5 minutes on 2 CPU cores
     python examples/randomized_digits.py --epochs 1 --train-size 256
 """
 
@@ -87,7 +87,7 @@ def train(keep: float, data: tuple[torch.Tensor, ...], epochs: int, batch: int, 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--train-size", type=int, default=None)

@@ -57,15 +57,19 @@ def torch_vjps(x, w, v, kwargs):
     return torch.autograd.grad(y, (x, w), v)
 
 
-def leg_masks(leg, v_shape, groups):
+def leg_masks(leg, v_shape, groups, layout=None):
     """One 0/1 mask over v per value of the leg, from the leg's meaning."""
     n, c, *out = v_shape
     per_group = c // groups
     index = torch.zeros(v_shape, dtype=torch.long)
-    if leg == "batch":
+    if leg in ("spatial", "tiles"):  # unit u = t·N + n: sample n, output rows [t·B, (t+1)·B) of dim 1
+        rows = torch.arange(out[0]).view(1, 1, -1, *([1] * (len(out) - 1)))
+        index += (rows // layout.height) * n + torch.arange(n).view(-1, *([1] * (1 + len(out))))
+        size = n * layout.tiles
+    elif leg == "batch":
         index += torch.arange(n).view(-1, *([1] * (1 + len(out))))
         size = n
-    elif leg == "spatial":
+    elif leg == "positions":
         index += torch.arange(math.prod(out)).view(1, 1, *out)
         size = math.prod(out)
     elif leg.startswith("spatial:"):
@@ -83,9 +87,16 @@ def leg_masks(leg, v_shape, groups):
     return [(index == j).to(DT) for j in range(size)]
 
 
+def layout_of(w, v, kwargs):
+    """The tiles of the tile estimators for this convolution (first spatial dimension)."""
+    stride, dilation = kwargs.get("stride", 1), kwargs.get("dilation", 1)
+    first = lambda value: value[0] if isinstance(value, tuple) else value  # noqa: E731
+    return R.tile_layout(v.shape[2], w.shape[2], first(stride), first(dilation))
+
+
 def contributions(kind, leg, x, w, v, kwargs):
     dims = x.dim() - 2
-    masks = leg_masks(leg, v.shape, kwargs["groups"])
+    masks = leg_masks(leg, v.shape, kwargs["groups"], layout_of(w, v, kwargs))
     if kind == "weight":
         parts = [TORCH_WEIGHT[dims](x, w.shape, v * m, **kwargs) for m in masks]
     else:
@@ -133,12 +144,14 @@ def assert_unbiased(samples, parts, keep, mode):
     "kind, leg",
     [
         ("weight", "spatial"),
+        ("weight", "positions"),
         ("weight", "spatial:1"),
         ("weight", "spatial:2"),
         ("weight", "batch"),
         ("input", "channel"),
         ("input", "group"),
         ("input", "spatial:2"),
+        ("input", "spatial"),
     ],
 )
 def test_mean_of_draws_is_the_exact_vjp(kind, leg, mode):
@@ -158,14 +171,53 @@ def test_mean_of_draws_is_the_exact_vjp(kind, leg, mode):
         (3, dict(stride=1, padding=0, dilation=(1, 2, 1), groups=1), "bernoulli"),
     ],
 )
-def test_joint_positions_unbiased_in_1d_and_3d(dims, kwargs, mode):
+@pytest.mark.parametrize("leg", ["positions", "spatial"])
+def test_spatial_estimators_unbiased_in_1d_and_3d(dims, kwargs, mode, leg):
     generator = torch.Generator().manual_seed(2)
     x = 2 + torch.randn(2, 2, *([5] * dims), dtype=DT, generator=generator)
     w = torch.randn(3, 2, *([2] * dims), dtype=DT, generator=generator)
     y = TORCH_CONV[dims](x, w, None, **kwargs)
     v = 2 + torch.randn(y.shape, dtype=DT, generator=generator)
-    samples = draws("weight", x, w, v, kwargs, 150, keep=0.3, leg="spatial", mode=mode, generator=generator)
-    assert_unbiased(samples, contributions("weight", "spatial", x, w, v, kwargs), 0.3, mode)
+    samples = draws("weight", x, w, v, kwargs, 150, keep=0.3, leg=leg, mode=mode, generator=generator)
+    assert_unbiased(samples, contributions("weight", leg, x, w, v, kwargs), 0.3, mode)
+
+
+@pytest.mark.parametrize("mode", R.MODES)
+@pytest.mark.parametrize(
+    "dims, kwargs, kernel",
+    [
+        # several tiles per sample: interior tiles (one gather) and edge tiles (zero-padded slabs)
+        (2, dict(stride=1, padding=1, dilation=1, groups=2), (3, 2)),
+        (1, dict(stride=3, padding="valid", dilation=2, groups=1), (3,)),
+        (2, dict(stride=1, padding="same", dilation=1, groups=1), (2, 3)),  # asymmetric padding
+        (4, dict(stride=1, padding=1, dilation=1, groups=1), (2, 1, 1, 1)),  # no torch kernel: tnconv's
+    ],
+)
+@pytest.mark.parametrize("kind", ["weight", "input"])
+def test_tile_estimators_unbiased_with_several_tiles(dims, kwargs, kernel, mode, kind):
+    generator = torch.Generator().manual_seed(3)
+    size = (60 if dims == 1 else 40,) + (4,) * (dims - 1)
+    x = 2 + torch.randn(2, 4, *size, dtype=DT, generator=generator)
+    w = (1 if kind == "input" else 0) + torch.randn(4, 4 // kwargs["groups"], *kernel, dtype=DT, generator=generator)
+    y = tnconv.conv(x, w, None, **kwargs)
+    v = 2 + torch.randn(y.shape, dtype=DT, generator=generator)
+    layout = layout_of(w, v, kwargs)
+    assert layout.tiles >= 3
+    if kind == "weight":
+        samples = torch.stack(
+            [R.conv_weight_vjp(x, v, kernel, **kwargs, keep=0.4, mode=mode, generator=generator) for _ in range(150)]
+        )
+        vjp = lambda m: R.conv_weight_vjp(x, v * m, kernel, **kwargs, keep=1.0)  # noqa: E731
+    else:
+        samples = torch.stack(
+            [R.conv_input_vjp(w, v, x.shape, **kwargs, keep=0.4, leg="spatial", mode=mode, generator=generator)
+             for _ in range(500)]
+        )
+        vjp = lambda m: R.conv_input_vjp(w, v * m, x.shape, **kwargs, keep=1.0)  # noqa: E731
+    # (the input VJP's entries near a tile's edge are fed by few units: more draws for power)
+    # contributions from the tnconv exact VJP (torch has none for 4-d or 'same' with stride)
+    parts = torch.stack([vjp(m) for m in leg_masks("spatial", v.shape, kwargs["groups"], layout)])
+    assert_unbiased(samples, parts, 0.4, mode)
 
 
 # ------------------------------------------------------------------ keep = 1 is exact
@@ -345,7 +397,7 @@ def test_unknown_leg_or_mode():
     for leg in ["time", "channel", "spatial:3", "spatial:0"]:
         with pytest.raises(ValueError, match=rf"leg must be one of .* got '{leg}'"):
             R.conv_weight_vjp(x, v, KERNEL, **CASE, leg=leg)
-    for leg in ["batch", "spatial"]:
+    for leg in ["batch", "positions"]:
         with pytest.raises(ValueError, match=rf"leg must be one of .* got '{leg}'"):
             R.conv_input_vjp(w, v, x.shape, **CASE, leg=leg)
     with pytest.raises(ValueError, match="mode must be one of .* got 'uniform'"):
@@ -494,3 +546,110 @@ def test_draws_do_not_fill_the_plan_caches():
     for _ in range(4):
         draw_every_leg()
     assert sizes() == before
+
+
+# ------------------------------------------------------------ torch.func transforms
+def test_vmap_of_grad_through_the_randomized_conv():
+    """Per-example gradients with ``vmap(grad(...))``: exact at keep = 1 (torch's own
+    per-example gradients), and at keep < 1 each example's gradient is the one its own
+    (unbatched) backward gives with the same draw."""
+    from torch.func import grad, vmap
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 12, 6, dtype=DT, generator=generator)
+    w = torch.randn(4, 2, 3, 3, dtype=DT, generator=generator)
+
+    def loss(weight, example, keep, seed):
+        g = torch.Generator().manual_seed(seed)
+        return R.conv(example[None], weight, padding=1, keep=keep, mode="fixed", generator=g).square().sum()
+
+    exact = vmap(grad(loss), in_dims=(None, 0, None, None))(w, x, 1.0, 0)
+    reference = vmap(grad(lambda weight, e: TORCH_CONV[2](e[None], weight, padding=1).square().sum()), (None, 0))(w, x)
+    torch.testing.assert_close(exact, reference, rtol=1e-10, atol=1e-10)
+    sampled = vmap(grad(loss), in_dims=(None, 0, None, None))(w, x, 0.5, 7)
+    for example, got in zip(x, sampled):
+        torch.testing.assert_close(got, grad(loss)(w, example, 0.5, 7), rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(sampled, exact)
+
+
+def test_module_input_leg_option():
+    layer = tnconv.nn.Conv2d(2, 3, 3, padding=1, backward_input_keep=0.5, backward_input_leg="spatial")
+    assert "backward_input_leg='spatial'" in repr(layer)
+    with pytest.raises(ValueError, match="backward_input_leg must be one of"):
+        tnconv.nn.Conv2d(2, 3, 3, backward_input_leg="batch")
+
+
+def test_generator_of_the_wrong_type_or_device():
+    x, w, v = case_tensors()
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        R.conv_weight_vjp(x, v, KERNEL, **CASE, generator=0)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        R.conv_input_vjp(w, v, x.shape, **CASE, leg="spatial", generator="seed")
+    # a CPU generator for tensors on another device (meta tensors stand in for one)
+    with pytest.raises(ValueError, match="generator is on device cpu but the tensors are on meta"):
+        R.conv_weight_vjp(x.to("meta"), v.to("meta"), KERNEL, **CASE, generator=torch.Generator())
+
+
+@pytest.mark.parametrize(
+    "x_shape, v_shape, kernel, kwargs",
+    [
+        ((8, 16, 32, 32), (8, 32, 32, 32), (3, 3), dict(padding=1)),
+        ((4, 32, 28, 28), (4, 32, 14, 14), (3, 3), dict(stride=2, padding=1, groups=32)),
+        ((4, 8, 200), (4, 8, 200), (5,), dict(padding=2)),
+    ],
+)
+def test_tile_plan_work_falls_with_keep(x_shape, v_shape, kernel, kwargs):
+    """The tile estimator's plan (kernel FLOPs and gathered elements) is proportional to the
+    number of kept units, ``ceil(keep·U)`` in fixed mode, and with every unit kept its FLOPs
+    are the exact VJP's up to the last tile's overhang; the gathered slabs exceed ``x`` by
+    at most the halo fraction."""
+    from tnconv.randomized import estimators, tiles
+
+    stride, dilation = kwargs.get("stride", 1), kwargs.get("dilation", 1)
+    geometry = estimators._geometry(kernel, stride, kwargs.get("padding", 0), dilation, kwargs.get("groups", 1))
+    layout = geometry.layout(v_shape[2])
+    count = v_shape[0] * layout.tiles
+    weight_shape = (v_shape[1], x_shape[1] // kwargs.get("groups", 1), *kernel)
+    full = tiles.tile_plan(x_shape, v_shape, weight_shape, geometry, count)
+    exact_flops = 2 * math.prod(v_shape[:1] + v_shape[2:]) * math.prod(weight_shape)
+    assert exact_flops <= full.flops <= exact_flops * layout.tiles * layout.height / v_shape[2]
+    overhang = layout.tiles * layout.height / v_shape[2]
+    assert full.gathered <= (1 + tiles.HALO_FRACTION) * overhang * (math.prod(x_shape) + math.prod(v_shape))
+    previous = full
+    for keep in (0.5, 0.25, 0.1):
+        kept = R.fixed_count(count, keep)
+        plan = tiles.tile_plan(x_shape, v_shape, weight_shape, geometry, kept)
+        assert plan.flops * count == full.flops * kept and plan.gathered * count == full.gathered * kept
+        assert plan.flops < previous.flops and plan.gathered < previous.gathered
+        previous = plan
+
+
+# ------------------------------------------------------------------ ConvTranspose
+@pytest.mark.parametrize("mode", R.MODES)
+def test_conv_transpose_module_weight_grad_unbiased(mode):
+    torch.manual_seed(0)
+    kwargs = dict(stride=2, padding=1, output_padding=1, groups=2, dilation=1)
+    ref = torch.nn.ConvTranspose2d(4, 6, 3, **kwargs, dtype=DT)
+    mine = tnconv.nn.ConvTranspose2d(4, 6, 3, **kwargs, dtype=DT, backward_keep=0.5, backward_mode=mode)
+    mine.load_state_dict(ref.state_dict())
+    x = 2 + torch.randn(3, 4, 20, 3, dtype=DT)
+    r = 2 + torch.randn_like(ref(x))
+    exact = module_grads(ref, x, r)
+    torch.manual_seed(1)
+    weights = []
+    for _ in range(150):
+        grads = module_grads(mine, x, r)
+        torch.testing.assert_close(grads[0], exact[0], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(grads[2], exact[2], rtol=1e-10, atol=1e-10)
+        weights.append(grads[1])
+    # the adjoint convolution's weight VJP with x and v exchanged: units of x's positions
+    conv_kwargs = dict(stride=2, padding=1, dilation=1, groups=2)
+    weight = ref.weight.detach()
+    layout = layout_of(weight, x, conv_kwargs)
+    assert layout.tiles >= 2
+    masks = leg_masks("spatial", x.shape, 2, layout)
+    parts = torch.stack([TORCH_WEIGHT[2](r, weight.shape, x * m, **conv_kwargs) for m in masks])
+    torch.testing.assert_close(parts.sum(0), exact[1])
+    assert_unbiased(torch.stack(weights), parts, 0.5, mode)
+    with pytest.raises(ValueError, match="backward_keep must be in"):
+        tnconv.nn.ConvTranspose1d(2, 2, 3, backward_keep=0)

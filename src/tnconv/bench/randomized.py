@@ -10,9 +10,13 @@ them, median of ``repeats`` runs after a warm-up, in one process:
   (rescaled), then ``torch.nn.grad.conv{D}d_weight`` — what dropout-style implementations
   do, at the cost of the full VJP.
 
-It also reports the relative error ``‖Ĝ − G‖ / ‖G‖`` of one draw and the FLOPs of the
-contraction plan (``tnconv.execute.plan.dense_plan(network).flops``) relative to that of the
-same network with every position kept. Run ``python -m tnconv.bench.randomized --help``.
+It also reports the relative error ``‖Ĝ − G‖ / ‖G‖`` of one draw, the *error at equal
+time* ``rel.err · sqrt(time / exact time)`` (the error of the mean of as many independent
+draws as fit in the time of one exact VJP: the figure of merit to compare estimators by),
+and the FLOPs of the plan relative to that with everything kept (the tile plan of
+:func:`tnconv.randomized.tiles.tile_plan` for ``leg="spatial"``, the contraction plan
+``tnconv.execute.plan.dense_plan(network).flops`` otherwise). ``--legs spatial,positions``
+compares estimators side by side. Run ``python -m tnconv.bench.randomized --help``.
 
 >>> case = Case("demo", "0", (1, 3, 8, 8), 4, (3, 3), (1, 1), (1, 1), (1, 1))
 >>> rows = run([case], keeps=(1.0, 0.5), repeats=1, batch=2)
@@ -31,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 
 from ..execute.plan import dense_plan
-from ..randomized import estimators, rewrites, sampling
+from ..randomized import estimators, rewrites, sampling, tiles
 from .cases import Case, batch_size, bundled_cases, load_cases
 
 KEEPS = (1.0, 0.5, 0.25, 0.1)
@@ -64,7 +68,19 @@ def _masked_vjp(
     vjp = TORCH_WEIGHT_VJP[case.dims]
     if keep == 1.0:
         return vjp(x, weight_shape, v, **hyper)
-    if leg == "spatial":
+    if leg in ("spatial", "tiles"):  # units (sample, tile of rows): the same draw, masked
+        geometry = estimators._geometry(
+            case.kernel_size, case.stride, case.padding, case.dilation, case.groups
+        )
+        layout = geometry.layout(v.shape[2])
+        draw = sampling.sample(v.shape[0] * layout.tiles, keep, mode, generator)
+        mask = torch.zeros(layout.tiles * layout.height, v.shape[0], dtype=v.dtype, device=v.device)
+        if draw is not None:
+            kept = torch.tensor(draw.indices, device=v.device)
+            mask.view(layout.tiles, layout.height, -1)[kept // v.shape[0], :, kept % v.shape[0]] = draw.scale
+        mask = mask[: v.shape[2]].t().reshape(v.shape[0], 1, v.shape[2], *([1] * (v.dim() - 3)))
+        return vjp(x, weight_shape, v * mask, **hyper)
+    if leg == "positions":
         dims, shape = list(range(2, v.dim())), [1, 1, *v.shape[2:]]
     elif leg == "batch":
         dims, shape = [0], [v.shape[0]] + [1] * (v.dim() - 1)
@@ -86,6 +102,12 @@ def _plan_flops_fraction(case: Case, x: torch.Tensor, v: torch.Tensor, keep: flo
         x.shape, v.shape, case.kernel_size, case.stride, case.padding, case.dilation, case.groups
     )
     target = sampling.network_leg(leg)
+    if target == sampling.TILES:
+        geometry = estimators._geometry(case.kernel_size, case.stride, case.padding, case.dilation, case.groups)
+        count = v.shape[0] * geometry.layout(v.shape[2]).tiles
+        kept = sampling.fixed_count(count, keep)
+        plan = tiles.tile_plan(tuple(x.shape), tuple(v.shape), network.output_shape, geometry, kept)
+        return plan.flops / tiles.tile_plan(tuple(x.shape), tuple(v.shape), network.output_shape, geometry, count).flops
     if target is None:
         network, target = rewrites.windows_network(network), sampling.JOINT
     size = network.size(target)
@@ -95,6 +117,13 @@ def _plan_flops_fraction(case: Case, x: torch.Tensor, v: torch.Tensor, keep: flo
         return dense_plan(rewrites.sliced_network(network, target, draw).simplify()).flops
 
     return flops(sampling.fixed_count(size, keep)) / flops(size)
+
+
+#: ``--clock``: ``"wall"`` (``time.perf_counter``, docs/reference.md §7) or ``"cpu"`` (the
+#: calling thread's CPU time, ``time.thread_time``, with one torch thread: robust when other
+#: jobs share the machine, since time spent waiting for a core is not counted).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+_clock = time.perf_counter
 
 
 def _timed(thunks: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
@@ -110,10 +139,10 @@ def _timed(thunks: dict[str, Callable[[], object]], repeats: int, device: torch.
     for _ in range(repeats):
         for name, thunk in thunks.items():
             sync()
-            start = time.perf_counter()
+            start = _clock()
             thunk()
             sync()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(_clock() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -139,6 +168,7 @@ def measure(
     options = dict(keep=keep, leg=leg, mode=mode, generator=gen)
     exact = _masked_vjp(case, x, v, 1.0, leg, mode, gen)
     one_draw = estimators.conv_weight_vjp(x, v, case.kernel_size, **hyper, **options)
+    error = float((one_draw - exact).norm() / exact.norm())
     times = _timed(
         {
             "randomized": lambda: estimators.conv_weight_vjp(x, v, case.kernel_size, **hyper, **options),
@@ -158,56 +188,71 @@ def measure(
         "vs_exact": times["randomized"] / times["exact"],
         "vs_masked": times["randomized"] / times["masked"],
         "flops_fraction": _plan_flops_fraction(case, x, v, keep, leg),
-        "relative_error": float((one_draw - exact).norm() / exact.norm()),
+        "relative_error": error,
+        "equal_time_error": error * math.sqrt(times["randomized"] / times["exact"]),
     }
 
 
-def run(cases: Iterable[Case], keeps: Sequence[float] = KEEPS, **options: object) -> list[dict[str, object]]:
-    """:func:`measure` every non-transposed case with ``D ≤ 3`` at every ``keep``."""
+def run(
+    cases: Iterable[Case], keeps: Sequence[float] = KEEPS, legs: Sequence[str] = ("spatial",), **options: object
+) -> list[dict[str, object]]:
+    """:func:`measure` every non-transposed case with ``D ≤ 3`` at every ``keep``, per leg."""
     rows = []
     for case in cases:
         if not applies(case):
             continue
-        for keep in keeps:
-            rows.append(measure(case, keep, **options))  # type: ignore[arg-type]
+        for leg in legs:
+            for keep in keeps:
+                rows.append(measure(case, keep, leg=leg, **options))  # type: ignore[arg-type]
     return rows
 
 
 def format_table(rows: Sequence[dict[str, object]]) -> str:
     """A plain-text table of :func:`run`'s rows and the median ratios per ``keep``."""
     header = (
-        f"{'case':<34} {'N':>3} {'keep':>5} {'rand ms':>9} {'exact ms':>9} {'mask ms':>9} "
-        f"{'/exact':>7} {'/mask':>7} {'FLOPs':>6} {'rel.err':>8}"
+        f"{'case':<34} {'leg':<10} {'N':>3} {'keep':>5} {'rand ms':>9} {'exact ms':>9} {'mask ms':>9} "
+        f"{'/exact':>7} {'/mask':>7} {'FLOPs':>6} {'rel.err':>8} {'eq.time':>8}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(
-            f"{row['case']:<34} {row['batch']:>3} {row['keep']:>5.2f} {1e3 * row['randomized_s']:>9.2f} "  # type: ignore[operator]
+            f"{row['case']:<34} {row['leg']:<10} {row['batch']:>3} {row['keep']:>5.2f} "
+            f"{1e3 * row['randomized_s']:>9.2f} "  # type: ignore[operator]
             f"{1e3 * row['exact_s']:>9.2f} {1e3 * row['masked_s']:>9.2f} {row['vs_exact']:>7.2f} "  # type: ignore[operator]
-            f"{row['vs_masked']:>7.2f} {row['flops_fraction']:>6.3f} {row['relative_error']:>8.3f}"
+            f"{row['vs_masked']:>7.2f} {row['flops_fraction']:>6.3f} {row['relative_error']:>8.3f} "
+            f"{row['equal_time_error']:>8.3f}"
         )
     lines.append("")
-    lines.append("median over cases:  keep   rand/exact   rand/masked   FLOPs fraction   rel. error")
-    for keep in sorted({row["keep"] for row in rows}, reverse=True):  # type: ignore[type-var]
-        some = [row for row in rows if row["keep"] == keep]
+    lines.append(
+        "median over cases:  leg        keep   rand/exact (max)   rand/masked   FLOPs   rel. error   at equal time"
+    )
+    for leg in dict.fromkeys(row["leg"] for row in rows):
+        for keep in sorted({row["keep"] for row in rows if row["leg"] == leg}, reverse=True):  # type: ignore[type-var]
+            some = [row for row in rows if row["keep"] == keep and row["leg"] == leg]
 
-        def median(key: str, some: list = some) -> float:
-            return statistics.median(float(row[key]) for row in some)
+            def median(key: str, some: list = some) -> float:
+                return statistics.median(float(row[key]) for row in some)
 
-        lines.append(
-            f"{'':<20}{keep:>5.2f} {median('vs_exact'):>12.2f} {median('vs_masked'):>13.2f} "
-            f"{median('flops_fraction'):>16.3f} {median('relative_error'):>12.3f}"
-        )
+            worst = max(float(row["vs_exact"]) for row in some)
+            lines.append(
+                f"{'':<20}{leg:<10} {keep:>5.2f} {median('vs_exact'):>10.2f} ({worst:>4.2f}) "
+                f"{median('vs_masked'):>13.2f} {median('flops_fraction'):>7.3f} {median('relative_error'):>12.3f} "
+                f"{median('equal_time_error'):>15.3f}"
+            )
     return "\n".join(lines)
 
 
 # --- hook for the ``tnconv bench`` registry -----------------------------------------------------------
 
 
-def registry_setup(keep: float, leg: str = "spatial", mode: str = "fixed"):  # type: ignore[no-untyped-def]
+TORCH_INPUT_VJP = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input, 3: torch.nn.grad.conv3d_input}
+
+
+def registry_setup(keep: float, leg: str = "spatial", mode: str = "fixed", kind: str = "weight"):  # type: ignore[no-untyped-def]
     """A ``setup(case, batch, dtype, device)`` for :class:`tnconv.bench.operations.Operation`:
-    ``"tnconv"`` is the randomized weight VJP at ``keep``, ``"torch"`` the exact one. The
-    runner's relative error of ``tnconv`` against ``torch`` is then the error of one draw.
+    ``"tnconv"`` is the randomized weight (or input, ``kind="input"``) VJP at ``keep``,
+    ``"torch"`` the exact one. The runner's relative error of ``tnconv`` against ``torch``
+    is then the error of one draw.
     """
 
     def setup(case: Case, batch: int, dtype: torch.dtype, device: torch.device) -> dict[str, Callable[[], object]]:
@@ -215,6 +260,14 @@ def registry_setup(keep: float, leg: str = "spatial", mode: str = "fixed"):  # t
         v = torch.randn((batch, case.out_channels, *case.output_spatial_size()), dtype=dtype, device=device)
         hyper = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups)
         generator = torch.Generator().manual_seed(0)
+        if kind == "input":
+            w = torch.randn(case.weight_shape(), dtype=dtype, device=device)
+            return {
+                "tnconv": lambda: estimators.conv_input_vjp(
+                    w, v, x.shape, **hyper, keep=keep, leg=leg, mode=mode, generator=generator
+                ),
+                "torch": lambda: TORCH_INPUT_VJP[case.dims](x.shape, w, v, **hyper),
+            }
         return {
             "tnconv": lambda: estimators.conv_weight_vjp(
                 x, v, case.kernel_size, **hyper, keep=keep, leg=leg, mode=mode, generator=generator
@@ -223,6 +276,15 @@ def registry_setup(keep: float, leg: str = "spatial", mode: str = "fixed"):  # t
         }
 
     return setup
+
+
+#: The registered estimator families: name → (kind, leg, description).
+FAMILIES = {
+    "randomized_weight_vjp": ("weight", "spatial", "randomized weight VJP, tiles of output rows"),
+    "randomized_weight_vjp_positions": ("weight", "positions", "randomized weight VJP, single output positions"),
+    "randomized_weight_vjp_batch": ("weight", "batch", "randomized weight VJP, samples"),
+    "randomized_input_vjp": ("input", "spatial", "randomized input VJP, tiles of output rows"),
+}
 
 
 def register_operations(keeps: Sequence[float] = KEEPS) -> list[str]:
@@ -237,12 +299,14 @@ def register_operations(keeps: Sequence[float] = KEEPS) -> list[str]:
     from .operations import Operation, register
 
     names = []
-    for keep in keeps:
-        name = f"randomized_weight_vjp@{keep:g}"
-        description = f"randomized weight VJP, {keep:g} of the output positions (docs/reference.md §6)"
-        setup = registry_setup(keep)
-        register(Operation(name, description, "randomized.conv_weight_vjp", applies, setup, False, True, "weight_vjp"))
-        names.append(name)
+    for family, (kind, leg, text) in FAMILIES.items():
+        for keep in keeps:
+            name = f"{family}@{keep:g}"
+            description = f"{text}, keep {keep:g} (docs/randomized.md)"
+            setup = registry_setup(keep, leg, kind=kind)
+            function = f"randomized.conv_{kind}_vjp"
+            register(Operation(name, description, function, applies, setup, False, True, f"{kind}_vjp"))
+            names.append(name)
     return names
 
 
@@ -255,12 +319,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated models or model/layer labels (default: a few)")
     parser.add_argument("--full", action="store_true", help="every plain layer of the cases")
     parser.add_argument("--keeps", default=",".join(map(str, KEEPS)), help="comma-separated kept fractions")
-    parser.add_argument("--leg", default="spatial", help="spatial, spatial:d or batch")
+    parser.add_argument(
+        "--legs", "--leg", default="spatial", help="comma-separated: spatial (tiles), positions, spatial:d, batch"
+    )
     parser.add_argument("--mode", default="fixed", choices=sampling.MODES)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=None, help="override docs/reference.md §7's batch-size rule")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--clock", default="wall", choices=tuple(CLOCKS), help="wall time, or CPU time of one thread (shared machines)"
+    )
     args = parser.parse_args(argv)
+    global _clock
+    _clock = CLOCKS[args.clock]
+    if args.clock == "cpu":
+        torch.set_num_threads(1)
     cases = [case for case in (load_cases(args.cases) if args.cases else bundled_cases()) if applies(case)]
     if not args.full:
         wanted = args.only.split(",") if args.only else (None if args.cases else list(DEFAULT_LAYERS))
@@ -268,10 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cases = [case for case in cases if case.model in wanted or case.label in wanted]
     try:
         keeps = tuple(sampling.check_keep(float(k), "--keeps") for k in args.keeps.split(","))
-        sampling.check_leg(args.leg, "weight", 3, "--leg")
+        legs = tuple(sampling.check_leg(leg, "weight", 3, "--legs") for leg in args.legs.split(","))
     except ValueError as error:
         parser.error(str(error))
-    rows = run(cases, keeps, leg=args.leg, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device)
+    rows = run(cases, keeps, legs, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device)
     print(format_table(rows))
     return 0
 

@@ -6,9 +6,11 @@ convolution itself is tnconv's.
 
 Keyword-only options train with randomized backpropagation (:mod:`tnconv.randomized`):
 ``backward_keep < 1`` makes the weight gradient an unbiased estimate that contracts only
-that fraction of ``backward_leg`` (``"spatial"``, ``"spatial:d"`` or ``"batch"``), drawn
-with ``backward_mode``; ``backward_input_keep < 1`` does the same for the input gradient
-(over output channels). The bias gradient stays exact. The options are plain attributes,
+that fraction of ``backward_leg`` (``"spatial"``: the tile estimator on PyTorch's kernels,
+whose time falls with the kept fraction; ``"positions"``, ``"spatial:d"`` or ``"batch"``),
+drawn with ``backward_mode``; ``backward_input_keep < 1`` does the same for the input
+gradient over ``backward_input_leg`` (``"channel"``, ``"group"``, ``"spatial"``, ``"spatial:d"``).
+The bias gradient stays exact. The options are plain attributes,
 not parameters or buffers, so ``state_dict`` is still torch's.
 
 Example:
@@ -50,6 +52,7 @@ class _TNConvForward:
     backward_leg: str = "spatial"
     backward_mode: str = "bernoulli"
     backward_input_keep: float = 1.0
+    backward_input_leg: str = "channel"
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class _TNConvForward:
         backward_leg: str = "spatial",
         backward_mode: str = "bernoulli",
         backward_input_keep: float = 1.0,
+        backward_input_leg: str = "channel",
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
@@ -65,6 +69,7 @@ class _TNConvForward:
         self.backward_leg = check_leg(backward_leg, "weight", len(self.kernel_size), "backward_leg")
         self.backward_mode = check_mode(backward_mode, "backward_mode")
         self.backward_input_keep = check_keep(backward_input_keep, "backward_input_keep")
+        self.backward_input_leg = check_leg(backward_input_leg, "input", len(self.kernel_size), "backward_input_leg")
 
     @property
     def randomized_backward(self) -> bool:
@@ -76,7 +81,8 @@ class _TNConvForward:
         if self.randomized_backward:
             text += (
                 f", backward_keep={self.backward_keep}, backward_leg={self.backward_leg!r}, "
-                f"backward_mode={self.backward_mode!r}, backward_input_keep={self.backward_input_keep}"
+                f"backward_mode={self.backward_mode!r}, backward_input_keep={self.backward_input_keep}, "
+                f"backward_input_leg={self.backward_input_leg!r}"
             )
         return text
 
@@ -101,6 +107,7 @@ class _TNConvForward:
             leg=self.backward_leg,
             mode=self.backward_mode,
             input_keep=self.backward_input_keep,
+            input_leg=self.backward_input_leg,
         )
 
 
@@ -161,6 +168,7 @@ class ConvNd(_TNConvForward, _ConvNd):
         backward_leg: str = "spatial",
         backward_mode: str = "bernoulli",
         backward_input_keep: float = 1.0,
+        backward_input_leg: str = "channel",
     ) -> None:
         if spatial_dims is None:
             if isinstance(kernel_size, int):
@@ -188,4 +196,5 @@ class ConvNd(_TNConvForward, _ConvNd):
             backward_leg=backward_leg,
             backward_mode=backward_mode,
             backward_input_keep=backward_input_keep,
+            backward_input_leg=backward_input_leg,
         )

@@ -29,7 +29,7 @@ import torch
 from ..randomized.sampling import check_keep, check_leg, check_mode
 from .conv import Conv1d, Conv2d, Conv3d, _TNConvForward
 from .fold import Fold, Unfold
-from .transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from .transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, _TNConvTransposeForward
 
 #: torch's module class -> tnconv's.
 TO_TNCONV: dict[type, type] = {
@@ -63,8 +63,9 @@ def convert(
         model: any ``torch.nn.Module``.
         backward_keep, backward_leg, backward_mode, backward_input_keep: the randomized
             backward options of :class:`tnconv.nn.Conv2d` (see :mod:`tnconv.nn.conv`),
-            given to every (non-transposed) convolution; the defaults keep it exact.
-            Convolutions that already are tnconv's get them too.
+            given to every convolution (transposed ones take all but
+            ``backward_input_keep``); the defaults keep it exact. Convolutions that already
+            are tnconv's get them too.
 
     Raises:
         TypeError: ``model`` is not a ``torch.nn.Module``.
@@ -80,10 +81,11 @@ def convert(
         target = TO_TNCONV.get(type(module))
         if target is not None:
             module.__class__ = target
-        if isinstance(module, _TNConvForward):
+        if isinstance(module, (_TNConvForward, _TNConvTransposeForward)):
             leg = check_leg(backward_leg, "weight", len(module.kernel_size), "backward_leg")
             for name, value in {**options, "backward_leg": leg}.items():
-                setattr(module, name, value)
+                if hasattr(type(module), name):  # transposed modules have no backward_input_keep
+                    setattr(module, name, value)
     return model
 
 

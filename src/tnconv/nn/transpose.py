@@ -5,6 +5,11 @@ They subclass PyTorch's classes (constructor, parameters, initialisation, ``stat
 logic); only the transposed convolution itself is :func:`tnconv.conv_transpose`. As in
 PyTorch, only ``padding_mode='zeros'`` is allowed.
 
+Keyword-only ``backward_keep < 1`` (with ``backward_leg``, ``backward_mode``) makes the weight
+gradient an unbiased estimate (:func:`tnconv.randomized.conv_transpose`: the adjoint
+convolution's weight VJP over a ``keep`` fraction of the input's (sample, tile) units); the
+input and bias gradients stay exact. Plain attributes, so ``state_dict`` is torch's.
+
 Example:
     >>> import torch, tnconv
     >>> ref = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, groups=2)
@@ -23,6 +28,8 @@ import torch
 from torch.nn.modules.conv import _ConvTransposeNd
 
 from ..functional.transpose import conv_transpose
+from ..randomized.sampling import check_keep, check_leg, check_mode
+from ..randomized.training import conv_transpose as randomized_conv_transpose
 from ..spec.validation import normalize_tuple
 from .fold import tnconv_name
 
@@ -41,6 +48,23 @@ class _TNConvTransposeForward:
     bias: torch.Tensor | None
     _output_padding: object
     _get_name = tnconv_name
+    # class-level defaults: modules unpickled from before these options existed stay exact
+    backward_keep: float = 1.0
+    backward_leg: str = "spatial"
+    backward_mode: str = "bernoulli"
+
+    def __init__(
+        self,
+        *args: object,
+        backward_keep: float = 1.0,
+        backward_leg: str = "spatial",
+        backward_mode: str = "bernoulli",
+        **kwargs: object,
+    ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.backward_keep = check_keep(backward_keep, "backward_keep")
+        self.backward_leg = check_leg(backward_leg, "weight", len(self.kernel_size), "backward_leg")
+        self.backward_mode = check_mode(backward_mode, "backward_mode")
 
     def forward(self, input: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
@@ -57,9 +81,14 @@ class _TNConvTransposeForward:
         )
         batched = input.dim() == dims + 2
         x = input if batched else input.unsqueeze(0)
-        y = conv_transpose(
-            x, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation
-        )
+        hyper = (self.stride, self.padding, output_padding, self.groups, self.dilation)
+        if self.backward_keep < 1.0:
+            y = randomized_conv_transpose(
+                x, self.weight, self.bias, *hyper, keep=self.backward_keep, leg=self.backward_leg,
+                mode=self.backward_mode,
+            )
+        else:
+            y = conv_transpose(x, self.weight, self.bias, *hyper)
         return y if batched else y.squeeze(0)
 
 
@@ -103,6 +132,9 @@ class ConvTransposeNd(_TNConvTransposeForward, _ConvTransposeNd):
         dtype: torch.dtype | None = None,
         *,
         spatial_dims: int | None = None,
+        backward_keep: float = 1.0,
+        backward_leg: str = "spatial",
+        backward_mode: str = "bernoulli",
     ) -> None:
         if spatial_dims is None:
             if isinstance(kernel_size, int):
@@ -124,4 +156,7 @@ class ConvTransposeNd(_TNConvTransposeForward, _ConvTransposeNd):
             padding_mode,
             device,
             dtype,
+            backward_keep=backward_keep,
+            backward_leg=backward_leg,
+            backward_mode=backward_mode,
         )

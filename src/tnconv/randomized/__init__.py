@@ -55,25 +55,36 @@ Example:
 """
 
 from ..execute.windows import gather_windows
-from .estimators import conv_input_vjp, conv_weight_vjp, input_vjp_network, weight_vjp_network
+from .estimators import (
+    conv_input_vjp,
+    conv_transpose_weight_vjp,
+    conv_weight_vjp,
+    input_vjp_network,
+    weight_vjp_network,
+)
 from .rewrites import windows_network
 from .sampling import MODES, Draw, check_keep, check_leg, check_mode, legs_of, sample
-from .training import BackwardOptions, conv
+from .tiles import TileLayout, tile_layout
+from .training import BackwardOptions, conv, conv_transpose
 
 __all__ = [
     "MODES",
     "BackwardOptions",
     "Draw",
+    "TileLayout",
     "check_keep",
     "check_leg",
     "check_mode",
     "conv",
     "conv_input_vjp",
+    "conv_transpose",
+    "conv_transpose_weight_vjp",
     "conv_weight_vjp",
     "gather_windows",
     "input_vjp_network",
     "legs_of",
     "sample",
+    "tile_layout",
     "weight_vjp_network",
     "windows_network",
 ]

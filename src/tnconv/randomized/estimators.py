@@ -11,15 +11,18 @@ from ..execute.windows import gather_windows
 from ..spec.validation import (
     IntOrTuple,
     Padding,
+    check_generator,
     check_same_dtype_device,
     check_tensor,
     normalize_groups,
+    normalize_padding,
     normalize_tuple,
 )
 from ..symbolic.builders.vjp import conv_input_vjp_network, conv_weight_vjp_network
 from ..symbolic.network import TensorNetwork
 from .rewrites import materialize_slices, resized, restore_output, sliced_network, windows_network
-from .sampling import JOINT, check_keep, check_leg, check_mode, network_leg, sample
+from .sampling import JOINT, TILES, check_keep, check_leg, check_mode, network_leg, sample
+from .tiles import _Geometry, draw_units, exact_input_vjp, exact_weight_vjp, tile_input_vjp, tile_weight_vjp
 
 #: Named legs of each VJP and the network leg they slice (``"spatial:d"`` is added per dimension).
 
@@ -50,6 +53,31 @@ def _joint_positions(
     return result.movedim(-1, 1).contiguous()  # [(g co), k…, ci] → the weight's [(g co), ci, k…]
 
 
+def _geometry(
+    kernel: tuple[int, ...], stride: IntOrTuple, padding: Padding, dilation: IntOrTuple, groups: int
+) -> _Geometry:
+    dims = len(kernel)
+    strides = normalize_tuple(stride, dims, "stride", minimum=1)
+    dilations = normalize_tuple(dilation, dims, "dilation", minimum=1)
+    left, right = normalize_padding(padding, kernel, strides, dilations)
+    return _Geometry(kernel, strides, left, right, dilations, groups)
+
+
+def _exact(network: TensorNetwork, tensors: Mapping[str, torch.Tensor], geometry: _Geometry) -> torch.Tensor:
+    """The exact VJP: straight to PyTorch's kernel when it has one (symmetric padding, D ≤ 3)."""
+    if geometry.left == geometry.right and geometry.dims <= 3:
+        if "x" in tensors:
+            return exact_weight_vjp(
+                tensors["x"], tensors["v"], network.output_shape, geometry.stride, geometry.left,
+                geometry.dilation, geometry.groups,
+            )
+        return exact_input_vjp(
+            network.output_shape, tensors["w"], tensors["v"], geometry.stride, geometry.left,
+            geometry.dilation, geometry.groups,
+        )
+    return contract(network, tensors)
+
+
 def _randomized(
     network: TensorNetwork,
     leg: str,
@@ -57,10 +85,19 @@ def _randomized(
     keep: float,
     mode: str,
     generator: torch.Generator | None,
+    geometry: _Geometry,
 ) -> torch.Tensor:
     if keep == 1.0:
-        return contract(network, tensors)
+        return _exact(network, tensors, geometry)
     target = network_leg(leg)
+    if target == TILES:
+        v = tensors["v"]
+        draw = draw_units(v.shape[0], geometry.layout(v.shape[2]), keep, mode, generator)
+        if draw is None:
+            return v.new_zeros(network.output_shape)
+        if "x" in tensors:
+            return tile_weight_vjp(tensors["x"], v, network.output_shape, geometry, draw)
+        return tile_input_vjp(tensors["w"], v, network.output_shape, geometry, draw)
     if target is None:
         return _joint_positions(network, tensors["x"], tensors["v"], keep, mode, generator)
     draw = sample(network.size(target), keep, mode, generator)
@@ -183,10 +220,12 @@ def conv_weight_vjp(
     check_tensor(x, "x", min_dim=3)
     check_tensor(v, "v")
     check_same_dtype_device(x=x, v=v)
+    check_generator(generator, x.device)
     leg = check_leg(leg, "weight", x.dim() - 2)
     network = weight_vjp_network(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
     _check_vector(network, v)
-    return _randomized(network, leg, {"x": x, "v": v}, keep, mode, generator)
+    geometry = _geometry(network.output_shape[2:], stride, padding, dilation, groups)
+    return _randomized(network, leg, {"x": x, "v": v}, keep, mode, generator, geometry)
 
 
 def conv_input_vjp(
@@ -230,13 +269,57 @@ def conv_input_vjp(
     check_tensor(weight, "weight", min_dim=3)
     check_tensor(v, "v")
     check_same_dtype_device(weight=weight, v=v)
+    check_generator(generator, v.device)
     leg = check_leg(leg, "input", weight.dim() - 2)
     network = input_vjp_network(weight.shape, v.shape, input_size, stride, padding, dilation, groups)
     _check_vector(network, v)
-    return _randomized(network, leg, {"w": weight, "v": v}, keep, mode, generator)
+    geometry = _geometry(tuple(weight.shape[2:]), stride, padding, dilation, groups)
+    return _randomized(network, leg, {"w": weight, "v": v}, keep, mode, generator, geometry)
+
+
+def conv_transpose_weight_vjp(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+    *,
+    keep: float = 0.5,
+    leg: str = "spatial",
+    mode: str = "bernoulli",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Unbiased randomized weight VJP of ``y = conv_transpose(x, w, …)`` (argument order of
+    ``torch.nn.functional.conv_transpose2d``).
+
+    A transposed convolution is the adjoint of the convolution with the same weight, so its
+    weight VJP is that convolution's weight VJP with ``x`` and ``v`` exchanged:
+    :func:`conv_weight_vjp` ``(v, x, …)``; ``leg`` then samples the positions (or samples)
+    of ``x``. ``output_padding`` only sets the output size, which ``v`` already has.
+
+    Returns ``[C_in, C_out/groups, K…]``, the transposed weight's shape.
+
+    >>> x, w = torch.randn(2, 4, 5, 5), torch.randn(4, 3, 3, 3)
+    >>> v = torch.randn(2, 3, 10, 10)
+    >>> xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    >>> y = torch.nn.functional.conv_transpose2d(xr, wr, stride=2, padding=1, output_padding=1)
+    >>> exact = torch.autograd.grad(y, wr, v)[0]
+    >>> got = conv_transpose_weight_vjp(x, v, 3, stride=2, padding=1, output_padding=1, keep=1.0)
+    >>> torch.allclose(got, exact, atol=1e-4)
+    True
+    """
+    check_tensor(x, "x", min_dim=3)
+    check_tensor(v, "v")
+    normalize_tuple(output_padding, x.dim() - 2, "output_padding", minimum=0)
+    return conv_weight_vjp(
+        v, x, kernel_size, stride, padding, dilation, groups, keep=keep, leg=leg, mode=mode, generator=generator
+    )
 
 
 # ------------------------------------------------------------ training with the option
 
 
-__all__ = ["conv_input_vjp", "conv_weight_vjp", "input_vjp_network", "weight_vjp_network"]
+__all__ = ["conv_input_vjp", "conv_transpose_weight_vjp", "conv_weight_vjp", "input_vjp_network", "weight_vjp_network"]

@@ -18,10 +18,18 @@ from ..spec.validation import check_choice, check_generator, check_probability
 MODES = ("bernoulli", "fixed")
 
 
-WEIGHT_LEGS = {"spatial": None, "batch": "n"}
+#: The tile estimators (:mod:`.tiles`): units are (sample, tile of output rows) pairs.
+TILES = "tiles"
+#: The per-position estimator: output positions sampled jointly (gathered windows).
+POSITIONS = "positions"
+
+#: ``leg=`` of the weight VJP → the network leg it slices (or :data:`TILES` / ``None`` for
+#: the estimators that do not slice one leg of the VJP network). ``"spatial"`` is ``"tiles"``.
+WEIGHT_LEGS = {"spatial": TILES, "tiles": TILES, "positions": None, "batch": "n"}
 
 
-INPUT_LEGS = {"channel": "co", "group": "g"}
+#: ``leg=`` of the input VJP → the network leg it slices (or :data:`TILES`).
+INPUT_LEGS = {"channel": "co", "group": "g", "spatial": TILES, "tiles": TILES}
 
 
 JOINT = "o"  # the joint output-position leg of :func:`windows_network`
@@ -51,7 +59,8 @@ def check_leg(leg: object, kind: str, dims: int, name: str = "leg") -> str:
 
 
 def network_leg(leg: str) -> str | None:
-    """The network leg that ``leg`` slices (``None`` for the joint ``"spatial"`` leg)."""
+    """The network leg that ``leg`` slices (``None`` for ``"positions"``, :data:`TILES` for
+    the tile estimators)."""
     if leg.startswith("spatial:"):
         return f"o{leg.split(':')[1]}"
     return {**WEIGHT_LEGS, **INPUT_LEGS}[leg]
@@ -77,6 +86,13 @@ def sample(size: int, keep: float, mode: str, generator: torch.Generator | None 
     3.3333333333333335
     """
     check_generator(generator)
+    # the draw is made outside any torch.func transform (vmap would refuse a random op): it
+    # is shared by the vmapped examples, like the rest of the draw's bookkeeping
+    with torch._C._DisableFuncTorch():
+        return _sample(size, keep, mode, generator)
+
+
+def _sample(size: int, keep: float, mode: str, generator: torch.Generator | None) -> Draw | None:
     device = generator.device if generator is not None else torch.device("cpu")
     if mode == "fixed":
         count = fixed_count(size, keep)

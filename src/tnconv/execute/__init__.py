@@ -5,6 +5,7 @@ themselves with :func:`register_strategy` when their modules are imported here, 
 order ``strategy="auto"`` tries them:
 
 ========================  =====================================================================
+``"separable"``           window sums ``Σ_o Π`` as small matrices on the data's axes (KFAC-reduce)
 ``"square"``              ``J·J'`` networks (curvature) through a materialised ``J`` when cheaper
 ``"native"``              PyTorch's convolution kernels, when the network is one (bias fused)
 ``"structured"``          index patterns on data become strided views, then einsum
@@ -16,7 +17,7 @@ order ``strategy="auto"`` tries them:
 derivatives are the contractions of derived networks.
 """
 
-from . import dense, native, squares, structured  # noqa: F401  (each registers its strategy)
+from . import dense, native, separable, squares, structured  # noqa: F401  (each registers its strategy)
 from .dispatch import STRATEGIES, auto_order, contract, register_strategy, strategies
 
 __all__ = ["STRATEGIES", "auto_order", "contract", "register_strategy", "strategies"]

@@ -21,6 +21,7 @@ from ..symbolic.network import TensorNetwork
 from ..symbolic.squares import SquareNetwork, materialized_square, square_network
 from .dispatch import contract, register_strategy
 from .plan import dense_plan
+from .separable import separable_plan
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,15 @@ def square_recipe(
     """Choose, by ``opt_einsum``'s operation count, between one contraction and materialising ``J``."""
     factor = simplify(network)
     fused = square_network(network, keep, outer, scale)
+    separable = separable_plan(network) is not None
     # the plain fused network: the "square" strategy must not see itself again
     direct = simplify(TensorNetwork(fused.nodes, fused.sizes, fused.output, fused.slices))
     product = materialized_square(factor, keep, outer).scaled(scale)
     direct_flops = dense_plan(direct).flops
     materialized_flops = dense_plan(factor).flops + dense_plan(product).flops
-    if direct_flops <= materialized_flops:
+    if separable:  # J is read-once window sums: always materialise it (it is small)
+        materialized_flops = separable_plan(network).flops + dense_plan(product).flops  # type: ignore[union-attr]
+    if direct_flops <= materialized_flops and not separable:
         return SquareRecipe(direct, None, None, direct_flops, materialized_flops)
     summed = tuple(a for a in range(len(network.output)) if a not in keep + outer)
     layout = tuple(network.output[a] for a in keep + outer + summed)
@@ -91,7 +95,7 @@ def contract_square_network(network: TensorNetwork, tensors: Mapping[str, torch.
     else:
         result = torch.bmm(value, value.transpose(1, 2))
     result = result.reshape(recipe.output_shape)
-    return result * network.scale if network.scale != 1.0 else result
+    return result.mul_(network.scale) if network.scale != 1.0 else result  # a fresh tensor: scale in place
 
 
 register_strategy(

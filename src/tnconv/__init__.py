@@ -9,6 +9,7 @@ torch.Size([2, 4, 4, 4])
 from . import execute, kfac, networks, nn, randomized, simplify  # noqa: F401  (execute registers the strategies)
 from .caching import cache_stats, clear_caches
 from .diagrams import draw
+from .execute.explain import Explanation, explain  # noqa: F401  (tnconv.explain)
 from .functional import (
     conv,
     conv1d,

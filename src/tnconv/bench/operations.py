@@ -44,6 +44,8 @@ class Operation:
             not expected to agree (no "disagree" note).
         measures: the operation of the one registry (:data:`tnconv.symbolic.registry.OPERATIONS`)
             that this benchmark times; by default its own name.
+        floors: like ``setup``, the floors of the operation (names ``floor:…``, see
+            :func:`factor_floors`), timed alongside and reported as ratios.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Operation:
     default: bool = True
     estimator: bool = False
     measures: str = ""
+    floors: Setup | None = None
 
     def available(self) -> bool:
         """Whether the installed tnconv has the function."""
@@ -288,6 +291,44 @@ def unfold_factor(x: torch.Tensor, case: Case, reduce: bool) -> torch.Tensor:
     return columns @ columns.transpose(1, 2) / batch
 
 
+#: Implementations whose name starts with this are floors: lower bounds on the time of an
+#: operation (docs/reference.md §7), timed with the others but not compared for agreement.
+FLOOR = "floor:"
+
+
+def is_floor(name: str) -> bool:
+    """Whether an implementation name is a floor (``floor:read``, ``floor:gemm``, …)."""
+    return name.startswith(FLOOR)
+
+
+def factor_floors(x: torch.Tensor, case: Case, reduce: bool) -> dict[str, Thunk]:
+    """The floors of a Kronecker factor on ``x`` (docs/reference.md §7), each a thunk.
+
+    ``floor:read`` is one pass over ``x`` (``x.sum()``); ``floor:gemm`` the final product
+    alone on a ready operand — ``J Jᵀ`` with ``J`` the ``[G, d, N·∏O]`` unfolded input (KFC),
+    ``ū ūᵀ`` with ``ū`` ``[G, d, N]`` (KFAC-reduce), whose floor is ``floor:read+gemm``.
+
+    >>> case = Case("m", "l", (1, 4, 6, 6), 4, (3, 3), (1, 1), (1, 1), (1, 1), groups=2)
+    >>> sorted(factor_floors(torch.randn(2, 4, 6, 6), case, reduce=True))
+    ['floor:gemm', 'floor:read', 'floor:read+gemm']
+    """
+    import tnconv
+
+    batch, groups = x.shape[0], case.groups
+    u = tnconv.unfold(x, case.kernel_size, case.dilation, case.padding, case.stride)  # [N, C·∏K, ∏O]
+    u = u.view(batch, groups, u.shape[1] // groups, u.shape[2])
+    floors: dict[str, Thunk] = {f"{FLOOR}read": lambda: x.sum()}
+    if reduce:
+        mean = u.mean(3).permute(1, 2, 0).contiguous()  # [G, d, N]
+        floors[f"{FLOOR}gemm"] = lambda: torch.bmm(mean, mean.transpose(1, 2))
+        floors[f"{FLOOR}read+gemm"] = lambda: (x.sum(), torch.bmm(mean, mean.transpose(1, 2)))[1]
+    else:
+        columns = u.permute(1, 2, 0, 3).reshape(groups, u.shape[2], -1).contiguous()  # [G, d, N·O]
+        floors[f"{FLOOR}gemm"] = lambda: torch.bmm(columns, columns.transpose(1, 2))
+    del u
+    return floors
+
+
 def _setup_factor(reduce: bool) -> Setup:
     function, module = ("kfac_reduce_factor", "convNd_kfac_reduce") if reduce else ("kfc_factor", "convNd_kfc")
 
@@ -302,6 +343,13 @@ def _setup_factor(reduce: bool) -> Setup:
                 "einconv": (lambda: _einsum_expression(module, x, case.kernel_size, **hyper)) if has_einconv else None,
             }
         )
+
+    return setup
+
+
+def _setup_factor_floors(reduce: bool) -> Setup:
+    def setup(case: Case, batch: int, dtype: torch.dtype, device: torch.device) -> dict[str, Thunk]:
+        return factor_floors(_randn((batch, *case.input_shape[1:]), dtype, device), case, reduce)
 
     return setup
 
@@ -330,8 +378,17 @@ for _operation in (
     Operation("input_vjp", "input VJP (gradient w.r.t. the input)", "conv_input_vjp", _plain, _setup_input_vjp),
     Operation("weight_vjp", "weight VJP (gradient w.r.t. the weight)", "conv_weight_vjp", _plain, _setup_weight_vjp),
     Operation("unfold", "unfold (im2col)", "unfold", _plain, _setup_unfold),
-    Operation("kfc", "KFC input factor", "kfc_factor", _plain, _setup_factor(reduce=False)),
-    Operation("kfac_reduce", "KFAC-reduce input factor", "kfac_reduce_factor", _plain, _setup_factor(reduce=True)),
+    Operation(
+        "kfc", "KFC input factor", "kfc_factor", _plain, _setup_factor(False), floors=_setup_factor_floors(False)
+    ),
+    Operation(
+        "kfac_reduce",
+        "KFAC-reduce input factor",
+        "kfac_reduce_factor",
+        _plain,
+        _setup_factor(True),
+        floors=_setup_factor_floors(True),
+    ),
     Operation(
         "conv_transpose", "transposed convolution", "conv_transpose", lambda c: c.transposed, _setup_conv_transpose
     ),

@@ -44,6 +44,7 @@ def summary_table(result: BenchResult) -> str:
                     baseline,
                     str(stats.count),
                     _ratio(stats.median),
+                    f"{stats.q1:.2f}-{stats.q3:.2f}",
                     _ratio(stats.minimum),
                     _ratio(stats.maximum),
                     stats.worst_case,
@@ -51,8 +52,8 @@ def summary_table(result: BenchResult) -> str:
             )
     if not rows:
         return "no measurements"
-    header = ["operation", "baseline", "cases", "median", "min", "max", "worst case (max)"]
-    return _table(header, rows, [False, False, True, True, True, True, False])
+    header = ["operation", "baseline", "cases", "median", "IQR", "min", "max", "worst case (max)"]
+    return _table(header, rows, [False, False, True, True, True, True, True, False])
 
 
 def per_case_table(result: BenchResult) -> str:

@@ -16,6 +16,7 @@ class RatioStats:
         count: number of cases.
         median, minimum, maximum: of the ratios.
         geomean: geometric mean of the ratios.
+        q1, q3: the quartiles of the ratios (their difference is the IQR).
         worst_case, best_case: the cases with the largest and the smallest ratio.
     """
 
@@ -26,6 +27,13 @@ class RatioStats:
     geomean: float
     worst_case: str
     best_case: str
+    q1: float = math.nan
+    q3: float = math.nan
+
+    @property
+    def iqr(self) -> float:
+        """Interquartile range of the ratios."""
+        return self.q3 - self.q1
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -45,6 +53,7 @@ def ratio_stats(ratios: Iterable[tuple[str, float]]) -> RatioStats:
         raise ValueError(f"ratios must be positive and finite, got {[r for _, r in pairs]}")
     values = [ratio for _, ratio in pairs]
     worst = max(pairs, key=lambda pair: pair[1])
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else (values[0],) * 3
     best = min(pairs, key=lambda pair: pair[1])
     return RatioStats(
         count=len(values),
@@ -54,6 +63,8 @@ def ratio_stats(ratios: Iterable[tuple[str, float]]) -> RatioStats:
         geomean=math.exp(statistics.fmean(math.log(v) for v in values)),
         worst_case=worst[0],
         best_case=best[0],
+        q1=q1,
+        q3=q3,
     )
 
 

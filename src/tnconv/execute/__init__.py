@@ -5,8 +5,10 @@ themselves with :func:`register_strategy` when their modules are imported here, 
 order ``strategy="auto"`` tries them:
 
 ========================  =====================================================================
+``"separable"``           window sums ``Σ_o Π`` as small matrices on the data's axes (KFAC-reduce)
 ``"square"``              ``J·J'`` networks (curvature) through a materialised ``J`` when cheaper
 ``"native"``              PyTorch's convolution kernels, when the network is one (bias fused)
+``"col2im"``              fold / unfold_transpose as strided adds into a padded buffer (no Π)
 ``"structured"``          index patterns on data become strided views, then einsum
 ``"simplified"``          dense einsum of the simplified network (always applies)
 ``"einsum"``              dense index patterns, the reference (not tried by ``"auto"``)
@@ -16,7 +18,7 @@ order ``strategy="auto"`` tries them:
 derivatives are the contractions of derived networks.
 """
 
-from . import dense, native, squares, structured  # noqa: F401  (each registers its strategy)
+from . import col2im, dense, native, separable, squares, structured  # noqa: F401  (each registers its strategy)
 from .dispatch import STRATEGIES, auto_order, contract, register_strategy, strategies
 
 __all__ = ["STRATEGIES", "auto_order", "contract", "register_strategy", "strategies"]

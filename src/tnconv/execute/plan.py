@@ -8,6 +8,7 @@ differ only in *which* positions a leg is sliced to share them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import opt_einsum
@@ -26,6 +27,9 @@ class DensePlan:
         scale: the product of the scalar nodes.
         flops: opt_einsum's operation count of the chosen contraction order.
         output_shape: the shape of the result.
+        moved: elements read and written by the pairwise steps of that order (every
+            operand of a step read once, its result written once): the bytes term of the
+            cost model, in elements.
     """
 
     equation: str
@@ -34,6 +38,7 @@ class DensePlan:
     flops: int
     output_shape: tuple[int, ...]
     expression: object
+    moved: int = 0
 
 
 @cached(maxsize=1024)
@@ -47,7 +52,35 @@ def dense_plan(network: TensorNetwork) -> DensePlan:
     equation = network.equation()
     shapes = tuple(tuple(network.size(leg) for leg in node.legs) for node in operands)
     flops, expression = compiled_expression(equation, shapes)
-    return DensePlan(equation, operands, scale, flops, network.output_shape, expression)
+    moved = moved_elements(equation, shapes)
+    return DensePlan(equation, operands, scale, flops, network.output_shape, expression, moved)
+
+
+@cached(maxsize=1024, bypassable=False)
+def moved_elements(equation: str, shapes: tuple[tuple[int, ...], ...]) -> int:
+    """Elements read and written by the pairwise steps of ``equation``'s contraction order.
+
+    >>> moved_elements("ab,bc->ac", ((2, 3), (3, 4)))   # 6 + 12 read, 8 written
+    26
+    """
+    inputs = equation.split("->")[0].split(",")
+    if len(inputs) == 1:
+        return math.prod(s for shape in shapes for s in shape) + math.prod(_output_sizes(equation, shapes))
+    _, info = opt_einsum.contract_path(equation, *shapes, shapes=True, optimize="auto")
+    sizes = info.size_dict
+    total = 0
+    for step in info.contraction_list:
+        terms, result = step[2].split("->")
+        total += sum(math.prod(sizes[c] for c in term) for term in terms.split(",")) + math.prod(
+            sizes[c] for c in result
+        )
+    return total
+
+
+def _output_sizes(equation: str, shapes: tuple[tuple[int, ...], ...]) -> list[int]:
+    inputs, output = equation.split("->")
+    sizes = {c: n for term, shape in zip(inputs.split(","), shapes) for c, n in zip(term, shape)}
+    return [sizes[c] for c in output]
 
 
 @cached(maxsize=1024, bypassable=False)

@@ -20,7 +20,13 @@ from ..simplify import simplify
 from ..symbolic.network import TensorNetwork
 from ..symbolic.squares import SquareNetwork, materialized_square, square_network
 from .dispatch import contract, register_strategy
+from .im2col import im2col_gram, im2col_plan
 from .plan import dense_plan
+from .separable import separable_plan
+
+#: Machine balance of the cost model: one byte moved costs as much time as this many flops
+#: (about 50 GFLOP/s of float32 GEMM against 10 GB/s of memory traffic on two cores).
+FLOPS_PER_BYTE = 5
 
 
 @dataclass(frozen=True)
@@ -29,8 +35,12 @@ class SquareRecipe:
     contracting ``factor`` (= ``J`` with its axes ordered ``keep, outer, summed``) first and
     then one batched matrix product (or a sum of squares when nothing is ``outer``).
 
-    ``product`` is that second step as a network (for inspection and its operation count);
-    ``gram_shape`` is ``(∏keep, ∏outer, ∏summed)`` and ``output_shape`` the result's shape.
+    ``route`` names the lowering: ``"direct"``, ``"materialized"`` (``J`` through the
+    dispatcher, then GEMM), ``"separable"`` (``J`` = window sums read once from ``x``, see
+    :mod:`.separable`) or ``"im2col"`` (``J`` copied once per batch chunk from window
+    views, then GEMM accumulated, see :mod:`.im2col`). ``estimates`` holds, per route
+    considered, ``(flops, bytes moved)`` of the cost model; ``product`` is the second step
+    as a network; ``gram_shape`` is ``(∏keep, ∏outer, ∏summed)``.
     """
 
     direct: TensorNetwork | None
@@ -40,31 +50,90 @@ class SquareRecipe:
     materialized_flops: int
     gram_shape: tuple[int, int, int] = (0, 0, 0)
     output_shape: tuple[int, ...] = ()
+    route: str = "direct"
+    estimates: tuple[tuple[str, int, int], ...] = ()
+
+
+def _elements(network: TensorNetwork) -> int:
+    """Elements the dense contraction of ``network`` reads and writes (its pairwise steps)."""
+    return dense_plan(network).moved
+
+
+def cost(flops: int, moved: int) -> float:
+    """The cost model's time unit: ``flops + FLOPS_PER_BYTE · bytes``."""
+    return flops + FLOPS_PER_BYTE * moved
 
 
 @cached(maxsize=1024)
 def square_recipe(
-    network: TensorNetwork, keep: tuple[int, ...] = (), outer: tuple[int, ...] = (), scale: float = 1.0
+    network: TensorNetwork,
+    keep: tuple[int, ...] = (),
+    outer: tuple[int, ...] = (),
+    scale: float = 1.0,
+    itemsize: int = 4,
 ) -> SquareRecipe:
-    """Choose, by ``opt_einsum``'s operation count, between one contraction and materialising ``J``."""
+    """Choose the lowering of ``J · J'`` (see :class:`SquareRecipe`).
+
+    Between the generic routes the choice is ``opt_einsum``'s operation count: the fused
+    network (``direct``) or ``J`` materialised then GEMM. A read-once lowering that applies
+    (``separable``, ``im2col``) is costed by flops *and* bytes moved (:func:`cost`) and wins
+    when it is cheaper than both: their ``J`` is written once (or never leaves the cache)
+    and ``x`` is read once, where the generic routes copy ``x`` into einsum operands.
+    """
     factor = simplify(network)
     fused = square_network(network, keep, outer, scale)
     # the plain fused network: the "square" strategy must not see itself again
     direct = simplify(TensorNetwork(fused.nodes, fused.sizes, fused.output, fused.slices))
     product = materialized_square(factor, keep, outer).scaled(scale)
     direct_flops = dense_plan(direct).flops
-    materialized_flops = dense_plan(factor).flops + dense_plan(product).flops
-    if direct_flops <= materialized_flops:
-        return SquareRecipe(direct, None, None, direct_flops, materialized_flops)
+    product_flops = dense_plan(product).flops
+    materialized_flops = dense_plan(factor).flops + product_flops
+    j_elements = math.prod(network.output_shape)
+    estimates = [
+        ("direct", direct_flops, itemsize * _elements(direct)),
+        ("materialized", materialized_flops, itemsize * (_elements(factor) + 2 * j_elements + _elements(product))),
+    ]
     summed = tuple(a for a in range(len(network.output)) if a not in keep + outer)
     layout = tuple(network.output[a] for a in keep + outer + summed)
     ordered = network.with_nodes(network.nodes, output=layout)  # strategies simplify when contracting
+    out_elements = math.prod(fused.output_shape)
+    plan = separable_plan(network)
+    if plan is not None:
+        reads, writes = plan.bytes_per_element
+        estimates.append(("separable", plan.flops + product_flops, itemsize * (reads + writes + out_elements)))
+    summed_legs = {leg for a in summed for leg in network.output[a]}
+    im2col = im2col_plan(ordered) if "n" in summed_legs else None
+    if im2col is not None:
+        x_elements = math.prod(im2col.x_shape)
+        estimates.append(("im2col", product_flops, itemsize * (x_elements + 2 * j_elements + out_elements)))
+    generic = "direct" if direct_flops <= materialized_flops else "materialized"
+    route = generic
+    best = cost(*next(e[1:] for e in estimates if e[0] == generic))
+    for name, flops, moved in estimates[2:]:
+        if cost(flops, moved) <= best:
+            route, best = name, cost(flops, moved)
+    if route == "materialized" and plan is not None:
+        route = "separable"  # the dispatcher evaluates a separable J by that lowering anyway
+    if route == "direct":
+        return SquareRecipe(
+            direct, None, None, direct_flops, materialized_flops, route=route, estimates=tuple(estimates)
+        )
 
     def count(axes: tuple[int, ...]) -> int:
         return math.prod(network.output_shape[a] for a in axes)
 
     gram_shape = (count(keep), count(outer), count(summed))
-    return SquareRecipe(None, ordered, product, direct_flops, materialized_flops, gram_shape, direct.output_shape)
+    return SquareRecipe(
+        None,
+        ordered,
+        product,
+        direct_flops,
+        materialized_flops,
+        gram_shape,
+        direct.output_shape,
+        route,
+        tuple(estimates),
+    )
 
 
 def contract_square(
@@ -75,27 +144,38 @@ def contract_square(
     scale: float = 1.0,
 ) -> torch.Tensor:
     """``scale · J · J'`` (see :func:`~tnconv.symbolic.squares.square_network`), through the dispatcher."""
-    return contract(square_network(network, keep, outer, scale), tensors)
+    return contract(_square(network, keep, outer, scale), tensors)
+
+
+@cached(maxsize=1024)
+def _square(network: TensorNetwork, keep: tuple[int, ...], outer: tuple[int, ...], scale: float) -> SquareNetwork:
+    """:func:`square_network`, built once per signature (per-call Python overhead)."""
+    return square_network(network, keep, outer, scale)
 
 
 def contract_square_network(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
     """The ``"square"`` strategy: applies to :class:`SquareNetwork` s only."""
     if not isinstance(network, SquareNetwork) or network.factor is None:
         return None
-    recipe = square_recipe(network.factor, network.keep, network.outer, network.scale)
+    first = next(iter(tensors.values()))
+    recipe = square_recipe(network.factor, network.keep, network.outer, network.scale, first.element_size())
     if recipe.direct is not None:
         return contract(recipe.direct, tensors)
+    if recipe.route == "im2col":
+        plan = im2col_plan(recipe.factor)  # type: ignore[arg-type]
+        result = im2col_gram(plan, tensors, recipe.gram_shape, network.scale)  # type: ignore[arg-type]
+        return result.reshape(recipe.output_shape)
     value = contract(recipe.factor, tensors).reshape(recipe.gram_shape)  # type: ignore[arg-type]
     if recipe.gram_shape[2] == 1 and not network.outer:
         result = value.square().sum(2)
     else:
         result = torch.bmm(value, value.transpose(1, 2))
     result = result.reshape(recipe.output_shape)
-    return result * network.scale if network.scale != 1.0 else result
+    return result.mul_(network.scale) if network.scale != 1.0 else result  # a fresh tensor: scale in place
 
 
 register_strategy(
     "square", contract_square_network, "J·J' through a materialised J when cheaper (curvature)", priority=10
 )
 
-__all__ = ["SquareRecipe", "contract_square", "square_recipe"]
+__all__ = ["FLOPS_PER_BYTE", "SquareRecipe", "contract_square", "cost", "square_recipe"]

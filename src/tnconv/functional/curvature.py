@@ -40,11 +40,17 @@ from typing import Literal
 
 import torch
 
-from ..caching import cached
+from ..execute.dispatch import contract
 from ..execute.ops import float32_under_autocast, traced_input_factor, tracing
 from ..execute.squares import contract_square
 from ..spec.validation import IntOrTuple, Padding, check_floating, check_tensor, normalize_groups
-from ..symbolic.builders.curvature import _positions, _square_base, input_patches, input_patches_transpose
+from ..symbolic.builders.curvature import (
+    _positions,
+    _square_base,
+    feature_sum_network,
+    input_patches,
+    input_patches_transpose,
+)
 from ..symbolic.network import TensorNetwork
 
 # ---------------------------------------------------------------------------- patches
@@ -56,19 +62,13 @@ from ..symbolic.network import TensorNetwork
 # ----------------------------------------------------------------------- evaluation
 
 
-@cached(maxsize=1024)
-def _feature_sum(patches: TensorNetwork) -> TensorNetwork:
-    """``Σ_{n,o} u``: ``[G, C_in/G·∏K]``."""
-    return patches.with_nodes(patches.nodes, output=patches.output[1:3])
-
-
 def _factor(x: torch.Tensor, patches: TensorNetwork, approx: str, bias: bool) -> torch.Tensor:
     base, scale = _square_base(patches, approx)
     factor = contract_square(base, {"x": x}, keep=(1,), outer=(2,), scale=scale)
     if not bias:
         return factor
     batch, positions = patches.size("n"), _positions(patches)
-    mean = _feature_sum(patches).simplify().contract(x=x) / batch
+    mean = contract(feature_sum_network(patches), {"x": x}) / batch
     corner = float(positions)
     if approx == "reduce":
         mean, corner = mean / positions, 1.0

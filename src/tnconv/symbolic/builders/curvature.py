@@ -78,6 +78,12 @@ def _square_base(patches: TensorNetwork, approx: str) -> tuple[TensorNetwork, fl
     return summed, 1.0 / (batch * _positions(patches) ** 2)
 
 
+@cached(maxsize=1024)
+def feature_sum_network(patches: TensorNetwork) -> TensorNetwork:
+    """``Σ_{n,o} u`` of a grouped patches network: ``[G, C_in/G·∏K]`` (the bias row of a factor)."""
+    return patches.with_nodes(patches.nodes, output=patches.output[1:3])
+
+
 def factor_network(patches: TensorNetwork, approx: str) -> TensorNetwork:
     """The input factor of a grouped patches network (``approx``: ``"expand"`` or ``"reduce"``)."""
     base, scale = _square_base(patches, approx)

@@ -1,0 +1,172 @@
+"""``tnconv.explain``: which strategy ``"auto"`` picks for a network, its steps, and the cost
+model's estimate of flops and bytes moved — without touching data.
+
+The dispatcher tries the strategies in priority order; each has a data-free test of whether
+it applies (``separable_plan``, ``square_recipe``, ``recognize``, ``structured_plan``).
+For ``J · J'`` networks (curvature) :func:`~tnconv.execute.squares.square_recipe` costs each
+lowering as ``flops + FLOPS_PER_BYTE · bytes`` and the cheapest wins; the explanation lists
+every candidate it considered.
+
+>>> import tnconv
+>>> e = tnconv.explain(tnconv.networks.kfac_reduce((5, 768, 17, 17), 1))
+>>> e.strategy, e.route
+('square', 'separable')
+>>> print(e.steps[0])
+ū: sum of x over the trailing all-ones axes [5, 1, 768, 17, 17] -> [5, 1, 768, 1, 1] (read once)
+>>> tnconv.explain(tnconv.networks.kfc((8, 16, 12, 12), 3, padding=1)).route
+'im2col'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..symbolic.network import TensorNetwork
+from ..symbolic.squares import SquareNetwork
+from .col2im import col2im_plan
+from .dispatch import auto_order, check_inputs
+from .im2col import CHUNK_BYTES, batch_chunk, im2col_plan
+from .native import recognize
+from .plan import dense_plan
+from .separable import SeparablePlan, _all_ones, separable_plan
+from .squares import FLOPS_PER_BYTE, square_recipe
+from .structured import structured_plan
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What ``contract(network, tensors)`` (``strategy="auto"``) will do.
+
+    Attributes:
+        strategy: the registered strategy that applies first.
+        route: the lowering inside it (``"im2col"``, ``"separable"``, … for squares; else the
+            strategy's name).
+        steps: one line per step, in order.
+        flops: estimated multiply-adds.
+        bytes: estimated bytes read and written (operands, copies, intermediates).
+        candidates: ``(route, flops, bytes)`` of every lowering the cost model compared.
+    """
+
+    strategy: str
+    route: str
+    steps: tuple[str, ...]
+    flops: int
+    bytes: int
+    candidates: tuple[tuple[str, int, int], ...] = field(default=())
+
+    def __str__(self) -> str:
+        lines = [f"strategy {self.strategy!r} (route {self.route!r}): ~{self.flops:,} flops, ~{self.bytes:,} bytes"]
+        lines += [f"  {n}. {step}" for n, step in enumerate(self.steps, 1)]
+        if self.candidates:
+            lines.append(f"  cost model (flops + {FLOPS_PER_BYTE}·bytes):")
+            lines += [f"    {name:12s} {f:>16,} flops {b:>16,} bytes" for name, f, b in self.candidates]
+        return "\n".join(lines)
+
+
+def _separable_steps(plan: SeparablePlan) -> list[str]:
+    shape = list(plan.x_shape)
+    steps_sorted = sorted(plan.sums, key=lambda s: -s.axis)
+    lines, last, ones = [], len(shape) - 1, 0
+    while ones < len(steps_sorted) and steps_sorted[ones].axis == last - ones and _all_ones(steps_sorted[ones]):
+        ones += 1
+    if ones:
+        before = list(shape)
+        for s in steps_sorted[:ones]:
+            shape[s.axis] = 1
+        lines.append(f"ū: sum of x over the trailing all-ones axes {before} -> {shape} (read once)")
+    for s in steps_sorted[ones:]:
+        size, taps = shape[s.axis], s.pattern.kernel_size
+        before = list(shape)
+        shape[s.axis] = taps
+        where = "the contiguous axis" if s.axis == len(shape) - 1 else f"axis {s.axis}"
+        lines.append(f"ū: {before} @ M[{size}, {taps}] (Σ of the windows) on {where} -> {shape}")
+    return lines
+
+
+def _square(network: SquareNetwork, itemsize: int) -> tuple[str, list[str], int, int, tuple]:
+    recipe = square_recipe(network.factor, network.keep, network.outer, network.scale, itemsize)  # type: ignore[arg-type]
+    chosen = next(e for e in recipe.estimates if e[0] == recipe.route)
+    keep, outer, summed = recipe.gram_shape
+    gemm = f"J Jᵀ: bmm [{keep}, {outer}, {summed}] x its transpose -> [{keep}, {outer}, {outer}], scaled in place"
+    if recipe.route == "direct":
+        steps = [f"einsum {dense_plan(recipe.direct).equation} (the fused network)"]  # type: ignore[arg-type]
+    elif recipe.route == "separable":
+        steps = _separable_steps(separable_plan(network.factor)) + [gemm.replace("J Jᵀ", "ū ūᵀ")]  # type: ignore[arg-type]
+    elif recipe.route == "im2col":
+        plan = im2col_plan(recipe.factor)  # type: ignore[arg-type]
+        chunk = batch_chunk(plan, itemsize)  # type: ignore[arg-type]
+        batch = plan.j_shape[plan.chunk_axis]  # type: ignore[union-attr]
+        steps = [
+            f"J: window view of x (no Π), copied once per chunk of {chunk} of {batch} samples into a reused buffer "
+            f"(≤ {CHUNK_BYTES // 2**20} MiB)",
+            gemm.replace("bmm", "bmm/baddbmm accumulated over chunks,"),
+        ]
+    else:
+        steps = [f"J: contract {dense_plan(recipe.factor).equation} through the dispatcher", gemm]  # type: ignore[arg-type]
+    return recipe.route, steps, chosen[1], chosen[2], recipe.estimates
+
+
+def explain(network: TensorNetwork, *, dtype: torch.dtype = torch.float32, **inputs: object) -> Explanation:
+    """Explain how ``network`` would be contracted by ``strategy="auto"``.
+
+    Args:
+        network: any network (``tnconv.networks.*``).
+        dtype: the data type assumed for the byte counts when no tensor is given.
+        inputs: optional, per input name, a tensor or a shape; they are checked against the
+            network (a tensor also sets the data type).
+
+    Returns:
+        An :class:`Explanation` (print it for a readable report).
+    """
+    if not isinstance(network, TensorNetwork):
+        raise TypeError(f"network must be a TensorNetwork, got {type(network).__name__}")
+    tensors = {}
+    for name, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            tensors[name] = value
+            dtype = value.dtype
+        elif isinstance(value, (tuple, list, torch.Size)):
+            tensors[name] = torch.empty(tuple(value), dtype=dtype, device="meta")
+        else:
+            raise TypeError(f"{name} must be a tensor or a shape, got {type(value).__name__}")
+    if tensors:
+        check_inputs(network, {k: v.to("meta") for k, v in tensors.items()})
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    for name in auto_order():
+        if name == "separable" and (plan := separable_plan(network)) is not None:
+            reads, writes = plan.bytes_per_element
+            return Explanation(name, name, tuple(_separable_steps(plan)), plan.flops, itemsize * (reads + writes))
+        if name == "square" and isinstance(network, SquareNetwork) and network.factor is not None:
+            route, steps, flops, moved, candidates = _square(network, itemsize)
+            return Explanation(name, route, tuple(steps), flops, moved, candidates)
+        if name == "native" and (call := recognize(network)) is not None:
+            moved = itemsize * (
+                sum(math.prod(network.input_shape(n)) for n in network.inputs) + math.prod(call.output_shape)
+            )
+            flops = dense_plan(network.simplify()).flops
+            step = f"torch {call.dims}-d convolution kernel ({call.kind}, groups={call.groups}), bias fused"
+            return Explanation(name, name, (step,), flops, moved)
+        if name == "col2im" and (cplan := col2im_plan(network)) is not None:
+            taps = math.prod(p[3].kernel_size for p in cplan.patterns)
+            size = math.prod(cplan.data_shape)
+            steps = (
+                f"zero buffer {list(cplan.output_shape)} padded by the windows' reach",
+                f"{taps} strided in-place adds of {cplan.key}'s tap slices (no Π, no multiplication)",
+                "crop the padding",
+            )
+            return Explanation(name, name, steps, size, itemsize * (3 * size + 2 * math.prod(cplan.output_shape)))
+        if name == "structured" and (splan := structured_plan(network)) is not None:
+            dplan = dense_plan(splan.network)
+            steps = tuple(f"{key}: window views (Tensor.unfold, no Π)" for _, key, _, _ in splan.unfolds)
+            return Explanation(name, name, (*steps, f"einsum {dplan.equation}"), dplan.flops, itemsize * dplan.moved)
+        if name == "simplified":
+            dplan = dense_plan(network.simplify())
+            step = f"einsum {dplan.equation} of the simplified network"
+            return Explanation(name, name, (step,), dplan.flops, itemsize * dplan.moved)
+    raise RuntimeError("no execution strategy applies")  # unreachable: "simplified" always applies
+
+
+__all__ = ["Explanation", "explain"]

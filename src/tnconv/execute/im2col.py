@@ -1,0 +1,128 @@
+"""KFC's ``J Jᵀ`` by chunked im2col into a reused buffer: one copy of each window, then GEMM.
+
+The factor ``J`` of KFC (and KFAC-expand) is the unfolded input laid out
+``[keep, outer, summed]`` = ``[G, (ci k…), (n o…)]``: every row a contiguous run of
+positions, so the final ``J Jᵀ`` is one batched GEMM over well laid out operands. Here ``J``
+is written **once**, by one ``copy_`` from the strided window view of ``x`` (no ``Π``, no
+einsum, no permute copy afterwards), and **in chunks over the batch** into one buffer of at
+most :data:`CHUNK_BYTES`, each chunk's product accumulated with ``baddbmm``. Peak extra
+memory is therefore the result plus one chunk of ``J`` (plus its padded input), never the
+whole unfolded input, which the unfold recipe holds twice (``unfold`` and its permuted
+copy). Reusing one buffer also spares the page faults of a fresh, large allocation.
+
+A network qualifies when it has one data input ``x`` and only patterns, each applied to one
+leg of ``x`` (``i``, a regular convolution's unfold) with its window and kernel legs open,
+the batch leg of ``x`` summed between the copies, and no sliced legs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from ..caching import cached
+from ..symbolic.network import TensorNetwork
+from .windows import Unfold, window_views
+
+#: Upper bound, in bytes, of the ``J`` chunk buffer (the batch is split to stay below it).
+CHUNK_BYTES = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class Im2colPlan:
+    """``x`` reshaped to ``x_shape`` (one axis per leg); ``unfolds`` the window views;
+    ``order`` permutes the view's legs to ``J``'s; ``batch_axis`` is the batch leg's place
+    in ``x`` (chunked) and ``chunk_axis`` its place in ``J``'s legs."""
+
+    key: str
+    x_shape: tuple[int, ...]
+    unfolds: tuple[tuple[int, Unfold], ...]
+    order: tuple[int, ...]
+    j_shape: tuple[int, ...]
+    batch_axis: int
+    chunk_axis: int
+
+
+@cached(maxsize=1024)
+def im2col_plan(network: TensorNetwork, batch_leg: str = "n") -> Im2colPlan | None:
+    """The plan for ``J`` = ``network`` (output legs in ``J``'s layout), or ``None``."""
+    if network.slices:
+        return None
+    inputs = [n for n in network.nodes if n.kind == "input"]
+    others = [n for n in network.nodes if n.kind != "input"]
+    if len(inputs) != 1 or any(n.kind != "pattern" for n in others):
+        return None
+    x = inputs[0]
+    legs = list(x.legs)
+    out = network.output_legs
+    if len(set(legs)) != len(legs) or batch_leg not in legs or len(set(out)) != len(out):
+        return None
+    unfolds = []
+    for node in others:
+        i, o, k = node.legs
+        if i not in legs or o in legs or k in legs or o not in out or k not in out or i in out:
+            return None
+        if any(n is not node and (i in n.legs or o in n.legs or k in n.legs) for n in others):
+            return None
+        unfolds.append((legs.index(i), Unfold(i, node.pattern, network.size(i)), o, k))  # type: ignore[arg-type]
+    view_legs: list[str] = []
+    by_axis = {axis: (o, k) for axis, _, o, k in unfolds}
+    for axis, leg in enumerate(legs):
+        view_legs += list(by_axis[axis]) if axis in by_axis else [leg]
+    if sorted(view_legs) != sorted(out):
+        return None
+    order = tuple(view_legs.index(leg) for leg in out)
+    return Im2colPlan(
+        x.key,
+        tuple(network.size(leg) for leg in legs),
+        tuple((axis, step) for axis, step, _, _ in unfolds),
+        order,
+        tuple(network.size(leg) for leg in out),
+        legs.index(batch_leg),
+        out.index(batch_leg),
+    )
+
+
+def batch_chunk(plan: Im2colPlan, itemsize: int, budget: int = CHUNK_BYTES) -> int:
+    """Samples per chunk: the most whose ``J`` fits in ``budget`` bytes (at least one)."""
+    batch = plan.j_shape[plan.chunk_axis]
+    per_sample = math.prod(plan.j_shape) // batch * itemsize
+    return max(1, min(batch, budget // max(1, per_sample)))
+
+
+def im2col_gram(
+    plan: Im2colPlan,
+    tensors: Mapping[str, torch.Tensor],
+    gram_shape: tuple[int, int, int],
+    scale: float = 1.0,
+    budget: int = CHUNK_BYTES,
+) -> torch.Tensor:
+    """``scale · J Jᵀ`` (``[keep, outer, outer]``) with ``J`` of ``gram_shape`` ``(keep, outer,
+    summed)`` written chunk by chunk over the batch into one buffer."""
+    x = tensors[plan.key].reshape(plan.x_shape)
+    batch = x.shape[plan.batch_axis]
+    chunk = batch_chunk(plan, x.element_size(), budget)
+    keep, outer, _ = gram_shape
+    result = None
+    buffer = None
+    steps = dict(plan.unfolds)
+    for start in range(0, batch, chunk):
+        size = min(chunk, batch - start)
+        part = x.narrow(plan.batch_axis, start, size)
+        view = window_views(part, steps).permute(plan.order)
+        if buffer is None or buffer.shape != view.shape:
+            buffer = torch.empty(view.shape, dtype=x.dtype, device=x.device)
+        buffer.copy_(view)
+        j = buffer.view(keep, outer, -1)
+        if result is None:
+            result = torch.bmm(j, j.transpose(1, 2))
+        else:
+            result.baddbmm_(j, j.transpose(1, 2))
+    assert result is not None
+    return result.mul_(scale) if scale != 1.0 else result
+
+
+__all__ = ["CHUNK_BYTES", "Im2colPlan", "batch_chunk", "im2col_gram", "im2col_plan"]

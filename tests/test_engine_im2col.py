@@ -1,0 +1,62 @@
+"""KFC's chunked im2col lowering and the cost model that picks it, against the dense
+"einsum" reference in float64."""
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tnconv
+from tnconv.execute import contract
+from tnconv.execute.im2col import batch_chunk, im2col_gram, im2col_plan
+from tnconv.execute.squares import square_recipe
+from tnconv.symbolic.builders.curvature import _square_base, input_patches
+
+from .strategies import conv_cases
+
+
+def _ordered(patches):
+    base, scale = _square_base(patches, "expand")
+    recipe = square_recipe(base, (1,), (2,), scale, 8)
+    return base, scale, recipe
+
+
+@given(case=conv_cases(dims=st.integers(1, 4), max_size=6), budget=st.sampled_from([1, 200, 10**9]))
+def test_chunked_im2col_matches_einsum(case, budget):
+    x, _, _ = case.tensors()
+    patches = input_patches(x.shape, case.kernel_size, case.stride, case.padding, case.dilation, case.groups)
+    base, scale, recipe = _ordered(patches)
+    summed = tuple(a for a in range(len(base.output)) if a not in (1, 2))
+    ordered = base.with_nodes(base.nodes, output=tuple(base.output[a] for a in (1, 2, *summed)))
+    plan = im2col_plan(ordered)
+    assert plan is not None
+    groups, d = base.output_shape[1], base.output_shape[2]
+    gram = im2col_gram(plan, {"x": x}, (groups, d, -1), scale, budget=budget)
+    network = tnconv.networks.kfc(x.shape, case.kernel_size, **case.kwargs())
+    torch.testing.assert_close(gram, contract(network, {"x": x}, strategy="einsum"))
+    torch.testing.assert_close(contract(network, {"x": x}), gram)
+
+
+def test_chunks_stay_within_the_budget():
+    patches = input_patches((64, 8, 16, 16), 3, padding=1)
+    base, _ = _square_base(patches, "expand")
+    ordered = base.with_nodes(base.nodes, output=(base.output[1], base.output[2], base.output[0], base.output[3]))
+    plan = im2col_plan(ordered)
+    per_sample = 8 * 9 * 256 * 4
+    assert batch_chunk(plan, 4, budget=10 * per_sample) == 10
+    assert batch_chunk(plan, 4, budget=1) == 1
+    assert batch_chunk(plan, 4, budget=10**12) == 64
+
+
+def test_cost_model_prefers_read_once_lowerings():
+    kfc = _ordered(input_patches((64, 64, 32, 32), 3, padding=1, groups=1))[2]
+    assert kfc.route == "im2col"
+    names = [name for name, _, _ in kfc.estimates]
+    assert names[:2] == ["direct", "materialized"] and "im2col" in names
+    reduce_base, scale = _square_base(input_patches((5, 768, 17, 17), 1), "reduce")
+    assert square_recipe(reduce_base, (1,), (2,), scale, 4).route == "separable"
+
+
+def test_im2col_plan_rejects_other_networks():
+    assert im2col_plan(tnconv.networks.conv((1, 2, 5), (3, 2, 3))) is None
+    sliced = input_patches((2, 3, 8), 3).slice("o1", [0, 2])
+    assert im2col_plan(sliced) is None

@@ -1,0 +1,123 @@
+"""The "separable" lowering (window sums as small matrices on x's axes) against the dense
+"einsum" reference in float64, and its NaN/inf propagation against torch's unfold."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tnconv
+from tnconv.execute import contract
+from tnconv.execute.separable import separable_plan, window_count_matrix
+from tnconv.spec import IndexPattern
+from tnconv.symbolic.builders.curvature import _square_base, feature_sum_network, input_patches, input_patches_transpose
+
+from .strategies import conv_cases, conv_transpose_cases
+
+
+def _reduce_networks(patches):
+    base, _ = _square_base(patches, "reduce")
+    return base, feature_sum_network(patches)
+
+
+@given(case=conv_cases(dims=st.integers(1, 4), max_size=6))
+def test_window_sums_match_einsum(case):
+    x, _, _ = case.tensors()
+    patches = input_patches(x.shape, case.kernel_size, case.stride, case.padding, case.dilation, case.groups)
+    for network in _reduce_networks(patches):
+        assert separable_plan(network) is not None
+        expected = contract(network, {"x": x}, strategy="einsum")
+        torch.testing.assert_close(contract(network, {"x": x}, strategy="separable"), expected)
+        torch.testing.assert_close(contract(network, {"x": x}), expected)
+
+
+@given(case=conv_transpose_cases(dims=st.integers(1, 4), max_size=4))
+def test_window_sums_match_einsum_transposed(case):
+    x, _, _ = case.tensors()
+    patches = input_patches_transpose(
+        x.shape, case.kernel_size, case.stride, case.padding, case.output_padding, case.dilation, case.groups
+    )
+    for network in _reduce_networks(patches):
+        expected = contract(network, {"x": x}, strategy="einsum")
+        torch.testing.assert_close(contract(network, {"x": x}, strategy="separable"), expected)
+
+
+@given(case=conv_cases(dims=st.integers(1, 3), max_size=6))
+def test_kfac_reduce_factor_matches_einsum(case):
+    x, _, _ = case.tensors()
+    network = tnconv.networks.kfac_reduce(x.shape, case.kernel_size, **case.kwargs())
+    expected = contract(network, {"x": x}, strategy="einsum")
+    torch.testing.assert_close(contract(network, {"x": x}), expected)
+    factor = tnconv.kfac_reduce_factor(x, case.kernel_size, **case.kwargs(), bias=True)
+    torch.testing.assert_close(factor[:, :-1, :-1], expected)
+
+
+def test_window_count_matrix_is_the_window_sum_of_the_pattern():
+    for size, kernel, stride, padding, dilation in ((9, 3, 2, 1, 1), (7, 2, 1, 0, 3), (5, 1, 1, 0, 1), (6, 3, 3, 2, 2)):
+        dense = tnconv.index_pattern(size, kernel, stride, padding, dilation, dtype=torch.float64)
+        pattern = IndexPattern(size, dense.shape[1], kernel, stride, dilation, padding)
+        m = window_count_matrix(pattern, False, torch.float64, torch.device("cpu"))
+        torch.testing.assert_close(m, dense.sum(1))
+        mt = window_count_matrix(pattern, True, torch.float64, torch.device("cpu"))
+        torch.testing.assert_close(mt, dense.sum(0))
+
+
+def test_plan_rejects_other_networks():
+    assert separable_plan(tnconv.networks.conv((1, 2, 5), (3, 2, 3))) is None
+    assert separable_plan(tnconv.networks.unfold((1, 2, 5), 3)) is None  # windows are open
+    sliced = input_patches((2, 3, 8), 3).slice("o1", [0, 2])
+    assert separable_plan(_square_base(sliced, "reduce")[0]) is None
+
+
+def _unfold_mean(x, kernel, stride, padding, dilation):
+    """ū by torch: unfold then mean over positions, for D = 1 (as 2-d with a size-1 axis) and 2."""
+    if x.dim() == 3:
+        u = F.unfold(x.unsqueeze(2), (1, kernel), (1, dilation), (0, padding), (1, stride))
+    else:
+        u = F.unfold(x, kernel, dilation, padding, stride)
+    return u.mean(2)
+
+
+def _loop_window_sum(x, kernel, stride, padding, dilation):
+    """ū by explicit loops over windows (any D; windows in the padding add nothing)."""
+    dims = x.dim() - 2
+    sizes = x.shape[2:]
+    outs = [(sizes[d] + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1 for d in range(dims)]
+    taps = [kernel] * dims
+    result = torch.zeros(x.shape[0], x.shape[1], *taps, dtype=x.dtype)
+    import itertools
+
+    for k in itertools.product(*(range(t) for t in taps)):
+        for o in itertools.product(*(range(n) for n in outs)):
+            i = [stride * oo + dilation * kk - padding for oo, kk in zip(o, k)]
+            if all(0 <= ii < s for ii, s in zip(i, sizes)):
+                result[(slice(None), slice(None), *k)] += x[(slice(None), slice(None), *i)]
+    return result.flatten(1) / math.prod(outs)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3, 4])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_inputs_reach_only_their_windows(dims, value):
+    kernel, stride, padding, dilation = 3, 2, 1, 2
+    size = 6 if dims < 4 else 5
+    x = torch.randn(2, 3, *([size] * dims), dtype=torch.float64)
+    x[(1, 2, *([1] * dims))] = value
+    x[(0, 0, *([size - 1] * dims))] = value  # untouched by every window? (some taps reach it)
+    network = input_patches(x.shape, kernel, stride, padding, dilation)
+    base, _ = _square_base(network, "reduce")
+    ours = contract(base, {"x": x}).reshape(2, -1) / math.prod(network.size(f"o{d + 1}") for d in range(dims))
+    if dims <= 2:
+        expected = _unfold_mean(x, kernel, stride, padding, dilation)
+    else:
+        expected = _loop_window_sum(x, kernel, stride, padding, dilation)
+    assert torch.equal(ours.isnan(), expected.isnan())
+    assert torch.equal(ours.isinf(), expected.isinf())
+    finite = expected.isfinite()
+    torch.testing.assert_close(ours[finite], expected[finite])
+    # and the factor: non-finite exactly where torch's recipe has it
+    factor = tnconv.kfac_reduce_factor(x, kernel, stride, padding, dilation)
+    recipe = expected.T @ expected / x.shape[0]
+    assert torch.equal(factor[0].isnan(), recipe.isnan())

@@ -232,3 +232,11 @@ def test_network_methods_reach_the_layers_above():
     assert network.to_dot().startswith("graph tnconv")
     x, w = torch.randn(1, 2, 5), torch.randn(3, 2, 3)
     torch.testing.assert_close(network.contract(x=x, w=w), torch.nn.functional.conv1d(x, w))
+
+
+def test_strategy_of_the_wrong_type_is_a_type_error():
+    x, w = torch.randn(1, 2, 5), torch.randn(3, 2, 3)
+    with pytest.raises(TypeError, match="strategy"):
+        tnconv.conv(x, w, strategy=3)
+    with pytest.raises(ValueError, match="strategy"):
+        tnconv.conv(x, w, strategy="nope")

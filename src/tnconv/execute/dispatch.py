@@ -166,6 +166,8 @@ def contract(
             strategy can), or ``None``.
         cache: ``False`` for networks holding one draw's indices (bypasses per-network caches).
     """
+    if not isinstance(strategy, str):
+        raise TypeError(f"strategy must be a string ('auto' or a registered strategy), got {strategy!r}")
     if not cache:
         with bypass():
             return contract(network, tensors, strategy, bias=bias)

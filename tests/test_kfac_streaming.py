@@ -155,16 +155,3 @@ def test_nonfinite_loss_raises_or_skips():
         loss = skipping.update(x, bad)
     assert torch.isnan(loss) and any("loss" in str(w.message) for w in caught)
     torch.testing.assert_close(skipping.factors[""].A, kept)
-
-
-@pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("chunk_bytes", [1, 2000, 2**30])
-def test_chunked_conv2d_kfc_equals_the_engine(chunk_bytes, bias, monkeypatch):
-    import tnconv
-    from tnconv.kfac import layers
-
-    monkeypatch.setattr(layers, "CHUNK_BYTES", chunk_bytes)
-    x = torch.randn(5, 4, 7, 6, dtype=DTYPE)
-    kw = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
-    mine = layers._kfc_conv2d_chunked(x, (3, 2), kw["stride"], kw["padding"], kw["dilation"], 2, bias)
-    torch.testing.assert_close(mine, tnconv.kfc_factor(x, (3, 2), **kw, bias=bias), rtol=1e-12, atol=1e-12)

@@ -199,8 +199,6 @@ class ConvLayer(KroneckerLayer):
             # the module pads explicitly, then convolves without padding
             x = torch.nn.functional.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
             padding = 0
-        if approx == "expand" and self.dims == 2 and isinstance(padding, tuple):
-            return _kfc_conv2d_chunked(x, m.kernel_size, m.stride, padding, m.dilation, m.groups, self.has_bias)
         function = kfc_factor if approx == "expand" else kfac_reduce_factor
         return function(
             x, m.kernel_size, stride=m.stride, padding=padding, dilation=m.dilation, groups=m.groups, bias=self.has_bias
@@ -252,50 +250,6 @@ class ConvLayer(KroneckerLayer):
             per_group = matrix.reshape(groups, out_per_group, shape[0] // groups, math.prod(shape[2:]))
             return per_group.transpose(1, 2).reshape(shape)
         return matrix.reshape(shape)
-
-
-CHUNK_BYTES = 32 * 2**20
-
-
-def _kfc_conv2d_chunked(
-    x: torch.Tensor,
-    kernel_size: tuple[int, ...],
-    stride: tuple[int, ...],
-    padding: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-    bias: bool,
-) -> torch.Tensor:
-    """KFC ``A = (1/N) Σ_{n,o} u uᵀ`` of a 2-d convolution, ``[G, d(+1), d(+1)]``, accumulated
-    over chunks of the batch of at most :data:`CHUNK_BYTES` unfolded input each (one
-    ``baddbmm`` per chunk into the result): the peak extra memory is one chunk, whatever the
-    batch. Equals :func:`tnconv.kfc_factor` (tests/test_kfac_streaming.py)."""
-    n, channels = x.shape[:2]
-    d = channels // groups * math.prod(kernel_size)
-    positions = math.prod(
-        (size + 2 * p - dl * (k - 1) - 1) // s + 1
-        for size, k, s, p, dl in zip(x.shape[2:], kernel_size, stride, padding, dilation)
-    )
-    per_sample = channels * math.prod(kernel_size) * positions * x.element_size()
-    chunk = max(1, min(n, CHUNK_BYTES // max(per_sample, 1)))
-    size = d + 1 if bias else d
-    A = x.new_empty(groups, size, size)
-    core = A[:, :d, :d]
-    mean = x.new_zeros(groups, d) if bias else None
-    for start in range(0, n, chunk):
-        u = torch.nn.functional.unfold(x[start : start + chunk], kernel_size, dilation, padding, stride)
-        u = u.reshape(u.shape[0], groups, d, positions)
-        if mean is not None:
-            mean += u.sum((0, 3))
-        u = u.permute(1, 2, 0, 3).reshape(groups, d, -1)
-        core.baddbmm_(u, u.transpose(1, 2), beta=0.0 if start == 0 else 1.0)  # beta=0 ignores the empty start
-    A /= n
-    if mean is not None:
-        mean /= n
-        A[:, :d, d] = mean
-        A[:, d, :d] = mean
-        A[:, d, d] = positions
-    return A
 
 
 def kronecker_layer(module: torch.nn.Module) -> KroneckerLayer | None:

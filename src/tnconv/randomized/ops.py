@@ -107,10 +107,13 @@ def _(after, generator):  # type: ignore[no-untyped-def]
     return torch.empty((), dtype=torch.int64, device="cpu")
 
 
-def seed_for(generator: object, after: Tensor) -> Tensor:
+def seed_for(generator: object, after: Tensor, name: str = "input") -> Tensor:
     """The seed of one randomized call: ``generator`` validated (a ``torch.Generator`` on
     ``after``'s device type, or ``None``), then :func:`draw` — as ``tnconv::draw_seed`` while
-    compiling or tracing."""
+    compiling or tracing. A complex ``after`` (named ``name``) is a ``TypeError``: the
+    estimators run on torch's real-only VJP kernels."""
+    if after.is_complex():
+        raise TypeError(f"{name} is complex ({after.dtype}): randomized backpropagation supports real tensors only")
     check_generator(generator, after.device)
     if tracing():
         return torch.ops.tnconv.draw_seed(after, generator_key(generator))  # type: ignore[arg-type]
@@ -546,7 +549,7 @@ def conv_weight_vjp(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     check_tensor(x, "x", min_dim=3)
-    seed = seed_for(generator, x)
+    seed = seed_for(generator, x, "x")
     if not tracing():
         return estimators.conv_weight_vjp(
             x,
@@ -585,7 +588,7 @@ def conv_input_vjp(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     check_tensor(weight, "weight", min_dim=3)
-    seed = seed_for(generator, weight)
+    seed = seed_for(generator, weight, "weight")
     if not tracing():
         return estimators.conv_input_vjp(
             weight,
@@ -625,7 +628,7 @@ def conv_transpose_weight_vjp(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     check_tensor(x, "x", min_dim=3)
-    seed = seed_for(generator, x)
+    seed = seed_for(generator, x, "x")
     if not tracing():
         return estimators.conv_transpose_weight_vjp(
             x,

@@ -391,3 +391,19 @@ def test_compiled_randomized_backward_under_autocast():
     for a, b in zip(grads, grads_ref):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b, rtol=0.02, atol=0.01)
+
+
+def test_keep_that_dynamo_makes_dynamic_still_compiles_and_equals_eager():
+    # a second model whose keep differs from the first's: dynamo's automatic dynamic turns the
+    # module attribute into a symbolic float, which must flow into the operator unchecked
+    torch._dynamo.reset()
+    x = torch.randn(2, 3, 8, 8, dtype=DT, requires_grad=True)
+    for keep in (0.5, 0.25):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(tnconv.nn.Conv2d(3, 4, 3, dtype=DT, backward_keep=keep), torch.nn.ReLU())
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        got, expected = gradients(compiled, [x], 1), gradients(model, [x], 1)
+        for a, b in zip(got[1], expected[1]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="backward_keep must be in"):
+        tnconv.nn.Conv2d(3, 4, 3, backward_keep=float("nan"))

@@ -129,7 +129,8 @@ def _shape(tensor: Tensor) -> tuple[int, ...]:
 
 
 def _options(keep: float, leg: str, mode: str, kind: str, dims: int) -> None:
-    check_keep(keep)
+    if not isinstance(keep, torch.SymFloat):  # a symbolic keep (dynamo made it dynamic) is checked at run time
+        check_keep(keep)
     check_leg(leg, kind, dims)
     check_mode(mode)
 

@@ -20,7 +20,6 @@ TypeError: stride must be an int or a tuple of ints, got 2.0
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 
@@ -188,7 +187,7 @@ def check_probability(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number in (0, 1], got {value!r}")
     result = float(value)
-    if not 0.0 < result <= 1.0 or math.isnan(result):
+    if not 0.0 < result <= 1.0:  # (NaN fails the comparison; no math.isnan: a compiled keep may be symbolic)
         raise ValueError(f"{name} must be in (0, 1], got {value!r}")
     return result
 

@@ -212,3 +212,19 @@ def test_cli_draw_refuses_an_unusable_output_without_a_traceback(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["draw", "conv", "-o", str(folder)])
     assert "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", [tnconv.nn.Conv1d, tnconv.nn.Conv2d, tnconv.nn.ConvTranspose3d, tnconv.nn.ConvNd])
+def test_module_constructors_name_a_nan_kernel_size_or_groups(module):
+    nan = float("nan")
+    for kwargs, error, name in [
+        ({"kernel_size": nan}, TypeError, "kernel_size"),
+        ({"kernel_size": (2, nan, 2)}, TypeError, "kernel_size"),
+        ({"kernel_size": 0}, ValueError, "kernel_size"),
+        ({"kernel_size": 2, "groups": nan}, TypeError, "groups"),
+        ({"kernel_size": 2, "groups": 1.5}, TypeError, "groups"),
+    ]:
+        if module is tnconv.nn.ConvNd:
+            kwargs = {**kwargs, "spatial_dims": 3}
+        with pytest.raises(error, match=name):
+            module(2, 2, **kwargs)

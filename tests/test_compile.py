@@ -197,3 +197,19 @@ def test_curvature_factors_compile_and_accumulate_in_float32_under_autocast():
         torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
     opcheck_args = (x, "expand", [3, 3], [1, 1], [1, 1], "", [1, 1], 2, True)
     torch.library.opcheck(torch.ops.tnconv.input_factor.default, opcheck_args)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_jit_trace_of_padding_modes_records_no_tracer_warning(mode):
+    for dims in (1, 2, 3):
+        torch.manual_seed(dims)
+        ref = getattr(torch.nn, f"Conv{dims}d")(2, 3, 3, padding=(1,) * (dims - 1) + (2,), padding_mode=mode)
+        mine = getattr(tnconv.nn, f"Conv{dims}d")(2, 3, 3, padding=(1,) * (dims - 1) + (2,), padding_mode=mode)
+        mine.load_state_dict(ref.state_dict())
+        x = torch.randn(2, 2, *[5] * dims)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            traced = torch.jit.trace(mine, x)
+        assert [str(w.message) for w in caught if "deprecated" not in str(w.message)] == []
+        x2 = torch.randn(2, 2, *[5] * dims)
+        torch.testing.assert_close(traced(x2), ref(x2))

@@ -2,6 +2,8 @@
 naming it; the CLI answers a user's mistake with one line, not a traceback."""
 
 import json
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +144,87 @@ def test_cli_names_an_undecodable_cases_file(tmp_path, capsys):
     cases.write_bytes(b"\xff\xfe\x00\x81 not text")
     err = _cli_error(["--cases", str(cases), "--out", str(tmp_path / "o")], capsys)
     assert "binary.jsonl" in err and "UTF-8" in err
+
+
+# ------------------------------------------------------------------ second pass (issue 16)
+@pytest.mark.parametrize(
+    "dtype",
+    [getattr(torch, n) for n in ("uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2", "complex32")
+     if hasattr(torch, n)],
+)  # fmt: skip
+def test_dtypes_without_a_convolution_are_a_type_error_naming_the_dtype(dtype):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that complex32 is experimental
+        x, w = torch.ones(1, 2, 6, 6).to(dtype), torch.ones(3, 2, 3, 3).to(dtype)
+    for call in (
+        lambda: tnconv.conv(x, w),
+        lambda: tnconv.conv_transpose(x, w.transpose(0, 1)),
+        lambda: tnconv.nn.Conv2d(2, 3, 3, bias=False)(x),
+    ):
+        with pytest.raises(TypeError, match=rf"input has dtype {dtype}"):
+            call()
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3, 4])
+def test_kronecker_factors_of_an_empty_batch_are_nan_not_a_zero_division(dims):
+    x, empty = torch.randn(2, 4, *[5] * dims, dtype=DT), torch.empty(0, 4, *[5] * dims, dtype=DT)
+    for factor in (tnconv.kfc_factor, tnconv.kfac_reduce_factor, tnconv.kfc_factor_transpose,
+                   tnconv.kfac_reduce_factor_transpose):  # fmt: skip
+        for bias in (False, True):
+            got, reference = factor(empty, 2, groups=2, bias=bias), factor(x, 2, groups=2, bias=bias)
+            assert got.shape == reference.shape and got.dtype == reference.dtype and got.isnan().all()
+    # torch's baseline, the mean over no samples of unfolded products, is NaN too
+    if dims == 2:
+        u = torch.nn.functional.unfold(empty, 2)
+        assert (torch.einsum("nip,njp->ij", u, u) / empty.shape[0]).isnan().all()
+    # the output-gradient factor is a sum over the batch: zero
+    g = torch.empty(0, 6, *[3] * dims, dtype=DT)
+    for approx in ("expand", "reduce"):
+        assert torch.equal(tnconv.output_grad_factor(g, approx, groups=2), torch.zeros(2, 3, 3, dtype=DT))
+
+
+def test_randomized_backward_of_complex_tensors_is_a_type_error():
+    x, w = torch.randn(2, 3, 6, 6, dtype=torch.complex128), torch.randn(4, 3, 3, 3, dtype=torch.complex128)
+    v = torch.randn(2, 4, 4, 4, dtype=torch.complex128)
+    for call, name in [
+        (lambda: tnconv.randomized.conv(x, w), "input"),
+        (lambda: tnconv.randomized.conv_transpose(v, w), "input"),
+        (lambda: tnconv.nn.Conv2d(3, 4, 3, dtype=torch.complex128, backward_keep=0.5)(x), "input"),
+        (lambda: tnconv.randomized.conv_weight_vjp(x, v, 3), "x"),
+        (lambda: tnconv.randomized.conv_input_vjp(w, v, x.shape), "weight"),
+    ]:
+        with pytest.raises(TypeError, match=rf"{name} is complex .* real tensors only"):
+            call()
+
+
+def test_cli_draw_refuses_an_unusable_output_without_a_traceback(tmp_path, capsys):
+    for output, message in [
+        (tmp_path / "missing" / "a.dot", "does not exist"),
+        (Path("/proc/tnconv-test.dot"), "cannot write"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["draw", "conv", "-o", str(output)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and message in err and str(output) in err
+    folder = tmp_path / "folder.dot"
+    folder.mkdir()
+    with pytest.raises(SystemExit):
+        main(["draw", "conv", "-o", str(folder)])
+    assert "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", [tnconv.nn.Conv1d, tnconv.nn.Conv2d, tnconv.nn.ConvTranspose3d, tnconv.nn.ConvNd])
+def test_module_constructors_name_a_nan_kernel_size_or_groups(module):
+    nan = float("nan")
+    for kwargs, error, name in [
+        ({"kernel_size": nan}, TypeError, "kernel_size"),
+        ({"kernel_size": (2, nan, 2)}, TypeError, "kernel_size"),
+        ({"kernel_size": 0}, ValueError, "kernel_size"),
+        ({"kernel_size": 2, "groups": nan}, TypeError, "groups"),
+        ({"kernel_size": 2, "groups": 1.5}, TypeError, "groups"),
+    ]:
+        if module is tnconv.nn.ConvNd:
+            kwargs = {**kwargs, "spatial_dims": 3}
+        with pytest.raises(error, match=name):
+            module(2, 2, **kwargs)

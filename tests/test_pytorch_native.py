@@ -16,6 +16,13 @@ def gen(seed=0):
 
 
 # ------------------------------------------------------------------ autocast
+AUTOCAST_CASES = [
+    (lambda nn: nn.Conv2d(3, 4, 3, padding=1, groups=1), (2, 3, 8, 8)),
+    (lambda nn: nn.Conv1d(4, 6, 3, stride=2, groups=2), (2, 4, 9)),
+    (lambda nn: nn.ConvTranspose2d(4, 2, 3, stride=2), (2, 4, 5, 5)),
+]
+
+
 def _autocast_pair(make, x, device="cpu", dtype=torch.bfloat16):
     """Outputs and parameter gradients of tnconv's and torch's module under autocast."""
     torch.manual_seed(0)
@@ -33,14 +40,7 @@ def _autocast_pair(make, x, device="cpu", dtype=torch.bfloat16):
     return results, exact
 
 
-@pytest.mark.parametrize(
-    "make, shape",
-    [
-        (lambda nn: nn.Conv2d(3, 4, 3, padding=1, groups=1), (2, 3, 8, 8)),
-        (lambda nn: nn.Conv1d(4, 6, 3, stride=2, groups=2), (2, 4, 9)),
-        (lambda nn: nn.ConvTranspose2d(4, 2, 3, stride=2), (2, 4, 5, 5)),
-    ],
-)
+@pytest.mark.parametrize("make, shape", AUTOCAST_CASES)
 def test_autocast_bfloat16_on_cpu_follows_torch(make, shape):
     x = torch.randn(shape, generator=gen())
     ((y, grads), (y_ref, grads_ref)), exact = _autocast_pair(make, x)
@@ -63,13 +63,38 @@ def test_autocast_leaves_float64_and_disabled_autocast_alone():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_autocast_float16_on_cuda_follows_torch():
-    x = torch.randn(2, 3, 8, 8, device="cuda")
-    ((y, _), (y_ref, _)), exact = _autocast_pair(
-        lambda nn: nn.Conv2d(3, 4, 3).cuda(), x, device="cuda", dtype=torch.float16
+@pytest.mark.parametrize("make, shape", AUTOCAST_CASES)
+def test_autocast_float16_on_cuda_follows_torch(make, shape):
+    x = torch.randn(shape, generator=gen()).cuda()
+    ((y, grads), (y_ref, grads_ref)), exact = _autocast_pair(
+        lambda nn: make(nn).cuda(), x, device="cuda", dtype=torch.float16
     )
-    assert y.dtype == y_ref.dtype == torch.float16
+    assert y.dtype == y_ref.dtype == torch.float16 and y.device == x.device
+    # as close to float32 as torch's own conv under autocast (float16 has 11 bits of mantissa)
     assert (y.float() - exact).abs().max() <= 4 * (y_ref.float() - exact).abs().max() + 1e-2
+    for g, g_ref in zip(grads, grads_ref):
+        assert g.dtype == g_ref.dtype == torch.float32
+        torch.testing.assert_close(g, g_ref, rtol=1e-2, atol=1e-2 * g_ref.abs().max().item())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_autocast_float16_on_cuda_with_randomized_backward():
+    # the seed is drawn on the CPU; the estimators' generator is a CUDA one seeded with it
+    torch.manual_seed(0)
+    layer = tnconv.nn.Conv2d(3, 4, 3, padding=1, backward_keep=0.5, backward_input_keep=0.5).cuda()
+    x = torch.randn(4, 3, 8, 8, device="cuda", requires_grad=True)
+
+    def step():
+        torch.manual_seed(1)
+        with torch.autocast("cuda", torch.float16):
+            y = layer(x)
+        return y, torch.autograd.grad(y.float().sum(), [x, layer.weight])
+
+    (y, grads), (y_again, grads_again) = step(), step()
+    assert y.dtype == torch.float16 and [g.dtype for g in grads] == [torch.float32, torch.float32]
+    torch.testing.assert_close(y, y_again, rtol=0, atol=0)
+    for a, b in zip(grads, grads_again):  # the same seed, the same draw
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------ torch.func

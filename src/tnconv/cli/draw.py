@@ -86,19 +86,25 @@ def run(args: argparse.Namespace) -> int:
     if suffix not in PICTURE_FORMATS and suffix not in TEXT_FORMATS:
         known = ", ".join([*PICTURE_FORMATS, *TEXT_FORMATS])
         raise UsageError(f"-o FILE must end in one of {known}, got {args.output!r}")
+    if path.is_dir():
+        raise UsageError(f"-o {args.output!r} is a folder, not a file")
+    if not path.parent.is_dir():
+        raise UsageError(f"-o {args.output!r}: the folder {str(path.parent)!r} does not exist")
     network = operation_network(args.operation, *spec_and_vectors(args))
-    if suffix in TEXT_FORMATS:
-        from ..diagrams.dot import to_dot
-        from ..diagrams.tikz import to_latex
+    try:
+        if suffix in TEXT_FORMATS:
+            from ..diagrams.dot import to_dot
+            from ..diagrams.tikz import to_latex
 
-        render = to_dot if TEXT_FORMATS[suffix] == "dot" else to_latex
-        path.write_text(render(network, simplified=args.simplified, show_sizes=args.sizes), encoding="utf-8")
-    else:
-        from ..diagrams.picture import draw
+            render = to_dot if TEXT_FORMATS[suffix] == "dot" else to_latex
+            path.write_text(render(network, simplified=args.simplified, show_sizes=args.sizes), encoding="utf-8")
+        else:
+            from ..diagrams.picture import draw
 
-        try:
             draw(network, path, title=args.title, simplified=args.simplified, show_sizes=args.sizes)
-        except ImportError as error:
-            raise UsageError(str(error)) from None
+    except ImportError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:  # unwritable file or folder
+        raise UsageError(f"cannot write -o {args.output!r}: {error.strerror or error}") from None
     print(f"wrote {path}")
     return 0

@@ -36,6 +36,7 @@ group as ``[C_out/G, (C_in/G)·∏K]``, i.e. ``w[g·Ci:(g+1)·Ci].transpose(0, 1
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -63,6 +64,9 @@ from ..symbolic.network import TensorNetwork
 
 
 def _factor(x: torch.Tensor, patches: TensorNetwork, approx: str, bias: bool) -> torch.Tensor:
+    if patches.size("n") == 0:  # a mean over no samples: NaN, as torch's mean of an empty batch
+        _, groups, d, _ = patches.output_shape
+        return x.new_full((groups, d + bias, d + bias), math.nan)
     base, scale = _square_base(patches, approx)
     factor = contract_square(base, {"x": x}, keep=(1,), outer=(2,), scale=scale)
     if not bias:
@@ -239,7 +243,7 @@ def output_grad_factor(
         raise ValueError(f"approx must be 'expand' or 'reduce', got {approx!r}")
     groups = normalize_groups(groups, grad_output.shape[1])
     n, channels = grad_output.shape[:2]
-    g = grad_output.reshape(n, groups, channels // groups, -1)
+    g = grad_output.reshape(n, groups, channels // groups, math.prod(grad_output.shape[2:]))  # (n may be 0)
     if approx == "expand":
         return torch.einsum("ngap,ngbp->gab", g, g) / g.shape[-1]
     summed = g.sum(-1)

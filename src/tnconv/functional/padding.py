@@ -34,6 +34,10 @@ def _source_index(size: int, left: int, right: int, mode: str, device: torch.dev
 
 def pad_nd(x: torch.Tensor, left: tuple[int, ...], right: tuple[int, ...], mode: str) -> torch.Tensor:
     """Pad the spatial dimensions of ``x`` (``[N, C, I_1, …, I_D]``) by ``left``/``right``."""
+    if len(left) <= 3 and torch._C._get_tracing_state() is not None:
+        # torch.jit.trace: sizes are traced tensors here; torch's own pad (same values) records cleanly
+        pairs = [p for pair in zip(reversed(left), reversed(right)) for p in pair]
+        return torch.nn.functional.pad(x, pairs, mode)
     for d, (pl, pr) in enumerate(zip(left, right)):
         if pl or pr:
             dim = 2 + d

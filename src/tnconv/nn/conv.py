@@ -33,7 +33,7 @@ from ..functional.padding import pad_nd
 from ..randomized.sampling import check_keep, check_leg, check_mode
 from ..randomized.training import conv as randomized_conv
 from ..spec.validation import normalize_tuple
-from .fold import tnconv_name
+from .fold import check_constructor, tnconv_name
 
 
 class _TNConvForward:
@@ -64,6 +64,7 @@ class _TNConvForward:
         backward_input_leg: str = "channel",
         **kwargs: object,
     ) -> None:
+        check_constructor(self, args, kwargs)  # type: ignore[arg-type]
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self.backward_keep = check_keep(backward_keep, "backward_keep")
         self.backward_leg = check_leg(backward_leg, "weight", len(self.kernel_size), "backward_leg")

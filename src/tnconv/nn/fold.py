@@ -18,9 +18,33 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from ..functional.unfold import fold, unfold
+from ..spec.validation import as_int
+
+
+def check_constructor(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:  # type: ignore[type-arg]
+    """Before torch's constructor runs: ``kernel_size`` (an int or ints, ≥ 1), ``groups`` and
+    the channel counts (ints) of a convolution module, so that a NaN or a float is a
+    ``TypeError``/``ValueError`` naming the argument rather than an error of ``torch.empty``.
+    Calls that do not bind to torch's signature are left to torch's own ``TypeError``."""
+    base = next(c for c in type(module).__mro__ if c.__module__.startswith("torch.nn"))
+    try:
+        bound = inspect.signature(base.__init__).bind(module, *args, **kwargs).arguments
+    except TypeError:
+        return
+    for name in ("in_channels", "out_channels", "groups"):
+        if name in bound:
+            as_int(bound[name], name)
+    if "kernel_size" in bound:
+        kernel = bound["kernel_size"]
+        kernel = kernel if isinstance(kernel, (tuple, list, torch.Size)) else (kernel,)
+        for k in kernel:
+            if as_int(k, "kernel_size") < 1:
+                raise ValueError(f"kernel_size must be positive, got {bound['kernel_size']!r}")
 
 
 def tnconv_name(module: torch.nn.Module) -> str:

@@ -31,7 +31,7 @@ from ..functional.transpose import conv_transpose
 from ..randomized.sampling import check_keep, check_leg, check_mode
 from ..randomized.training import conv_transpose as randomized_conv_transpose
 from ..spec.validation import normalize_tuple
-from .fold import tnconv_name
+from .fold import check_constructor, tnconv_name
 
 
 class _TNConvTransposeForward:
@@ -61,6 +61,7 @@ class _TNConvTransposeForward:
         backward_mode: str = "bernoulli",
         **kwargs: object,
     ) -> None:
+        check_constructor(self, args, kwargs)  # type: ignore[arg-type]
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self.backward_keep = check_keep(backward_keep, "backward_keep")
         self.backward_leg = check_leg(backward_leg, "weight", len(self.kernel_size), "backward_leg")

@@ -43,7 +43,9 @@ smaller VJP network — which the ``"native"`` strategy hands to PyTorch's kerne
 that still hold a draw's indices are contracted with ``cache=False`` by the dispatcher, so
 they enter no cache. Modules: :mod:`.sampling` (options and draws), :mod:`.rewrites`
 (network rewrites), :mod:`.estimators` (the VJPs), :mod:`.training` (the autograd Function
-behind ``tnconv.randomized.conv`` and the modules' ``backward_keep`` options).
+behind ``tnconv.randomized.conv`` and the modules' ``backward_keep`` options), :mod:`.ops`
+(custom operators for ``torch.compile`` and the random-number semantics: one seed per call,
+drawn from ``generator`` or the global generator, so compiled and eager results agree).
 
 Example:
     >>> import torch, tnconv
@@ -55,13 +57,10 @@ Example:
 """
 
 from ..execute.windows import gather_windows
-from .estimators import (
-    conv_input_vjp,
-    conv_transpose_weight_vjp,
-    conv_weight_vjp,
-    input_vjp_network,
-    weight_vjp_network,
-)
+from .estimators import input_vjp_network, weight_vjp_network
+
+# the public VJPs: the estimators with one seed per call, custom operators while compiling (.ops)
+from .ops import conv_input_vjp, conv_transpose_weight_vjp, conv_weight_vjp
 from .rewrites import windows_network
 from .sampling import MODES, Draw, check_keep, check_leg, check_mode, legs_of, sample
 from .tiles import TileLayout, tile_layout

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 import torch
 
 from ..execute.autodiff import autocast_inputs
+from ..execute.ops import tracing
 from ..functional.conv import conv as exact_conv
 from ..functional.transpose import conv_transpose as exact_conv_transpose
 from ..spec.validation import IntOrTuple, Padding, check_bias, check_same_dtype_device, check_tensor
 from .estimators import conv_input_vjp, conv_transpose_weight_vjp, conv_weight_vjp
+from .ops import seed_for, seeded, traced_conv, traced_conv_transpose
 from .sampling import check_keep, check_leg, check_mode
 
 
@@ -101,7 +103,11 @@ def conv(
     :func:`conv_input_vjp` with ``input_keep`` (exact by default) and ``input_leg``; the
     bias gradient is exact. ``torch.func.grad`` and ``torch.func.vmap`` work through it
     (``vmap(grad(loss))``: per-example gradients; one draw is shared by the examples).
-    Differentiating the randomized backward again is not supported.
+    Differentiating the randomized backward again is not supported. Random numbers: one
+    seed is drawn from ``generator`` (torch's global CPU generator when ``None``) per call,
+    in the forward; the backward's draws come from a generator seeded with it
+    (:mod:`tnconv.randomized.ops`), so under ``torch.compile`` (custom operators, no graph
+    break) the gradients equal the eager ones for the same generator state.
 
     >>> x = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> w = torch.randn(4, 3, 3, 3, requires_grad=True)
@@ -115,16 +121,15 @@ def conv(
         check_tensor(bias, "bias")
     input, weight, bias = autocast_inputs(input, weight, bias)  # saved for backward in the autocast dtype
     check_same_dtype_device(input=input, weight=weight, bias=bias)
-    check_bias(bias, weight.shape[0])
     dims = input.dim() - 2
-    options = BackwardOptions(
-        check_keep(keep),
-        check_leg(leg, "weight", dims),
-        check_mode(mode),
-        check_keep(input_keep, "input_keep"),
-        check_leg(input_leg, "input", dims, "input_leg"),
-        generator,
-    )
+    keep, leg, mode = check_keep(keep), check_leg(leg, "weight", dims), check_mode(mode)
+    input_keep, input_leg = check_keep(input_keep, "input_keep"), check_leg(input_leg, "input", dims, "input_leg")
+    seed = seed_for(generator, input)  # one seed per call, the draws from seeded(seed) (tnconv.randomized.ops)
+    if tracing():
+        options = (keep, leg, mode, input_keep, input_leg)
+        return traced_conv(input, weight, bias, stride, padding, dilation, groups, seed, *options)
+    check_bias(bias, weight.shape[0])  # (the operator checks it while tracing: jit.trace's sizes are tensors)
+    options = BackwardOptions(keep, leg, mode, input_keep, input_leg, seeded(seed, input.device))
     return _RandomizedBackwardConv.apply(input, weight, bias, stride, padding, dilation, groups, options)
 
 
@@ -191,7 +196,7 @@ def conv_transpose(
 ) -> torch.Tensor:
     """:func:`tnconv.conv_transpose` whose weight gradient is
     :func:`conv_transpose_weight_vjp` with ``keep``, ``leg``, ``mode`` (the input and bias
-    gradients are exact).
+    gradients are exact). Random numbers as :func:`conv`.
 
     >>> x = torch.randn(2, 4, 6, 6, requires_grad=True)
     >>> w = torch.randn(4, 3, 3, 3, requires_grad=True)
@@ -203,7 +208,13 @@ def conv_transpose(
     check_tensor(weight, "weight")
     check_same_dtype_device(input=input, weight=weight, bias=bias)
     dims = input.dim() - 2
-    options = BackwardOptions(check_keep(keep), check_leg(leg, "weight", dims), check_mode(mode), generator=generator)
+    keep, leg, mode = check_keep(keep), check_leg(leg, "weight", dims), check_mode(mode)
+    seed = seed_for(generator, input)  # as conv: one seed per call
+    if tracing():
+        return traced_conv_transpose(
+            input, weight, bias, stride, padding, output_padding, groups, dilation, seed, keep, leg, mode
+        )
+    options = BackwardOptions(keep, leg, mode, generator=seeded(seed, input.device))
     return _RandomizedBackwardConvTranspose.apply(
         input, weight, bias, stride, padding, output_padding, groups, dilation, options
     )

@@ -20,7 +20,6 @@ TypeError: stride must be an int or a tuple of ints, got 2.0
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 
@@ -112,14 +111,32 @@ def check_tensor(value: object, name: str, min_dim: int | None = None) -> torch.
     return value
 
 
+#: dtypes without a convolution: torch has no kernel for them (``complex32``: torch's support
+#: is experimental and forward-only, tnconv's matrix products have none).
+UNSUPPORTED_DTYPES = {
+    getattr(torch, name): why
+    for names, why in [
+        (("bool",), "which torch's convolutions do not support either"),
+        (("uint16", "uint32", "uint64"), "which torch's convolutions do not support either"),
+        (
+            ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu"),
+            "which torch's convolutions do not support either (scaled matrix products only)",
+        ),
+        (("complex32",), "which tnconv does not support (torch's is experimental): use torch.complex64"),
+    ]
+    for name in names
+    if hasattr(torch, name)
+}
+
+
 def check_same_dtype_device(**tensors: torch.Tensor | None) -> None:
     """Raise ``TypeError``/``ValueError`` if the given tensors differ in dtype or device, or
-    one is no tensor, or has a dtype no convolution exists for (``bool``)."""
+    one is no tensor, or has a dtype no convolution exists for (:data:`UNSUPPORTED_DTYPES`)."""
     items = [(name, t) for name, t in tensors.items() if t is not None]
     for name, t in items:
         check_tensor(t, name)
-        if t.dtype == torch.bool:
-            raise TypeError(f"{name} has dtype torch.bool, which torch's convolutions do not support either")
+        if t.dtype in UNSUPPORTED_DTYPES:
+            raise TypeError(f"{name} has dtype {t.dtype}, {UNSUPPORTED_DTYPES[t.dtype]}")
     first_name, first = items[0]
     for name, t in items[1:]:
         if t.dtype != first.dtype:
@@ -170,7 +187,7 @@ def check_probability(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number in (0, 1], got {value!r}")
     result = float(value)
-    if not 0.0 < result <= 1.0 or math.isnan(result):
+    if not 0.0 < result <= 1.0:  # (NaN fails the comparison; no math.isnan: a compiled keep may be symbolic)
         raise ValueError(f"{name} must be in (0, 1], got {value!r}")
     return result
 

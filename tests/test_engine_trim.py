@@ -175,3 +175,13 @@ def test_explain_shows_the_work_fell():
     assert "taps" in e.steps[0] and "1/9" in e.steps[0]
     full = tnconv.explain(tn, trim=False)
     assert e.flops * 9 <= full.flops and e.bytes < full.bytes
+
+
+def test_bias_reaches_output_positions_outside_the_kept_block():
+    # transposed: the kept tap's windows start inside the output, the first position is cut
+    x, w = torch.randn(1, 1, 1, 1, dtype=torch.float64), torch.randn(1, 1, 2, 1, dtype=torch.float64)
+    b = torch.randn(1, dtype=torch.float64)
+    args = dict(padding=(1, 0), output_padding=(1, 0), dilation=(2, 1))
+    tn = tnconv.networks.conv_transpose(x.shape, w.shape, **args)
+    assert trim_taps(tn) is not None and trim_taps(tn).output[1]
+    torch.testing.assert_close(tnconv.conv_transpose(x, w, b, **args), F.conv_transpose2d(x, w, b, **args))

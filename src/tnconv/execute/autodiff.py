@@ -128,6 +128,11 @@ def complex_safe(strategy: str, tensors: Iterable[torch.Tensor | None]) -> str:
     reshaped by the strided strategies)."""
     if strategy != "auto":
         return strategy
+    for t in tensors:  # the common case in one pass: nothing empty, nothing complex
+        if t is not None and (t.is_complex() or not t.numel()):
+            break
+    else:
+        return strategy
     present = [t for t in tensors if t is not None]
     if any(t.numel() == 0 for t in present):
         return "einsum"

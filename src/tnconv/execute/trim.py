@@ -53,9 +53,9 @@ def embed_output(trim: TapTrim, result: torch.Tensor) -> torch.Tensor:
 
 
 def _bias_inside(trim: TapTrim) -> bool:
-    """Whether the output's axis 1 (where a bias goes) carries no trimmed leg."""
-    output = trim.original.output
-    return len(output) > 1 and not set(output[1]) & {leg for leg, _, _ in trim.ranges}
+    """Whether a bias can go to the trimmed network's kernel: only when its result is the
+    whole output (no zero blocks, which must get the bias too)."""
+    return not trim.output[1]
 
 
 def contract_trimmed(

@@ -162,6 +162,8 @@ def measure(case: Case, operation: Operation, config: BenchConfig) -> Measuremen
     if "tnconv" in outputs:
         for name, output in outputs.items():
             if name != "tnconv" and not is_floor(name):
+                if operation.canonical is not None:
+                    output = operation.canonical(case, output)
                 measurement.rel_error[name] = _rel_error(outputs["tnconv"], output)
     outputs.clear()
     if "tnconv" in functions and len(functions) >= 2:

@@ -74,3 +74,18 @@ def test_fold_and_unfold_transpose_are_timed_against_torch():
     case = Case("m", "t", (1, 3, 4, 5), 2, (3, 3), (2, 1), (1, 0), (1, 2), transposed=True, output_padding=(1, 0))
     transposed = measure(case, OPERATIONS["unfold_transpose"], config)
     assert set(transposed.ratios()) == {"torch"} and transposed.rel_error["torch"] < 1e-5
+
+
+def test_cpu_clock_times_process_time():
+    import pytest
+
+    from tnconv.bench.timing import time_alternating
+
+    times = time_alternating(
+        {"a": lambda: sum(range(20000))}, reps=2, warmup=0, device=torch.device("cpu"), clock="cpu"
+    )
+    assert len(times["a"]) == 2 and all(t >= 0 for t in times["a"])
+    with pytest.raises(ValueError, match="clock"):
+        time_alternating({"a": lambda: None}, reps=1, warmup=0, device=torch.device("cpu"), clock="tsc")
+    config = BenchConfig(reps=2, batch=2, baselines=("torch",), clock="cpu")
+    assert set(measure(CASE, OPERATIONS["fwd"], config).ratios()) == {"torch"}

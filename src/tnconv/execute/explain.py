@@ -29,6 +29,7 @@ from ..symbolic.network import TensorNetwork
 from ..symbolic.squares import SquareNetwork
 from .col2im import col2im_plan
 from .dispatch import auto_order, check_inputs
+from .gemm_col2im import gemm_col2im_plan
 from .im2col import CHUNK_BYTES, batch_chunk, im2col_plan
 from .native import recognize
 from .plan import dense_plan
@@ -180,6 +181,14 @@ def explain(
                 "crop the padding",
             )
             return Explanation(name, name, steps, size, itemsize * (3 * size + 2 * math.prod(cplan.output_shape)))
+        if name == "gemm_col2im" and (gplan := gemm_col2im_plan(network)) is not None:
+            data = explain(gplan.data, dtype=dtype)
+            fold = explain(gplan.fold, dtype=dtype)
+            steps = (
+                f"u: the data alone, {dense_plan(gplan.data).equation} (no Π), via {data.strategy!r}",
+                *fold.steps,
+            )
+            return Explanation(name, name, steps, data.flops + fold.flops, data.bytes + fold.bytes)
         if name == "structured" and (splan := structured_plan(network)) is not None:
             dplan = dense_plan(splan.network)
             steps = tuple(f"{key}: window views (Tensor.unfold, no Π)" for _, key, _, _ in splan.unfolds)

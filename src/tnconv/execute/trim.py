@@ -44,12 +44,12 @@ def embed_output(trim: TapTrim, result: torch.Tensor) -> torch.Tensor:
     legs, narrows = trim.output
     if not narrows:
         return result
-    full = result.new_zeros(legs)
-    part = full
+    full = result.new_zeros(trim.original.output_shape)  # the result owns its memory (no view)
+    part = full.view(legs)
     for dim, start, length in narrows:
         part = part.narrow(dim, start, length)
     part.copy_(result.reshape(part.shape))
-    return full.reshape(trim.original.output_shape)
+    return full
 
 
 def _bias_inside(trim: TapTrim) -> bool:

@@ -251,6 +251,8 @@ def test_every_implementation_of_an_operation_agrees(operation, case):
     if not op.available():
         functions.pop("tnconv")
     outputs = {name: f() for name, f in functions.items()}
+    if op.canonical is not None:  # a baseline computing the same numbers in another layout
+        outputs = {name: out if name == "tnconv" else op.canonical(case, out) for name, out in outputs.items()}
     names = list(outputs)
     for name in names[1:]:
         torch.testing.assert_close(outputs[name], outputs[names[0]], msg=f"{name} vs {names[0]}")

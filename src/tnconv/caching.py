@@ -64,7 +64,16 @@ class CacheInfo:
         return self.size
 
 
-_STRICT: dict[type, bool] = {int: True, str: True, type(None): True, torch.dtype: True, torch.device: True}
+#: ``torch.Size`` holds ints only (it converts ``True`` to ``1`` and rejects floats), and hashes
+#: and compares like the tuple of its items: strict, and one key with that tuple.
+_STRICT: dict[type, bool] = {
+    int: True,
+    str: True,
+    type(None): True,
+    torch.dtype: True,
+    torch.device: True,
+    torch.Size: True,
+}
 
 
 def _is_strict(kind: type) -> bool:
@@ -87,12 +96,32 @@ def _typed(value: object) -> object:
     return (kind, value)
 
 
+_INT_ONLY = frozenset((int,))
+_SEQUENCES = (tuple, list)
+
+
 def _key(args: tuple) -> object:
-    """``_typed(args)``, without rebuilding an argument tuple that is already strict."""
-    for value in args:
-        if not _is_strict(type(value)):
-            return tuple(_typed(v) for v in args)
-    return args
+    """``_typed(args)`` (as a tuple), cheaply for the common arguments: ints, strings, shapes
+    (``torch.Size`` / tuples of ints, checked by one C-level pass over their item types),
+    dataclasses; ``args`` itself when it is already strict."""
+    key = None
+    for index, value in enumerate(args):
+        kind = type(value)
+        strict = _STRICT.get(kind)
+        if strict:
+            if key is not None:
+                key.append(value)
+            continue
+        if kind in _SEQUENCES and _INT_ONLY.issuperset(map(type, value)):
+            typed: object = value if kind is tuple else tuple(value)
+        else:
+            typed = _typed(value)
+        if typed is value and key is None:
+            continue
+        if key is None:
+            key = list(args[:index])
+        key.append(typed)
+    return args if key is None else tuple(key)
 
 
 def _nbytes(value: object) -> int:
@@ -188,6 +217,20 @@ def cached(
     return decorate
 
 
+def memo(name: str, maxsize: int = 4096) -> LRUCache:
+    """A bare LRU store under this policy (listed, cleared with the others), for results found
+    while running rather than computed by a pure function: ``found, value = store.get(key)``,
+    ``store.put(key, value)``. Keys must already be strict (e.g. networks, dataclasses)."""
+    store = LRUCache(name, maxsize, None, True)
+    _CACHES.append(store)
+    return store
+
+
+def bypassing() -> bool:
+    """Whether a :func:`bypass` block is running (memo stores should then be skipped too)."""
+    return _bypass_depth > 0
+
+
 @contextmanager
 def bypass() -> Iterator[None]:
     """Skip the bypassable caches (per-network work) while the block runs."""
@@ -216,4 +259,4 @@ def cache_stats() -> list[CacheInfo]:
     return [store.info() for store in _CACHES]
 
 
-__all__ = ["CacheInfo", "bypass", "cache_stats", "cached", "clear_caches"]
+__all__ = ["CacheInfo", "bypass", "bypassing", "cache_stats", "cached", "clear_caches", "memo"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -46,6 +47,9 @@ class Operation:
             that this benchmark times; by default its own name.
         floors: like ``setup``, the floors of the operation (names ``floor:…``, see
             :func:`factor_floors`), timed alongside and reported as ratios.
+        canonical: ``(case, baseline output) -> tensor`` laid out like tnconv's, applied
+            (untimed) before the two are compared — for a baseline that computes the same
+            numbers in another order (the flipped taps of an unfold of the dilated input).
     """
 
     name: str
@@ -57,6 +61,7 @@ class Operation:
     estimator: bool = False
     measures: str = ""
     floors: Setup | None = None
+    canonical: Callable[[Case, torch.Tensor], torch.Tensor] | None = None
 
     def available(self) -> bool:
         """Whether the installed tnconv has the function."""
@@ -369,6 +374,61 @@ def _setup_conv_transpose(case: Case, batch: int, dtype: torch.dtype, device: to
     )
 
 
+# --- fold and the unfold of a transposed convolution's input -----------------------------
+
+
+def _setup_fold(case: Case, batch: int, dtype: torch.dtype, device: torch.device) -> dict[str, Thunk]:
+    taps, blocks = math.prod(case.kernel_size), math.prod(case.output_spatial_size())
+    u = _randn((batch, case.in_channels * taps, blocks), dtype, device)
+    args = (case.spatial_size, case.kernel_size, case.dilation, case.padding, case.stride)
+    return _keep(
+        {
+            "tnconv": lambda: _tnconv("fold")(u, *args),
+            "torch": (lambda: F.fold(u, *args)) if case.dims == 2 else None,
+        }
+    )
+
+
+def unfold_of_dilated(x: torch.Tensor, case: Case) -> torch.Tensor:
+    """The unfold of a transposed convolution's input the torch way: insert ``S − 1`` zeros
+    between the input positions, pad by ``Dl·(K−1) − P`` (plus ``output_padding`` on the
+    right), then ``torch.nn.functional.unfold`` with stride 1 (2-d). Its taps come in the
+    reverse order of tnconv's ``unfold_transpose`` (see :func:`flip_taps`).
+
+    >>> case = Case("m", "l", (1, 2, 3, 3), 4, (3, 3), (2, 2), (1, 1), (1, 1), transposed=True,
+    ...             output_padding=(1, 1))
+    >>> unfold_of_dilated(torch.randn(1, 2, 3, 3), case).shape
+    torch.Size([1, 18, 36])
+    """
+    batch, channels, *size = x.shape
+    dilated = x.new_zeros(batch, channels, *((o - 1) * s + 1 for o, s in zip(size, case.stride)))
+    dilated[(slice(None), slice(None), *(slice(None, None, s) for s in case.stride))] = x
+    widths: list[int] = []
+    extra = case.output_padding or (0,) * case.dims
+    for k, dl, p, op in reversed(list(zip(case.kernel_size, case.dilation, case.padding, extra))):
+        reach = dl * (k - 1) - p
+        widths += [reach, reach + op]
+    return F.unfold(F.pad(dilated, widths), case.kernel_size, case.dilation, 0, 1)
+
+
+def flip_taps(case: Case, u: torch.Tensor) -> torch.Tensor:
+    """``[N, C·∏K, L]`` with every kernel axis reversed (tap ``k`` ↔ ``K − 1 − k``)."""
+    batch, rows, blocks = u.shape
+    grid = u.reshape(batch, rows // math.prod(case.kernel_size), *case.kernel_size, blocks)
+    return grid.flip(tuple(range(2, 2 + case.dims))).reshape(u.shape)
+
+
+def _setup_unfold_transpose(case: Case, batch: int, dtype: torch.dtype, device: torch.device) -> dict[str, Thunk]:
+    x = _randn((batch, *case.input_shape[1:]), dtype, device)
+    args = (case.kernel_size, case.stride, case.padding, case.output_padding or 0, case.dilation)
+    return _keep(
+        {
+            "tnconv": lambda: _tnconv("unfold_transpose")(x, *args),
+            "torch": (lambda: unfold_of_dilated(x, case)) if case.dims == 2 else None,
+        }
+    )
+
+
 def _plain(case: Case) -> bool:
     return not case.transposed and case.dims <= 3
 
@@ -391,6 +451,15 @@ for _operation in (
     ),
     Operation(
         "conv_transpose", "transposed convolution", "conv_transpose", lambda c: c.transposed, _setup_conv_transpose
+    ),
+    Operation("fold", "fold (col2im), the adjoint of unfold", "fold", _plain, _setup_fold),
+    Operation(
+        "unfold_transpose",
+        "unfold of a transposed convolution's input (vs unfold of the dilated input)",
+        "unfold_transpose",
+        lambda c: c.transposed and c.dims <= 3,
+        _setup_unfold_transpose,
+        canonical=flip_taps,
     ),
     Operation(
         "conv4d",

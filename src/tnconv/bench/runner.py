@@ -31,6 +31,8 @@ class BenchConfig:
         max_spread: a (case, operation) whose relative interquartile range (:func:`spread`)
             exceeds this is timed again, up to ``remeasure`` times; the steadier timing is kept.
         floors: also time the operations' floors (docs/reference.md §7).
+        clock: ``"wall"`` (default) or ``"cpu"`` (process CPU time, for loaded machines;
+            CPU device only, see :mod:`.timing`).
     """
 
     dtype: torch.dtype = torch.float32
@@ -43,6 +45,7 @@ class BenchConfig:
     max_spread: float = 0.25
     remeasure: int = 2
     floors: bool = True
+    clock: str = "wall"
 
     def batch_for(self, case: Case) -> int:
         return self.batch if self.batch is not None else batch_size(case)
@@ -162,15 +165,19 @@ def measure(case: Case, operation: Operation, config: BenchConfig) -> Measuremen
     if "tnconv" in outputs:
         for name, output in outputs.items():
             if name != "tnconv" and not is_floor(name):
+                if operation.canonical is not None:
+                    output = operation.canonical(case, output)
                 measurement.rel_error[name] = _rel_error(outputs["tnconv"], output)
     outputs.clear()
     if "tnconv" in functions and len(functions) >= 2:
-        measurement.seconds = time_alternating(functions, config.reps, max(0, config.warmup - 1), config.device)
+        measurement.seconds = time_alternating(
+            functions, config.reps, max(0, config.warmup - 1), config.device, config.clock
+        )
         for _ in range(config.remeasure):
             if spread(measurement.seconds) <= config.max_spread:
                 break
             # a noisy case (a loaded machine): measure it again, keep the steadier measurement
-            again = time_alternating(functions, config.reps, 0, config.device)
+            again = time_alternating(functions, config.reps, 0, config.device, config.clock)
             if spread(again) < spread(measurement.seconds):
                 measurement.seconds = again
             measurement.remeasured += 1

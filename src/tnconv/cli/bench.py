@@ -54,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--memory", action="store_true", help="also measure peak extra memory of kfc/kfac_reduce (a process per case)"
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time (default); cpu: this process's CPU time (all threads), steadier on a loaded "
+        "machine -- best with OMP_NUM_THREADS=1",
+    )
     parser.add_argument("--no-plot", action="store_true", help="do not draw ratios.png/.svg")
     parser.add_argument("--no-einconv", action="store_true", help="do not use einconv as a second baseline")
     parser.add_argument("--list", action="store_true", help="list the networks and cases that would run, then exit")
@@ -106,7 +113,10 @@ def run(args: argparse.Namespace) -> int:
         warmup=_positive(args.warmup, "--warmup"),
         batch=_batch(args.batch_size),
         baselines=baselines,
+        clock=args.clock,
     )
+    if args.clock == "cpu" and device.type == "cuda":
+        raise ValueError("--clock cpu: CPU time does not measure CUDA kernels; use --clock wall with --device cuda")
     _check_out(args.out)
     _check_memory(cases, config)
     from ..bench.progress import make_progress
@@ -117,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         f"ops {','.join(op.name for op in operations)}; "
         f"{args.dtype} on {device} ({torch.get_num_threads()} threads), batch "
         f"{'by the rule of docs/reference.md §7' if config.batch is None else config.batch}, "
-        f"median of {config.reps} runs; "
+        f"median of {config.reps} runs ({args.clock} clock); "
         f"baselines: {', '.join(baselines)}",
         flush=True,
     )

@@ -18,7 +18,7 @@ order ``strategy="auto"`` tries them:
 derivatives are the contractions of derived networks.
 """
 
-from . import col2im, dense, native, separable, squares, structured  # noqa: F401  (each registers its strategy)
+from . import col2im, dense, gemm_col2im, native, separable, squares, structured, trim  # noqa: F401  (each registers its strategy)
 from .dispatch import STRATEGIES, auto_order, contract, register_strategy, strategies
 
 __all__ = ["STRATEGIES", "auto_order", "contract", "register_strategy", "strategies"]

@@ -83,6 +83,13 @@ def _jvp(ctx: Any, _network: None, _strategy: None, *tangents: torch.Tensor | No
     return total  # type: ignore[return-value]
 
 
+def _owned(result: torch.Tensor) -> torch.Tensor:
+    """``result``, copied when it is a view of a strategy's buffer (``col2im`` crops its padded
+    buffer): a Function's output must own its memory for forward-mode AD to give its tangent
+    the same layout."""
+    return result if result._base is None else result.clone(memory_format=torch.contiguous_format)
+
+
 class _Contraction(torch.autograd.Function):
     """``network.contract(**tensors)`` with derivatives from the derived networks.
 
@@ -94,7 +101,8 @@ class _Contraction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, network: TensorNetwork, strategy: str, *tensors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         _save(ctx, network, strategy, tensors)
-        return dispatch(network, dict(zip(network.inputs, tensors)), strategy)
+        result = dispatch(network, dict(zip(network.inputs, tensors)), strategy)
+        return _owned(result) if forward_ad._current_level >= 0 else result
 
     backward = staticmethod(_backward)
     jvp = staticmethod(_jvp)
@@ -107,7 +115,7 @@ class _TransformableContraction(torch.autograd.Function):
 
     @staticmethod
     def forward(network: TensorNetwork, strategy: str, *tensors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return dispatch(network, dict(zip(network.inputs, tensors)), strategy)
+        return _owned(dispatch(network, dict(zip(network.inputs, tensors)), strategy))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
@@ -127,6 +135,11 @@ def complex_safe(strategy: str, tensors: Iterable[torch.Tensor | None]) -> str:
     has no complex kernel on CPU), ``"einsum"`` for empty tensors (a size-0 leg cannot be
     reshaped by the strided strategies)."""
     if strategy != "auto":
+        return strategy
+    for t in tensors:  # the common case in one pass: nothing empty, nothing complex
+        if t is not None and (t.is_complex() or not t.numel()):
+            break
+    else:
         return strategy
     present = [t for t in tensors if t is not None]
     if any(t.numel() == 0 for t in present):

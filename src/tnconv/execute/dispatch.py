@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..caching import bypass, cached
+from ..caching import bypass, bypassing, memo
 from ..symbolic.network import TensorNetwork, register_extension
 
 Run = Callable[..., "torch.Tensor | None"]
@@ -45,9 +45,23 @@ class Strategy:
     auto: bool
     fuses_bias: bool
     priority: int
+    bind: Callable[[TensorNetwork], Callable[..., torch.Tensor] | None] | None = None
+
+    def runner(self, network: TensorNetwork) -> Callable[..., torch.Tensor | None]:
+        """``(tensors, bias) -> result`` of this strategy on ``network`` (bound once, see ``bind``)."""
+        bound = self.bind(network) if self.bind is not None else None
+        if bound is not None:
+            if self.fuses_bias:
+                return bound
+            return lambda tensors, bias: add_bias(bound(tensors, None), bias)
+        return lambda tensors, bias: _run(self, network, tensors, bias)
 
 
 _REGISTRY: dict[str, Strategy] = {}
+#: ``network -> runner`` of the strategy that ``"auto"`` found for it: whether a strategy
+#: applies depends on the network alone (never on the data), so a repeated call runs it
+#: after one look-up.
+_AUTO = memo("tnconv.execute.dispatch.auto_choice", 4096)
 #: ``name -> run`` of every registered strategy, in ``"auto"`` order (read-only by convention).
 STRATEGIES: dict[str, Run] = {}
 
@@ -60,29 +74,37 @@ def register_strategy(
     auto: bool = True,
     priority: int = 100,
     fuses_bias: bool = False,
+    bind: Callable[[TensorNetwork], Callable[..., torch.Tensor] | None] | None = None,
 ) -> Strategy:
     """Register (or replace) the execution strategy ``name``.
 
     Args:
         name: the value users pass as ``strategy=``.
         run: ``(network, tensors) -> tensor | None`` (with ``fuses_bias``:
-            ``(network, tensors, bias=None)``); it must return ``None`` when it does not apply.
+            ``(network, tensors, bias=None)``); it must return ``None`` when it does not apply,
+            and whether it applies must depend on the network only (``"auto"`` remembers,
+            per network, the strategy that applied).
         description: one line for ``tnconv.execute.strategies()`` and the docs.
         auto: tried by ``strategy="auto"``.
         priority: ``"auto"`` tries lower priorities first (ties: registration order).
         fuses_bias: ``run`` takes ``bias`` and adds it itself.
+        bind: optional ``network -> runner``: the strategy's data-free preparation for one
+            network (e.g. the recognised kernel call), returning ``runner(tensors, bias)``
+            (``bias`` is ``None`` unless ``fuses_bias``). ``"auto"`` keeps the runner of
+            every network it has seen, so a repeated call skips the look-ups of ``run``.
     """
     if not isinstance(name, str) or not name or name == "auto":
         raise ValueError(f"strategy name must be a non-empty string other than 'auto', got {name!r}")
     if not callable(run):
         raise TypeError(f"run must be callable, got {type(run).__name__}")
-    strategy = Strategy(name, run, description, auto, fuses_bias, priority)
+    strategy = Strategy(name, run, description, auto, fuses_bias, priority, bind)
     _REGISTRY.pop(name, None)
     items = sorted([*_REGISTRY.items(), (name, strategy)], key=lambda item: item[1].priority)
     _REGISTRY.clear()
     _REGISTRY.update(items)
     STRATEGIES.clear()
     STRATEGIES.update((key, value.run) for key, value in items)
+    _AUTO.clear()
     return strategy
 
 
@@ -96,21 +118,18 @@ def auto_order() -> list[str]:
     return [name for name, s in _REGISTRY.items() if s.auto]
 
 
-@cached(maxsize=1024)
-def _input_shapes(network: TensorNetwork) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    return tuple((name, network.input_shape(name)) for name in network.inputs)
-
-
 def check_inputs(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> None:
     """Raise ``TypeError``/``ValueError`` naming the input whose tensor does not fit."""
-    shapes = _input_shapes(network)
+    shapes = network.input_shapes
     if len(shapes) == len(tensors):
         try:
             ref = tensors[shapes[0][0]]
-            if all(
-                tensors[name].shape == shape and tensors[name].dtype == ref.dtype and tensors[name].device == ref.device
-                for name, shape in shapes
-            ):
+            dtype, device = ref.dtype, ref.device
+            for name, shape in shapes:
+                t = tensors[name]
+                if t.shape != shape or t.dtype != dtype or (t is not ref and t.device != device):
+                    break
+            else:
                 return
         except (KeyError, AttributeError):
             pass
@@ -173,10 +192,19 @@ def contract(
             return contract(network, tensors, strategy, bias=bias)
     check_inputs(network, tensors)
     if strategy == "auto":
+        remember = not bypassing()
+        if remember:
+            found, runner = _AUTO.get(network)
+            if found:
+                result = runner(tensors, bias)  # type: ignore[operator]
+                if result is not None:
+                    return result
         for candidate in _REGISTRY.values():
             if candidate.auto:
                 result = _run(candidate, network, tensors, bias)
                 if result is not None:
+                    if remember:
+                        _AUTO.put(network, candidate.runner(network))
                     return result
         raise RuntimeError("no execution strategy applies")  # unreachable: "simplified" always applies
     chosen = _REGISTRY.get(strategy) if isinstance(strategy, str) else None

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..simplify.taps import TapTrim, trim_taps
 from ..symbolic.network import TensorNetwork
 from ..symbolic.squares import SquareNetwork
 from .col2im import col2im_plan
 from .dispatch import auto_order, check_inputs
+from .gemm_col2im import gemm_col2im_plan
 from .im2col import CHUNK_BYTES, batch_chunk, im2col_plan
 from .native import recognize
 from .plan import dense_plan
@@ -109,12 +111,28 @@ def _square(network: SquareNetwork, itemsize: int) -> tuple[str, list[str], int,
     return recipe.route, steps, chosen[1], chosen[2], recipe.estimates
 
 
-def explain(network: TensorNetwork, *, dtype: torch.dtype = torch.float32, **inputs: object) -> Explanation:
+def _trim_step(trim: TapTrim) -> str:
+    full = dict(trim.original.sizes)
+    taps = [(leg, n) for leg, _, n in trim.ranges if leg.startswith("k") and "'" not in leg]
+    kept = math.prod(n for _, n in taps)
+    total = math.prod(full[leg] for leg, _ in taps)
+    cut = ", ".join(f"{leg} {full[leg]}→{n}" for leg, _, n in trim.ranges if "'" not in leg)
+    return (
+        f"trim taps: {kept}/{total} of the kernel's taps read the input ({cut}); the rest read only "
+        "padding and give zero blocks"
+    )
+
+
+def explain(
+    network: TensorNetwork, *, dtype: torch.dtype = torch.float32, trim: bool = True, **inputs: object
+) -> Explanation:
     """Explain how ``network`` would be contracted by ``strategy="auto"``.
 
     Args:
         network: any network (``tnconv.networks.*``).
         dtype: the data type assumed for the byte counts when no tensor is given.
+        trim: ``False`` explains the network as if every kernel tap read the input (strategy
+            ``"trim"`` skipped), to compare the work.
         inputs: optional, per input name, a tensor or a shape; they are checked against the
             network (a tensor also sets the data type).
 
@@ -136,6 +154,11 @@ def explain(network: TensorNetwork, *, dtype: torch.dtype = torch.float32, **inp
         check_inputs(network, {k: v.to("meta") for k, v in tensors.items()})
     itemsize = torch.empty((), dtype=dtype).element_size()
     for name in auto_order():
+        if name == "trim" and trim and (cut := trim_taps(network)) is not None:
+            inner = explain(cut.network, dtype=dtype)
+            out_bytes = itemsize * math.prod(network.output_shape) if cut.output[1] else 0
+            steps = (_trim_step(cut), *inner.steps) + (("zero result, the kept block copied in",) if out_bytes else ())
+            return Explanation(name, inner.route, steps, inner.flops, inner.bytes + out_bytes, inner.candidates)
         if name == "separable" and (plan := separable_plan(network)) is not None:
             reads, writes = plan.bytes_per_element
             return Explanation(name, name, tuple(_separable_steps(plan)), plan.flops, itemsize * (reads + writes))
@@ -158,6 +181,14 @@ def explain(network: TensorNetwork, *, dtype: torch.dtype = torch.float32, **inp
                 "crop the padding",
             )
             return Explanation(name, name, steps, size, itemsize * (3 * size + 2 * math.prod(cplan.output_shape)))
+        if name == "gemm_col2im" and (gplan := gemm_col2im_plan(network)) is not None:
+            data = explain(gplan.data, dtype=dtype)
+            fold = explain(gplan.fold, dtype=dtype)
+            steps = (
+                f"u: the data alone, {dense_plan(gplan.data).equation} (no Π), via {data.strategy!r}",
+                *fold.steps,
+            )
+            return Explanation(name, name, steps, data.flops + fold.flops, data.bytes + fold.bytes)
         if name == "structured" and (splan := structured_plan(network)) is not None:
             dplan = dense_plan(splan.network)
             steps = tuple(f"{key}: window views (Tensor.unfold, no Π)" for _, key, _, _ in splan.unfolds)

@@ -53,8 +53,8 @@ def im2col_plan(network: TensorNetwork, batch_leg: str = "n") -> Im2colPlan | No
         return None
     inputs = [n for n in network.nodes if n.kind == "input"]
     others = [n for n in network.nodes if n.kind != "input"]
-    if len(inputs) != 1 or any(n.kind != "pattern" for n in others):
-        return None
+    if len(inputs) != 1 or not others or any(n.kind != "pattern" for n in others):
+        return None  # (no pattern at all: J is the data itself, nothing to unfold)
     x = inputs[0]
     legs = list(x.legs)
     out = network.output_legs

@@ -38,7 +38,7 @@ from .windows import Unfold, window_views
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _CONV_INPUT = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input, 3: torch.nn.grad.conv3d_input}
-_CONV_WEIGHT = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight, 3: torch.nn.grad.conv3d_weight}
+_BACKWARD = torch.ops.aten.convolution_backward.default
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,43 @@ class NativeCall:
         """``(stride, padding, dilation)`` per spatial dimension, as torch's kernels take them."""
         ps = self.patterns
         return tuple(p.stride for p in ps), tuple(p.padding for p in ps), tuple(p.dilation for p in ps)
+
+    @cached_property
+    def runner(self):  # type: ignore[no-untyped-def]
+        """``(tensors, bias) -> result``: the kernel call with every argument resolved once.
+
+        The common calls (torch's symmetric padding, no scale, ``D ≤ 3``) go straight to the
+        kernel; the rest through :func:`run_native`."""
+        a, b = self.operands
+        stride, padding, dilation = self.hyperparameters
+        groups, d = self.groups, self.dims
+        if self.scale != 1.0 or not self.symmetric or d > 3:
+            return lambda tensors, bias: run_native(self, tensors, bias=bias)
+        if self.kind == "forward":
+            conv = _CONV[d]
+            return lambda tensors, bias: conv(tensors[a], tensors[b], bias, stride, padding, dilation, groups)
+        if self.kind == "weight_vjp":
+            shape = self.output_shape
+            zeros, mask = (0,) * d, (False, True, False)
+
+            def weight_vjp(tensors, bias):  # type: ignore[no-untyped-def]
+                v = tensors[b]
+                weight = v.new_empty(1).expand(shape)
+                result = _BACKWARD(v, tensors[a], weight, None, stride, padding, dilation, False, zeros, groups, mask)
+                return add_bias(result[1], bias)
+
+            return weight_vjp
+        extra = tuple(p.input_size - _footprint(p) + 2 * p.padding for p in self.patterns)
+        transpose, rank = _CONV_TRANSPOSE[d], d + 2
+        general = lambda tensors, bias: run_native(self, tensors, bias=bias)  # noqa: E731
+
+        def input_vjp(tensors, bias):  # type: ignore[no-untyped-def]
+            v = tensors[a]
+            if v.dim() != rank:  # several leading (batch) dims
+                return general(tensors, bias)
+            return transpose(v, tensors[b], bias, stride, padding, extra, groups, dilation)
+
+        return input_vjp
 
 
 def _torch_output(p: IndexPattern) -> int:
@@ -212,10 +249,12 @@ def run_native(
         x, v = first, second
         channels_out = v.shape[1]
         shape = (channels_out, x.shape[1] // call.groups) + tuple(p.kernel_size for p in ps)
-        if call.symmetric:
-            result = _CONV_WEIGHT[d](x, shape, v, stride, padding, dilation, call.groups)
-        else:
-            result = _CONV_WEIGHT[d](_pad_to_footprint(x, ps), shape, v, stride, 0, dilation, call.groups)
+        if not call.symmetric:
+            x, padding = _pad_to_footprint(x, ps), (0,) * d
+        # torch.nn.grad.conv{d}d_weight's own kernel call, without its Python argument parsing
+        weight = v.new_empty(1).expand(shape)
+        mask = (False, True, False)
+        result = _BACKWARD(v, x, weight, None, stride, padding, dilation, False, (0,) * d, call.groups, mask)[1]
     if bias is not None and call.kind == "input_vjp":  # not fused (explicitly padded geometry)
         result = result + bias.view(-1, *[1] * d)
     if reshape and result.shape != call.output_shape:
@@ -261,10 +300,21 @@ def contract_native(
     return run_native(call, tensors, bias=bias)
 
 
+def _bind(network: TensorNetwork):  # type: ignore[no-untyped-def]
+    call = recognize(network)
+    if call is None:
+        return None
+    if call.kind == "weight_vjp" or call.scale != 1.0:  # no bias to fuse
+        runner = call.runner
+        return lambda tensors, bias: add_bias(runner(tensors, None), bias)
+    return call.runner
+
+
 register_strategy(
     "native",
     contract_native,
     "PyTorch's convolution kernels, when the network is one",
     priority=20,
     fuses_bias=True,
+    bind=_bind,
 )

@@ -71,10 +71,30 @@ def moved_elements(equation: str, shapes: tuple[tuple[int, ...], ...]) -> int:
     total = 0
     for step in info.contraction_list:
         terms, result = step[2].split("->")
-        total += sum(math.prod(sizes[c] for c in term) for term in terms.split(",")) + math.prod(
-            sizes[c] for c in result
-        )
+        operands = terms.split(",")
+        total += sum(math.prod(sizes[c] for c in term) for term in operands) + math.prod(sizes[c] for c in result)
+        if len(operands) == 2:  # a GEMM: an operand not laid out [batch, free, summed] is copied first
+            left, right = operands
+            for term, other in ((left, right), (right, left)):
+                if _needs_copy(term, other, result):
+                    total += 2 * math.prod(sizes[c] for c in term)
     return total
+
+
+def _needs_copy(term: str, other: str, result: str) -> bool:
+    """Whether a pairwise einsum step must permute ``term`` into GEMM layout: its batch legs
+    (shared and kept) first, then its free and summed legs as two blocks, in either order.
+
+    >>> _needs_copy("abcd", "aecd", "be")   # x x' over (n, spatial): b sits in the middle
+    True
+    >>> _needs_copy("gcs", "gds", "gcd")     # J Jᵀ on [G, d, N·O]: already a bmm operand
+    False
+    """
+    kinds = ["b" if c in other and c in result else "s" if c in other else "f" for c in term]
+    text = "".join(kinds).lstrip("b")
+    if "b" in text:
+        return True
+    return text.count("fs") + text.count("sf") > 1
 
 
 def _output_sizes(equation: str, shapes: tuple[tuple[int, ...], ...]) -> list[int]:

@@ -107,6 +107,10 @@ def square_recipe(
         x_elements = math.prod(im2col.x_shape)
         estimates.append(("im2col", product_flops, itemsize * (x_elements + 2 * j_elements + out_elements)))
     generic = "direct" if direct_flops <= materialized_flops else "materialized"
+    if any(n.kind == "pattern" and n.legs[0] in factor.output_legs for n in factor.nodes):
+        # J scatters through Π (the unfold of a transposed convolution's input): fused, Π would be
+        # a dense operand of the einsum, and one NaN of x would reach the whole factor
+        generic = "materialized"
     route = generic
     best = cost(*next(e[1:] for e in estimates if e[0] == generic))
     for name, flops, moved in estimates[2:]:

@@ -206,10 +206,15 @@ class TensorNetwork:
         """Full size of every leg."""
         return dict(self.sizes)
 
+    @cached_property
+    def _contracted_sizes(self) -> dict[str, int]:
+        sizes = dict(self.sizes)
+        sizes.update((leg, len(kept)) for leg, kept in self.slices)
+        return sizes
+
     def size(self, leg: str) -> int:
         """The size of ``leg`` as contracted (after slicing)."""
-        kept = dict(self.slices).get(leg)
-        return len(kept) if kept is not None else dict(self.sizes)[leg]
+        return self._contracted_sizes[leg]
 
     @property
     def legs(self) -> tuple[str, ...]:
@@ -230,6 +235,11 @@ class TensorNetwork:
         nodes, see :attr:`Node.source`, is listed once)."""
         return tuple(dict.fromkeys(node.key for node in self.nodes if node.kind == "input"))
 
+    @cached_property
+    def input_shapes(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """``(name, shape)`` of every input, in :attr:`inputs` order (see :meth:`input_shape`)."""
+        return tuple((name, self.input_shape(name)) for name in self.inputs)
+
     def node(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:
@@ -242,9 +252,10 @@ class TensorNetwork:
         node = next((n for n in self.nodes if n.kind == "input" and n.key == name), None) or self.node(name)
         return tuple(math.prod(sizes[leg] for leg in axis) for axis in node.axes)
 
-    @property
+    @cached_property
     def output_shape(self) -> tuple[int, ...]:
-        return tuple(math.prod(self.size(leg) for leg in axis) for axis in self.output)
+        sizes = self._contracted_sizes
+        return tuple(math.prod(sizes[leg] for leg in axis) for axis in self.output)
 
     def symbols(self) -> dict[str, str]:
         """The einsum letter of every leg (``a``–``z``, ``A``–``Z``, then further Unicode)."""

@@ -107,6 +107,9 @@ def _plan_flops_fraction(case: Case, x: torch.Tensor, v: torch.Tensor, keep: flo
         geometry = estimators._geometry(case.kernel_size, case.stride, case.padding, case.dilation, case.groups)
         shapes = (tuple(x.shape), tuple(v.shape), network.output_shape, geometry)
         return tiles.tile_plan(*shapes, keep).flops / tiles.tile_plan(*shapes, 1.0).flops
+    if leg.startswith("spatial:"):  # rows of one dimension: the kernel's work is kept/size of it
+        size = network.size(target)  # type: ignore[arg-type]
+        return sampling.fixed_count(size, keep) / size
     if target is None:
         network, target = rewrites.windows_network(network), sampling.JOINT
     size = network.size(target)

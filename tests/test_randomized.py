@@ -630,7 +630,7 @@ def test_tile_plan_work_falls_with_keep(x_shape, v_shape, kernel, kwargs):
         if previous is not None:
             assert plan.flops < previous.flops and plan.gathered < previous.gathered
         previous = plan
-    # the cost model: enough tiles for MIN_KEPT_UNITS kept units, within the halo bound
+    # the cost model: more tiles at smaller keep (a draw keeps about keep of the units)
     assert geometry.layout(v_shape, weight_shape, 0.1).tiles >= geometry.layout(v_shape, weight_shape, 0.5).tiles
 
 

@@ -105,12 +105,14 @@ def test_rows_in_four_dimensions_use_the_tnconv_network():
 @pytest.mark.parametrize(
     "rows_out, kernel, stride, batch, keep, expected",
     [
-        (14, 3, 1, 64, 0.5, 1),  # enough samples: the units are the samples
-        (14, 3, 1, 2, 0.5, 1),  # halo 2 needs tiles of >= 8 rows: only one fits
-        (32, 3, 1, 2, 0.5, 4),  # few samples: tiles, up to MAX_TILES
-        (32, 3, 1, 8, 0.5, 2),  # 0.5·8·2 = 8 kept units on average
-        (14, 1, 1, 1, 0.5, 4),  # 1×1: no halo, tiles of any height
-        (28, 3, 2, 10, 0.1, 4),  # stride 2 halves the halo's share
+        (14, 3, 1, 64, 0.5, 1),  # ceil(32)/64 = 0.5: the units are the samples
+        (32, 3, 1, 10, 0.5, 1),  # 5 of 10
+        (32, 3, 1, 10, 0.25, 2),  # 3 of 10 = 0.3 > 1.125·0.25; 5 of 20
+        (32, 3, 1, 3, 0.4, 3),  # 2 of 3, 3 of 6, then 4 of 9 = 0.44 <= 1.125·0.4
+        (32, 3, 1, 2, 0.4, 4),  # 1 of 2, 2 of 4, 3 of 6: never close, so MAX_TILES
+        (14, 3, 1, 1, 0.5, 1),  # halo 2 needs tiles of >= 8 rows: only one fits
+        (14, 1, 1, 1, 0.25, 4),  # 1×1: no halo, tiles of any height
+        (28, 3, 2, 1, 0.5, 2),  # stride 2 halves the halo's share
     ],
 )
 def test_cost_model_tiles(rows_out, kernel, stride, batch, keep, expected):
@@ -121,21 +123,23 @@ def test_cost_model_tiles(rows_out, kernel, stride, batch, keep, expected):
         start, stop = layout.bounds(t)
         assert stop > start and (layout.tiles == 1 or halo <= tiles.HALO_FRACTION * stride * (stop - start))
     assert sum(stop - start for start, stop in map(layout.bounds, range(layout.tiles))) == rows_out
-    if layout.tiles < min(tiles.MAX_TILES, rows_out):
-        # more tiles were not needed, or would break the halo bound
-        enough = keep * batch * layout.tiles >= tiles.MIN_KEPT_UNITS
-        too_thin = math.ceil(halo / (tiles.HALO_FRACTION * stride)) * (layout.tiles + 1) > rows_out
-        assert enough or too_thin
-    assert fixed_count(batch * layout.tiles, keep) >= 1
+    units = batch * layout.tiles
+    close = fixed_count(units, keep) <= (1 + tiles.KEEP_DRIFT) * keep * units
+    fewer = [batch * t for t in range(1, layout.tiles)]
+    # the smallest T that keeps close to `keep`, or as many tiles as the bounds allow
+    assert not any(fixed_count(u, keep) <= (1 + tiles.KEEP_DRIFT) * keep * u for u in fewer)
+    most = min(tiles.MAX_TILES, rows_out // math.ceil(halo / (tiles.HALO_FRACTION * stride)) if halo else rows_out)
+    assert close or layout.tiles == most
 
 
 def test_cost_model_keeps_enough_work_per_kernel_call():
-    """A small layer (the sub-millisecond 1-d ``m5_audio/3``: 48 MFLOPs) keeps one kernel call
-    at keep 0.1 rather than two calls of a few samples each; a large one gets its tiles."""
+    """A small layer (48 MFLOPs, the size of the sub-millisecond 1-d ``m5_audio/3``) keeps
+    one kernel call where tiles would make calls of a few samples each; a large one gets
+    its tiles."""
     small = 2 * 64 * 122 * 32 * 32 * 3
-    assert tiles.tile_layout(122, 3, 1, 1, batch=64, keep=0.1, flops=small).tiles == 1
-    assert tiles.tile_layout(122, 3, 1, 1, batch=64, keep=0.1).tiles == 2
-    large = 2 * 2 * 112 * 112 * 64 * 64 * 9
-    assert tiles.tile_layout(112, 3, 1, 1, batch=2, keep=0.25, flops=large).tiles == 4
+    assert tiles.tile_layout(122, 3, 1, 1, batch=10, keep=0.25).tiles == 2
+    assert tiles.tile_layout(122, 3, 1, 1, batch=10, keep=0.25, flops=small).tiles == 1
+    large = 2 * 1 * 112 * 112 * 64 * 64 * 9
+    assert tiles.tile_layout(112, 3, 1, 1, batch=1, keep=0.25, flops=large).tiles == 4
     geometry = estimators._geometry((3,), 1, 0, 1, 1)
-    assert geometry.layout((64, 32, 122), (32, 32, 3), 0.1).tiles == 1
+    assert geometry.layout((10, 32, 122), (32, 32, 3), 0.25).tiles == 1

@@ -25,12 +25,12 @@ their results are added into the rows they cover.
 
 ``T`` is set by a cost model (:func:`tile_layout`): tiles cost halo reads, zero-padded
 copies at the borders and kernel calls, and buy finer units; so there are just enough tiles
-for a draw to keep ``MIN_KEPT_UNITS`` units on average (``T = 1``, the units being the
-samples, whenever ``keep·N ≥ 8``), at most ``MAX_TILES``, each at least
-``ceil(d·(K − 1)/(HALO_FRACTION·s))`` rows high.
+for a fixed-size draw to keep about ``keep`` of the units (``T = 1``, the units being the
+samples, whenever ``ceil(keep·N)/N ≤ 1.125·keep``), at most ``MAX_TILES``, each at least
+``ceil(d·(K − 1)/(HALO_FRACTION·s))`` rows high and with ``MIN_CALL_FLOPS`` of work.
 
->>> tile_layout(32, 3, 1, 1, batch=2, keep=0.5), tile_layout(32, 3, 1, 1, batch=32, keep=0.5)
-(TileLayout(rows=32, tiles=4), TileLayout(rows=32, tiles=1))
+>>> tile_layout(32, 3, 1, 1, batch=3, keep=0.5), tile_layout(32, 3, 1, 1, batch=32, keep=0.5)
+(TileLayout(rows=32, tiles=2), TileLayout(rows=32, tiles=1))
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ from .sampling import Draw, fixed_count, sample
 MAX_TILES = 4
 #: A slab's halo ``d·(K − 1)`` is at most this fraction of its tile's ``s·B`` own rows.
 HALO_FRACTION = 0.25
-#: Tiles are added (up to :data:`MAX_TILES`) until a draw keeps this many units on average.
-MIN_KEPT_UNITS = 8
+#: Tiles are added (up to :data:`MAX_TILES`) until a fixed-size draw keeps at most
+#: ``(1 + KEEP_DRIFT)·keep`` of the units.
+KEEP_DRIFT = 0.125
 #: ... but each kernel call keeps at least this many expected FLOPs (``2·multiply-adds``).
 MIN_CALL_FLOPS = 2**24
 
@@ -89,34 +90,36 @@ def tile_layout(
     rows: int, kernel: int, stride: int, dilation: int, *, batch: int, keep: float, flops: float = math.inf
 ) -> TileLayout:
     """The tiles of ``rows`` output rows of a dimension with this kernel, stride, dilation, for
-    a draw of ``keep`` of ``batch`` samples' tiles of a VJP of ``flops`` multiply-adds: the
-    cost model.
+    a draw of ``keep`` of ``batch`` samples' tiles of a VJP of ``flops`` FLOPs: the cost model.
 
     More tiles make more, smaller units, but each tile costs its halo (``halo = dilation·(kernel − 1)``
     more input rows read), a zero-padded copy when it touches the padding on one side, and a
     kernel call; for contributions that are not correlated across positions the variance is
-    the same for any ``T``. So ``T`` is the smallest number of tiles that gives a draw at least
-    :data:`MIN_KEPT_UNITS` expected kept units (``keep·batch·T``; below that, the draw's
-    granularity ``1/(batch·T)`` makes the work and the kept fraction drift from ``keep``, and a
-    single sample could not be sampled at all), limited by ``MAX_TILES``, by a minimum tile
-    height ``max(1, ceil(halo/(HALO_FRACTION·stride)))`` (the halo is at most
-    ``HALO_FRACTION`` of a tile's own input rows; a 1×1 kernel has none), and by
-    :data:`MIN_CALL_FLOPS` expected multiply-adds per kernel call (``keep·flops/T``: a call's
+    the same for any ``T``. So ``T`` is the smallest number of tiles for which a fixed-size
+    draw keeps at most ``(1 + KEEP_DRIFT)·keep`` of the units (``ceil(keep·U)/U`` with
+    ``U = batch·T``: the work is that fraction of the exact VJP's; with too few units it
+    drifts above ``keep``, and a single sample could not be sampled at all), limited by
+    ``MAX_TILES``, by a minimum tile height ``max(1, ceil(halo/(HALO_FRACTION·stride)))`` (the
+    halo is at most ``HALO_FRACTION`` of a tile's own input rows; a 1×1 kernel has none),
+    and by :data:`MIN_CALL_FLOPS` expected FLOPs per kernel call (``keep·flops/T``: a call's
     fixed cost, some 50–100 µs on a CPU, must stay small against its work).
 
-    >>> tile_layout(32, 3, 1, 1, batch=64, keep=0.5), tile_layout(32, 3, 1, 1, batch=2, keep=0.5)
-    (TileLayout(rows=32, tiles=1), TileLayout(rows=32, tiles=4))
-    >>> tile_layout(14, 3, 1, 1, batch=1, keep=0.5), tile_layout(14, 1, 1, 1, batch=1, keep=0.5)
-    (TileLayout(rows=14, tiles=1), TileLayout(rows=14, tiles=4))
-    >>> tile_layout(32, 3, 1, 1, batch=2, keep=0.5, flops=4 * MIN_CALL_FLOPS)
+    >>> tile_layout(32, 3, 1, 1, batch=64, keep=0.5), tile_layout(32, 3, 1, 1, batch=1, keep=0.5)
+    (TileLayout(rows=32, tiles=1), TileLayout(rows=32, tiles=2))
+    >>> tile_layout(32, 3, 1, 1, batch=10, keep=0.25), tile_layout(14, 3, 1, 1, batch=1, keep=0.25)
+    (TileLayout(rows=32, tiles=2), TileLayout(rows=14, tiles=1))
+    >>> tile_layout(32, 3, 1, 1, batch=1, keep=0.1, flops=20 * MIN_CALL_FLOPS)
     TileLayout(rows=32, tiles=2)
     """
     halo = dilation * (kernel - 1)
     min_height = max(1, math.ceil(halo / (HALO_FRACTION * stride)))
-    wanted = math.ceil(MIN_KEPT_UNITS / (keep * batch) - 1e-9)
     calls = keep * flops / MIN_CALL_FLOPS if MIN_CALL_FLOPS > 0 else math.inf
-    most = min(MAX_TILES, rows // min_height, int(calls) if calls < MAX_TILES else MAX_TILES)
-    return TileLayout(rows, max(1, min(wanted, most)))
+    most = max(1, min(MAX_TILES, rows // min_height, int(calls) if calls < MAX_TILES else MAX_TILES))
+    for count in range(1, most):
+        units = batch * count
+        if fixed_count(units, keep) <= (1 + KEEP_DRIFT) * keep * units + 1e-9:
+            return TileLayout(rows, count)
+    return TileLayout(rows, most)
 
 
 @dataclass(frozen=True)
@@ -394,7 +397,7 @@ __all__ = [
     "HALO_FRACTION",
     "MAX_TILES",
     "MIN_CALL_FLOPS",
-    "MIN_KEPT_UNITS",
+    "KEEP_DRIFT",
     "TileLayout",
     "TilePlan",
     "draw_units",

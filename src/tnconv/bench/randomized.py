@@ -204,6 +204,8 @@ def run(
         if not applies(case):
             continue
         for leg in legs:
+            if leg.startswith("spatial:") and int(leg.split(":")[1]) > case.dims:
+                continue  # (a 1-d layer has no second dimension to sample)
             for keep in keeps:
                 rows.append(measure(case, keep, leg=leg, **options))  # type: ignore[arg-type]
     return rows

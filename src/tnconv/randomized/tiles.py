@@ -215,6 +215,28 @@ def _per_tile(draw: Draw, batch: int, tiles: int) -> list[tuple[int, list[int]]]
     return result
 
 
+#: Kept samples that form at most this many contiguous runs go through one kernel call per
+#: run on views (no copy); more runs are gathered by one copy for one call.
+MAX_RUNS = 2
+
+
+def _groups(samples: list[int]) -> list[list[int]]:
+    """``samples`` as its contiguous runs when there are at most :data:`MAX_RUNS`, else whole.
+
+    >>> _groups([0, 1, 5, 6, 7]), _groups([0, 2, 4])
+    ([[0, 1], [5, 6, 7]], [[0, 2, 4]])
+    """
+    runs = [[samples[0]]]
+    for sample_ in samples[1:]:
+        if sample_ == runs[-1][-1] + 1:
+            runs[-1].append(sample_)
+        else:
+            runs.append([sample_])
+            if len(runs) > MAX_RUNS:
+                return [samples]
+    return runs
+
+
 def _select(tensor: torch.Tensor, samples: list[int]) -> torch.Tensor:
     """``tensor[samples]`` along the batch: a view for a contiguous run, else one copy."""
     first, count = samples[0], len(samples)
@@ -328,14 +350,15 @@ def tile_weight_vjp(
         slab = slabs[tile]
         if slab is None:
             continue
-        xs = _select(x.narrow(2, slab.low, slab.high - slab.low), samples)
-        vs = _select(v.narrow(2, slab.start, slab.stop - slab.start), samples)
-        pad = [slab.above if slab.symmetric else 0, *rest]
-        if explicit is not None or not slab.symmetric:
-            rows = [0, 0] if slab.symmetric else [slab.above, slab.below]
-            xs = F.pad(xs, (explicit or [0, 0] * (geometry.dims - 1)) + rows)
-        part = exact_weight_vjp(xs, vs, weight_shape, geometry.stride, pad, geometry.dilation, geometry.groups)
-        result = part if result is None else result + part
+        for group in _groups(samples):
+            xs = _select(x.narrow(2, slab.low, slab.high - slab.low), group)
+            vs = _select(v.narrow(2, slab.start, slab.stop - slab.start), group)
+            pad = [slab.above if slab.symmetric else 0, *rest]
+            if explicit is not None or not slab.symmetric:
+                rows = [0, 0] if slab.symmetric else [slab.above, slab.below]
+                xs = F.pad(xs, (explicit or [0, 0] * (geometry.dims - 1)) + rows)
+            part = exact_weight_vjp(xs, vs, weight_shape, geometry.stride, pad, geometry.dilation, geometry.groups)
+            result = part if result is None else result + part
     if result is None:
         return x.new_zeros(weight_shape)
     return result * draw.scale if draw.scale != 1.0 else result
@@ -354,26 +377,35 @@ def tile_input_vjp(
     functional = torch._C._are_functorch_transforms_active()  # (vmap, grad: no in-place adds)
     result = v.new_zeros(input_shape)
     slabs = _slabs(geometry, layout, input_shape[2])
-    for tile, samples in _per_tile(draw, v.shape[0], layout.tiles):
+    for tile, group in _per_tile(draw, v.shape[0], layout.tiles):
         slab = slabs[tile]
         if slab is None:
             continue
-        vs = _select(v.narrow(2, slab.start, slab.stop - slab.start), samples)
-        if draw.scale != 1.0:
-            vs = vs * draw.scale
-        inner = slab.high - slab.low
-        if slab.symmetric:
-            shape, pad = (len(samples), input_shape[1], inner, *sizes), [slab.above, *rest]
-        else:
-            shape, pad = (len(samples), input_shape[1], slab.above + inner + slab.below, *sizes), [0, *rest]
-        part = exact_input_vjp(shape, weight, vs, geometry.stride, pad, geometry.dilation, geometry.groups)
-        if not slab.symmetric:
-            part = part.narrow(2, slab.above, inner)
-        if explicit is not None:
-            for dim, (lo, size) in enumerate(zip(geometry.left[1:], input_shape[3:])):
-                part = part.narrow(3 + dim, lo, size)
-        result = _add_rows(result, part, samples, slab.low, functional)
+        for samples in _groups(group):
+            result = _input_slab(weight, v, input_shape, geometry, slab, samples, draw.scale, sizes, rest, explicit,
+                                 result, functional)
     return result
+
+
+def _input_slab(  # type: ignore[no-untyped-def]
+    weight, v, input_shape, geometry, slab, samples, scale, sizes, rest, explicit, result, functional
+) -> torch.Tensor:
+    """One kernel call of :func:`tile_input_vjp`: the ``samples``' slab of ``v``, added into ``result``."""
+    vs = _select(v.narrow(2, slab.start, slab.stop - slab.start), samples)
+    if scale != 1.0:
+        vs = vs * scale
+    inner = slab.high - slab.low
+    if slab.symmetric:
+        shape, pad = (len(samples), input_shape[1], inner, *sizes), [slab.above, *rest]
+    else:
+        shape, pad = (len(samples), input_shape[1], slab.above + inner + slab.below, *sizes), [0, *rest]
+    part = exact_input_vjp(shape, weight, vs, geometry.stride, pad, geometry.dilation, geometry.groups)
+    if not slab.symmetric:
+        part = part.narrow(2, slab.above, inner)
+    if explicit is not None:
+        for dim, (lo, size) in enumerate(zip(geometry.left[1:], input_shape[3:])):
+            part = part.narrow(3 + dim, lo, size)
+    return _add_rows(result, part, samples, slab.low, functional)
 
 
 def _add_rows(result: torch.Tensor, part: torch.Tensor, samples: list[int], low: int, functional: bool) -> torch.Tensor:
@@ -395,6 +427,7 @@ def _add_rows(result: torch.Tensor, part: torch.Tensor, samples: list[int], low:
 
 __all__ = [
     "HALO_FRACTION",
+    "MAX_RUNS",
     "MAX_TILES",
     "MIN_CALL_FLOPS",
     "KEEP_DRIFT",

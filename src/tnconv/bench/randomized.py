@@ -72,13 +72,14 @@ def _masked_vjp(
         geometry = estimators._geometry(
             case.kernel_size, case.stride, case.padding, case.dilation, case.groups
         )
-        layout = geometry.layout(v.shape[2])
+        layout = geometry.layout(tuple(v.shape), weight_shape, keep)
         draw = sampling.sample(v.shape[0] * layout.tiles, keep, mode, generator)
-        mask = torch.zeros(layout.tiles * layout.height, v.shape[0], dtype=v.dtype, device=v.device)
+        per_unit = torch.zeros(layout.tiles * v.shape[0], dtype=v.dtype, device=v.device)
         if draw is not None:
-            kept = torch.tensor(draw.indices, device=v.device)
-            mask.view(layout.tiles, layout.height, -1)[kept // v.shape[0], :, kept % v.shape[0]] = draw.scale
-        mask = mask[: v.shape[2]].t().reshape(v.shape[0], 1, v.shape[2], *([1] * (v.dim() - 3)))
+            per_unit[torch.tensor(draw.indices, device=v.device)] = draw.scale
+        rows = torch.tensor(layout.row_tiles(), device=v.device)
+        mask = per_unit.view(layout.tiles, v.shape[0])[rows].t()  # [N, O_1]
+        mask = mask.reshape(v.shape[0], 1, v.shape[2], *([1] * (v.dim() - 3)))
         return vjp(x, weight_shape, v * mask, **hyper)
     if leg == "positions":
         dims, shape = list(range(2, v.dim())), [1, 1, *v.shape[2:]]
@@ -104,10 +105,11 @@ def _plan_flops_fraction(case: Case, x: torch.Tensor, v: torch.Tensor, keep: flo
     target = sampling.network_leg(leg)
     if target == sampling.TILES:
         geometry = estimators._geometry(case.kernel_size, case.stride, case.padding, case.dilation, case.groups)
-        count = v.shape[0] * geometry.layout(v.shape[2]).tiles
-        kept = sampling.fixed_count(count, keep)
-        plan = tiles.tile_plan(tuple(x.shape), tuple(v.shape), network.output_shape, geometry, kept)
-        return plan.flops / tiles.tile_plan(tuple(x.shape), tuple(v.shape), network.output_shape, geometry, count).flops
+        shapes = (tuple(x.shape), tuple(v.shape), network.output_shape, geometry)
+        return tiles.tile_plan(*shapes, keep).flops / tiles.tile_plan(*shapes, 1.0).flops
+    if leg.startswith("spatial:"):  # rows of one dimension: the kernel's work is kept/size of it
+        size = network.size(target)  # type: ignore[arg-type]
+        return sampling.fixed_count(size, keep) / size
     if target is None:
         network, target = rewrites.windows_network(network), sampling.JOINT
     size = network.size(target)
@@ -202,6 +204,8 @@ def run(
         if not applies(case):
             continue
         for leg in legs:
+            if leg.startswith("spatial:") and int(leg.split(":")[1]) > case.dims:
+                continue  # (a 1-d layer has no second dimension to sample)
             for keep in keeps:
                 rows.append(measure(case, keep, leg=leg, **options))  # type: ignore[arg-type]
     return rows

@@ -19,31 +19,36 @@ Legs (``leg=``):
 ===============  ==============================  ===============================================
 leg              weight VJP (``x``, ``v``)        input VJP (``weight``, ``v``)
 ===============  ==============================  ===============================================
-``"spatial"``    all output positions jointly     —
-``"spatial:d"``  output positions of dim ``d``    output positions of dim ``d``
+``"spatial"``    (sample, tile of rows) units     (sample, tile of rows) units
+``"positions"``  output positions jointly         —
+``"spatial:d"``  output rows of dim ``d``         output rows of dim ``d``
 ``"batch"``      samples ``n``                    — (``n`` is an output leg)
 ``"channel"``    — (an output leg)                output channels within a group (``co``)
 ``"group"``      — (an output leg)                groups ``g`` (depthwise: output channels)
 ===============  ==============================  ===============================================
 
-``"spatial"`` samples each of the ``∏O`` output positions (docs/reference.md §6's estimator). The
-positions are separate legs ``o_1 … o_D`` of the network, each carried by its own Π_d, so a
-joint subset is not a slice of any one of them. Lifting every Π_d onto a joint position leg
-keeps the network dense but multiplies its cost by the other dimensions' sizes (it saves
-nothing unless ``keep < 1/O``). What really saves work is to slice the joint leg out of
-the *windows* ``x·Π_1⋯Π_D``: the kept windows of ``x`` are gathered (no arithmetic), and the
-remaining network ``u[n, o, k, g, ci] · v[n, g, co, o]`` (:func:`windows_network`, derived
-from the VJP network) is sliced on the joint leg ``o``. Its cost is proportional to the
-number of kept positions. ``"spatial:d"`` slices one ``o_d`` (on Π_d and ``v``) in the
-dense network itself: a more correlated estimate (whole rows are dropped).
+``"spatial"`` (= ``"tiles"``, :mod:`.tiles`) keeps (sample, tile of output rows) units:
+the kept slabs of ``x`` (the tiles' rows and their halo) go through PyTorch's own VJP
+kernels, so the work is ``keep`` times the exact VJP's; a cost model picks the fewest tiles
+that let a draw keep about ``keep`` of the units (one per sample at usual batch sizes).
+``"positions"`` samples each of the ``∏O`` output positions jointly (docs/reference.md §6's
+estimator). The positions are separate legs ``o_1 … o_D`` of the network, each carried by
+its own Π_d, so a joint subset is not a slice of any one of them; what saves work is to
+slice the joint leg out of the *windows* ``x·Π_1⋯Π_D``: the kept windows of ``x`` are
+gathered (no arithmetic), and the remaining network ``u[n, o, k, g, ci] · v[n, g, co, o]``
+(:func:`windows_network`, derived from the VJP network) is sliced on the joint leg ``o``.
+``"spatial:d"`` (:mod:`.rows`) keeps output rows of dimension ``d``: their windows are
+gathered and stacked along the batch for one call of PyTorch's kernel. docs/randomized.md
+gives every estimator's variance and says which to use when.
 
 A slice that no Π carries (``"batch"``, ``"channel"``, ``"group"``) is materialized
 (:func:`materialize_slices`): the inputs are sliced and the network shrinks to an ordinary,
 smaller VJP network — which the ``"native"`` strategy hands to PyTorch's kernels. Networks
 that still hold a draw's indices are contracted with ``cache=False`` by the dispatcher, so
 they enter no cache. Modules: :mod:`.sampling` (options and draws), :mod:`.rewrites`
-(network rewrites), :mod:`.estimators` (the VJPs), :mod:`.training` (the autograd Function
-behind ``tnconv.randomized.conv`` and the modules' ``backward_keep`` options), :mod:`.ops`
+(network rewrites), :mod:`.tiles` and :mod:`.rows` (the structured spatial estimators),
+:mod:`.estimators` (the VJPs), :mod:`.training` (the autograd Function behind
+``tnconv.randomized.conv`` and the modules' ``backward_keep`` options), :mod:`.ops`
 (custom operators for ``torch.compile`` and the random-number semantics: one seed per call,
 drawn from ``generator`` or the global generator, so compiled and eager results agree).
 

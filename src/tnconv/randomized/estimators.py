@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
+from ..caching import cached
 from ..execute.dispatch import contract
 from ..execute.windows import gather_windows
 from ..spec.validation import (
@@ -21,6 +23,7 @@ from ..spec.validation import (
 from ..symbolic.builders.vjp import conv_input_vjp_network, conv_weight_vjp_network
 from ..symbolic.network import TensorNetwork
 from .rewrites import materialize_slices, resized, restore_output, sliced_network, windows_network
+from .rows import row_input_vjp, row_weight_vjp
 from .sampling import JOINT, TILES, check_keep, check_leg, check_mode, network_leg, sample
 from .tiles import _Geometry, draw_units, exact_input_vjp, exact_weight_vjp, tile_input_vjp, tile_weight_vjp
 
@@ -92,30 +95,37 @@ def _randomized(
     target = network_leg(leg)
     if target == TILES:
         v = tensors["v"]
-        draw = draw_units(v.shape[0], geometry.layout(v.shape[2]), keep, mode, generator)
+        weight_shape = network.output_shape if "x" in tensors else tuple(tensors["w"].shape)
+        layout = geometry.layout(tuple(v.shape), weight_shape, keep)
+        draw = draw_units(v.shape[0], layout, keep, mode, generator)
         if draw is None:
             return v.new_zeros(network.output_shape)
         if "x" in tensors:
-            return tile_weight_vjp(tensors["x"], v, network.output_shape, geometry, draw)
-        return tile_input_vjp(tensors["w"], v, network.output_shape, geometry, draw)
+            return tile_weight_vjp(tensors["x"], v, network.output_shape, geometry, layout, draw)
+        return tile_input_vjp(tensors["w"], v, network.output_shape, geometry, layout, draw)
     if target is None:
         return _joint_positions(network, tensors["x"], tensors["v"], keep, mode, generator)
     draw = sample(network.size(target), keep, mode, generator)
     if draw is None:
         first = next(iter(tensors.values()))
         return first.new_zeros(network.output_shape)
+    if leg.startswith("spatial:"):  # output rows of one dimension: windows on torch's kernels
+        dim = int(leg.split(":")[1]) - 1
+        if "x" in tensors:
+            return row_weight_vjp(tensors["x"], tensors["v"], network.output_shape, geometry, dim, draw)
+        return row_input_vjp(tensors["w"], tensors["v"], network.output_shape, geometry, dim, draw)
     sliced = sliced_network(network, target, draw)
     materialized = materialize_slices(sliced, tensors)
-    if materialized is None:  # a sliced Π (leg "spatial:d"): dense einsum of the sliced network
+    if materialized is None:  # pragma: no cover  (every sliced leg here is one no Π carries)
         return restore_output(contract(sliced, tensors, cache=False), sliced)
     reduced, inputs = materialized
     return restore_output(contract(reduced, inputs), sliced)
 
 
-def _check_vector(network: TensorNetwork, v: torch.Tensor) -> None:
+def _check_vector(network: TensorNetwork, v_shape: tuple[int, ...]) -> None:
     expected = network.input_shape("v")
-    if tuple(v.shape) != expected:
-        raise ValueError(f"v must have the convolution's output shape {expected}, got {tuple(v.shape)}")
+    if tuple(v_shape) != expected:
+        raise ValueError(f"v must have the convolution's output shape {expected}, got {tuple(v_shape)}")
 
 
 # ------------------------------------------------------------------------- public VJPs
@@ -221,11 +231,55 @@ def conv_weight_vjp(
     check_tensor(v, "v")
     check_same_dtype_device(x=x, v=v)
     check_generator(generator, x.device)
-    leg = check_leg(leg, "weight", x.dim() - 2)
-    network = weight_vjp_network(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
-    _check_vector(network, v)
-    geometry = _geometry(network.output_shape[2:], stride, padding, dilation, groups)
-    return _randomized(network, leg, {"x": x, "v": v}, keep, mode, generator, geometry)
+    setup = _weight_setup(tuple(x.shape), tuple(v.shape), kernel_size, stride, padding, dilation, groups, leg)
+    if keep == 1.0 and setup.kernel is not None:  # the exact VJP, straight to torch's kernel
+        weight = v.new_empty(1).expand(setup.network.output_shape)
+        return torch.ops.aten.convolution_backward(v, x, weight, None, *setup.kernel, (False, True, False))[1]
+    return _randomized(setup.network, leg, {"x": x, "v": v}, keep, mode, generator, setup.geometry)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """A validated VJP network, its geometry and, when PyTorch has a kernel for it (symmetric
+    padding, ``D ≤ 3``), the kernel's hyper-parameter arguments."""
+
+    network: TensorNetwork
+    geometry: _Geometry
+    kernel: tuple | None
+
+    @staticmethod
+    def of(network: TensorNetwork, geometry: _Geometry) -> _Setup:
+        kernel = None
+        if geometry.left == geometry.right and geometry.dims <= 3:
+            g = geometry
+            kernel = (list(g.stride), list(g.left), list(g.dilation), False, [0] * g.dims, g.groups)
+        return _Setup(network, geometry, kernel)
+
+
+@cached(maxsize=256)
+def _weight_setup(
+    x_shape: tuple[int, ...], v_shape: tuple[int, ...], kernel_size: IntOrTuple, stride: IntOrTuple,
+    padding: Padding, dilation: IntOrTuple, groups: int, leg: str,
+) -> _Setup:
+    """The validated weight-VJP network and geometry of these shapes and options (cached: a
+    training step's repeated calls skip the validation, which costs as much as a small
+    layer's kernel)."""
+    check_leg(leg, "weight", len(x_shape) - 2)
+    network = weight_vjp_network(x_shape, v_shape, kernel_size, stride, padding, dilation, groups)
+    _check_vector(network, v_shape)
+    return _Setup.of(network, _geometry(network.output_shape[2:], stride, padding, dilation, groups))
+
+
+@cached(maxsize=256)
+def _input_setup(
+    weight_shape: tuple[int, ...], v_shape: tuple[int, ...], input_size: tuple[int, ...], stride: IntOrTuple,
+    padding: Padding, dilation: IntOrTuple, groups: int, leg: str,
+) -> _Setup:
+    """The validated input-VJP network and geometry (cached like :func:`_weight_setup`)."""
+    check_leg(leg, "input", len(weight_shape) - 2)
+    network = input_vjp_network(weight_shape, v_shape, input_size, stride, padding, dilation, groups)
+    _check_vector(network, v_shape)
+    return _Setup.of(network, _geometry(tuple(weight_shape[2:]), stride, padding, dilation, groups))
 
 
 def conv_input_vjp(
@@ -270,11 +324,14 @@ def conv_input_vjp(
     check_tensor(v, "v")
     check_same_dtype_device(weight=weight, v=v)
     check_generator(generator, v.device)
-    leg = check_leg(leg, "input", weight.dim() - 2)
-    network = input_vjp_network(weight.shape, v.shape, input_size, stride, padding, dilation, groups)
-    _check_vector(network, v)
-    geometry = _geometry(tuple(weight.shape[2:]), stride, padding, dilation, groups)
-    return _randomized(network, leg, {"w": weight, "v": v}, keep, mode, generator, geometry)
+    size = tuple(input_size) if isinstance(input_size, (tuple, list, torch.Size)) else input_size
+    setup = _input_setup(
+        tuple(weight.shape), tuple(v.shape), size, stride, padding, dilation, groups, leg  # type: ignore[arg-type]
+    )
+    if keep == 1.0 and setup.kernel is not None:  # the exact VJP, straight to torch's kernel
+        x = v.new_empty(1).expand(setup.network.output_shape)
+        return torch.ops.aten.convolution_backward(v, x, weight, None, *setup.kernel, (True, False, False))[0]
+    return _randomized(setup.network, leg, {"w": weight, "v": v}, keep, mode, generator, setup.geometry)
 
 
 def conv_transpose_weight_vjp(

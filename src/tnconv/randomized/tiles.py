@@ -1,34 +1,41 @@
 """Tile estimators: spatial sampling whose cost falls with ``keep`` on PyTorch's own kernels.
 
-The output positions of every sample are cut, along the first spatial dimension, into
-``T`` tiles of ``B`` consecutive rows (:func:`tile_layout`). A *unit* is one (sample, tile)
-pair, ``U = N·T`` of them, and the VJP is the sum of the units' contributions:
-``G = Σ_u G_u``. The estimator keeps a random subset of the units (``mode="bernoulli"``:
-each with probability ``p``, scale ``1/p``; ``mode="fixed"``: ``m = ceil(p·U)`` of them
-without replacement, scale ``U/m``), so it is unbiased, with variance (entrywise)
+The output rows of every sample (first spatial dimension, ``O_1`` of them) are cut into
+``T`` balanced tiles (:func:`tile_layout`: tile ``t`` is rows ``[⌊t·O_1/T⌋, ⌊(t+1)·O_1/T⌋)``,
+so no tile hangs over the end). A *unit* is one (sample, tile) pair, ``U = N·T`` of them,
+and the VJP is the sum of the units' contributions: ``G = Σ_u G_u``. The estimator keeps a
+random subset of the units (``mode="bernoulli"``: each with probability ``p``, scale
+``1/p``; ``mode="fixed"``: ``m = ceil(p·U)`` of them without replacement, scale ``U/m``),
+so it is unbiased, with variance (entrywise)
 
 - bernoulli: ``Var = (1 − p)/p · Σ_u G_u²``;
 - fixed: ``Var = U²(1 − m/U)/m · S²``, ``S² = Σ_u (G_u − G/U)²/(U − 1)``.
 
-A kept unit needs only its slab of the input, ``s·(B − 1) + d·(K − 1) + 1`` rows (the tile's
-rows and a halo of ``d·(K − 1)``): the kept slabs are gathered into one batch (a copy of
-about ``p·(1 + halo/(s·B))`` of ``x``, zero rows where the slab reaches into the padding)
-and handed to *one* call of PyTorch's weight-VJP kernel (``aten.convolution_backward``)
-with padding 0 along the tiled dimension. The work is that of the exact VJP over
-``p·U`` units — ``p`` times the exact VJP, plus the halo — and no im2col buffer is built.
-The input VJP (:func:`tile_input_vjp`) is the same in reverse: the kept slabs of ``v`` go
-through PyTorch's input-VJP kernel and their results are added into the rows they cover.
+A kept unit needs only its *slab* of the input: the tile's ``s·(B − 1) + 1`` rows and a
+halo of ``d·(K − 1)``. Per tile, the slabs of its kept samples are one strided view of
+``x`` (rows narrowed) from which the kept samples are selected — a view when they are a
+contiguous run (every sample kept, or one tile per sample and a run drawn), one
+``index_select`` copy of ``p`` of the tile otherwise — and go through *one* call of
+PyTorch's weight-VJP kernel (``aten.convolution_backward``); only slabs whose padding is
+asymmetric (the first and last tiles of a padded dimension when ``T > 1``) are zero-padded.
+So the kernel's multiply-adds are exactly ``p`` times the exact VJP's (the halo adds reads,
+not multiply-adds) and no im2col buffer is built. The input VJP (:func:`tile_input_vjp`)
+is the same in reverse: the kept slabs of ``v`` go through PyTorch's input-VJP kernel and
+their results are added into the rows they cover.
 
-``B`` is chosen so that the halo is at most a quarter of a slab and ``T ≤ 4``
-(:func:`tile_layout`); a layer whose output has fewer rows than that has one tile per
-sample, and the estimator is the batch estimator.
+``T`` is set by a cost model (:func:`tile_layout`): tiles cost halo reads, zero-padded
+copies at the borders and kernel calls, and buy finer units; so there are just enough tiles
+for a fixed-size draw to keep about ``keep`` of the units (``T = 1``, the units being the
+samples, whenever ``ceil(keep·N)/N ≤ 1.125·keep``), at most ``MAX_TILES``, each at least
+``ceil(d·(K − 1)/(HALO_FRACTION·s))`` rows high and with ``MIN_CALL_FLOPS`` of work.
 
->>> tile_layout(32, 3, 1, 1)
-TileLayout(height=8, tiles=4)
+>>> tile_layout(32, 3, 1, 1, batch=3, keep=0.5), tile_layout(32, 3, 1, 1, batch=32, keep=0.5)
+(TileLayout(rows=32, tiles=2), TileLayout(rows=32, tiles=1))
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -37,35 +44,82 @@ import torch.nn.functional as F
 
 from ..execute.dispatch import contract
 from ..symbolic.builders.vjp import conv_input_vjp_network, conv_weight_vjp_network
-from .sampling import Draw, sample
+from .sampling import Draw, fixed_count, sample
 
-#: At most this many tiles per sample (more units lower the variance, but cost more copies).
+#: At most this many tiles per sample (more units lower the variance, but cost kernel calls).
 MAX_TILES = 4
-#: A slab's halo ``d·(K − 1)`` is at most this fraction of its ``s·B`` own rows.
+#: A slab's halo ``d·(K − 1)`` is at most this fraction of its tile's ``s·B`` own rows.
 HALO_FRACTION = 0.25
+#: Tiles are added (up to :data:`MAX_TILES`) until a fixed-size draw keeps at most
+#: ``(1 + KEEP_DRIFT)·keep`` of the units.
+KEEP_DRIFT = 0.125
+#: ... but each kernel call keeps at least this many expected FLOPs (``2·multiply-adds``).
+MIN_CALL_FLOPS = 2**24
 
 
 @dataclass(frozen=True)
 class TileLayout:
-    """``tiles`` tiles of ``height`` output rows each (the last may hang over the end)."""
+    """``rows`` output rows cut into ``tiles`` balanced tiles (heights differ by at most one)."""
 
-    height: int
+    rows: int
     tiles: int
 
+    def bounds(self, tile: int) -> tuple[int, int]:
+        """Output rows ``[start, stop)`` of ``tile``.
 
-def tile_layout(rows: int, kernel: int, stride: int, dilation: int) -> TileLayout:
-    """The tiles of ``rows`` output rows of a dimension with this kernel, stride, dilation.
+        >>> [TileLayout(10, 4).bounds(t) for t in range(4)]
+        [(0, 2), (2, 5), (5, 7), (7, 10)]
+        """
+        return tile * self.rows // self.tiles, (tile + 1) * self.rows // self.tiles
 
-    ``height = max(ceil(halo / (HALO_FRACTION·stride)), ceil(rows / MAX_TILES))`` capped at
-    ``rows``, with ``halo = dilation·(kernel − 1)``.
+    @property
+    def height(self) -> int:
+        """The tallest tile's rows, ``ceil(rows/tiles)``."""
+        return -(-self.rows // self.tiles)
 
-    >>> tile_layout(7, 3, 1, 1), tile_layout(56, 1, 1, 1)
-    (TileLayout(height=7, tiles=1), TileLayout(height=14, tiles=4))
+    def row_tiles(self) -> tuple[int, ...]:
+        """The tile of every output row.
+
+        >>> TileLayout(5, 2).row_tiles()
+        (0, 0, 1, 1, 1)
+        """
+        return tuple(t for t in range(self.tiles) for _ in range(*self.bounds(t)))
+
+
+def tile_layout(
+    rows: int, kernel: int, stride: int, dilation: int, *, batch: int, keep: float, flops: float = math.inf
+) -> TileLayout:
+    """The tiles of ``rows`` output rows of a dimension with this kernel, stride, dilation, for
+    a draw of ``keep`` of ``batch`` samples' tiles of a VJP of ``flops`` FLOPs: the cost model.
+
+    More tiles make more, smaller units, but each tile costs its halo (``halo = dilation·(kernel − 1)``
+    more input rows read), a zero-padded copy when it touches the padding on one side, and a
+    kernel call; for contributions that are not correlated across positions the variance is
+    the same for any ``T``. So ``T`` is the smallest number of tiles for which a fixed-size
+    draw keeps at most ``(1 + KEEP_DRIFT)·keep`` of the units (``ceil(keep·U)/U`` with
+    ``U = batch·T``: the work is that fraction of the exact VJP's; with too few units it
+    drifts above ``keep``, and a single sample could not be sampled at all), limited by
+    ``MAX_TILES``, by a minimum tile height ``max(1, ceil(halo/(HALO_FRACTION·stride)))`` (the
+    halo is at most ``HALO_FRACTION`` of a tile's own input rows; a 1×1 kernel has none),
+    and by :data:`MIN_CALL_FLOPS` expected FLOPs per kernel call (``keep·flops/T``: a call's
+    fixed cost, some 50–100 µs on a CPU, must stay small against its work).
+
+    >>> tile_layout(32, 3, 1, 1, batch=64, keep=0.5), tile_layout(32, 3, 1, 1, batch=1, keep=0.5)
+    (TileLayout(rows=32, tiles=1), TileLayout(rows=32, tiles=2))
+    >>> tile_layout(32, 3, 1, 1, batch=10, keep=0.25), tile_layout(14, 3, 1, 1, batch=1, keep=0.25)
+    (TileLayout(rows=32, tiles=2), TileLayout(rows=14, tiles=1))
+    >>> tile_layout(32, 3, 1, 1, batch=1, keep=0.1, flops=20 * MIN_CALL_FLOPS)
+    TileLayout(rows=32, tiles=2)
     """
     halo = dilation * (kernel - 1)
-    height = max(1, math.ceil(halo / (HALO_FRACTION * stride)), math.ceil(rows / MAX_TILES))
-    height = min(height, rows)
-    return TileLayout(height, math.ceil(rows / height))
+    min_height = max(1, math.ceil(halo / (HALO_FRACTION * stride)))
+    calls = keep * flops / MIN_CALL_FLOPS if MIN_CALL_FLOPS > 0 else math.inf
+    most = max(1, min(MAX_TILES, rows // min_height, int(calls) if calls < MAX_TILES else MAX_TILES))
+    for count in range(1, most):
+        units = batch * count
+        if fixed_count(units, keep) <= (1 + KEEP_DRIFT) * keep * units + 1e-9:
+            return TileLayout(rows, count)
+    return TileLayout(rows, most)
 
 
 @dataclass(frozen=True)
@@ -83,11 +137,18 @@ class _Geometry:
     def dims(self) -> int:
         return len(self.kernel)
 
-    def slab_rows(self, layout: TileLayout) -> int:
-        return self.stride[0] * (layout.height - 1) + self.dilation[0] * (self.kernel[0] - 1) + 1
+    def layout(self, v_shape: tuple[int, ...], weight_shape: tuple[int, ...], keep: float) -> TileLayout:
+        """The tiles for a VJP with vector ``v`` of ``v_shape`` and weight of ``weight_shape``."""
+        flops = 2 * math.prod(v_shape[:1] + tuple(v_shape[2:])) * math.prod(weight_shape)
+        return tile_layout(
+            v_shape[2], self.kernel[0], self.stride[0], self.dilation[0], batch=v_shape[0], keep=keep, flops=flops
+        )
 
-    def layout(self, out_rows: int) -> TileLayout:
-        return tile_layout(out_rows, self.kernel[0], self.stride[0], self.dilation[0])
+    def slab(self, start: int, stop: int) -> tuple[int, int]:
+        """Input rows ``[low, high)`` (unpadded coordinates, may reach into the padding) read by
+        output rows ``[start, stop)`` of dimension 1."""
+        s, d, k, left = self.stride[0], self.dilation[0], self.kernel[0], self.left[0]
+        return s * start - left, s * (stop - 1) + d * (k - 1) + 1 - left
 
 
 def units(batch: int, layout: TileLayout) -> int:
@@ -104,72 +165,132 @@ def draw_units(
 
 @dataclass(frozen=True)
 class TilePlan:
-    """The work of a tile weight VJP over ``kept`` units: multiply-adds of the kernel call
-    (``2·C_out·C_in/G·∏K`` per output position of the kept tiles) and elements gathered
-    (the kept slabs of ``x`` and of ``v``)."""
+    """The expected work of a tile weight VJP (``mode="fixed"``, ``kept`` of the ``units``
+    drawn uniformly): the kernel calls' multiply-adds (``2·C_out·C_in/G·∏K`` per output
+    position of the kept tiles) and the elements of ``x`` and ``v`` they read (the kept
+    slabs, halos included)."""
 
     kept: int
-    flops: int
-    gathered: int
+    units: int
+    flops: float
+    gathered: float
 
 
 def tile_plan(
     input_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...], geometry: _Geometry,
-    kept: int,
+    keep: float,
 ) -> TilePlan:
-    """:class:`TilePlan` of :func:`tile_weight_vjp` keeping ``kept`` units (each a full tile).
+    """:class:`TilePlan` of :func:`tile_weight_vjp` at ``keep`` (fixed mode: ``ceil(keep·U)``
+    of the ``U = N·T`` units, each equally likely to be kept, so the plan is ``kept/U`` of
+    the plan with every unit kept, whose FLOPs are the exact VJP's).
 
     >>> g = _Geometry((3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1)
-    >>> full = tile_plan((4, 8, 32, 32), (4, 16, 32, 32), (16, 8, 3, 3), g, 16)
-    >>> half = tile_plan((4, 8, 32, 32), (4, 16, 32, 32), (16, 8, 3, 3), g, 8)
-    >>> half.flops * 2 == full.flops, half.gathered * 2 == full.gathered
-    (True, True)
+    >>> full = tile_plan((4, 8, 32, 32), (4, 16, 32, 32), (16, 8, 3, 3), g, 1.0)
+    >>> half = tile_plan((4, 8, 32, 32), (4, 16, 32, 32), (16, 8, 3, 3), g, 0.5)
+    >>> half.units, half.kept, half.flops == 2 * 4 * 32 * 32 * 16 * 8 * 9 / 2
+    (4, 2, True)
     """
-    layout = geometry.layout(v_shape[2])
-    positions = layout.height * math.prod(v_shape[3:])
-    flops = 2 * kept * positions * math.prod(weight_shape)
-    slab = input_shape[1] * geometry.slab_rows(layout) * math.prod(input_shape[3:])
-    return TilePlan(kept, flops, kept * (slab + v_shape[1] * positions))
+    batch, rest_in, rest_out = v_shape[0], math.prod(input_shape[3:]), math.prod(v_shape[3:])
+    layout = geometry.layout(v_shape, weight_shape, keep)
+    flops = 2 * batch * v_shape[2] * rest_out * math.prod(weight_shape)
+    read = 0
+    for tile in range(layout.tiles):
+        start, stop = layout.bounds(tile)
+        low, high = geometry.slab(start, stop)
+        rows = min(high, input_shape[2]) - max(low, 0)
+        read += batch * (input_shape[1] * rows * rest_in + v_shape[1] * (stop - start) * rest_out)
+    count = units(batch, layout)
+    kept = fixed_count(count, keep)
+    return TilePlan(kept, count, flops * kept / count, read * kept / count)
 
 
-def _groups_by_tile(draw: Draw, batch: int, device: torch.device) -> list[tuple[int, torch.Tensor]]:
-    """The kept units as ``(tile, samples)`` pairs (``samples`` ascending)."""
-    kept = torch.tensor(draw.indices, dtype=torch.long)
-    tiles = kept // batch
-    result = []
-    for tile in torch.unique(tiles).tolist():
-        result.append((int(tile), (kept[tiles == tile] % batch).to(device)))
+def _per_tile(draw: Draw, batch: int, tiles: int) -> list[tuple[int, list[int]]]:
+    """The kept units as ``(tile, samples)`` pairs (``samples`` ascending; units are tile-major)."""
+    indices, result = draw.indices, []
+    for tile in range(tiles):
+        low = bisect.bisect_left(indices, tile * batch)
+        high = bisect.bisect_left(indices, (tile + 1) * batch, low)
+        if high > low:
+            result.append((tile, [index - tile * batch for index in indices[low:high]]))
     return result
 
 
-def _slabs(
-    tensor: torch.Tensor, groups: list[tuple[int, torch.Tensor]], start_of, rows: int
-) -> torch.Tensor:
-    """``tensor``'s rows ``[start_of(t), start_of(t) + rows)`` along dim 2 of the kept
-    samples of every tile, stacked along the batch; rows outside the tensor are zeros."""
-    size = tensor.shape[2]
-    pieces = []
-    for tile, samples in groups:
-        start = start_of(tile)
-        low, high = max(start, 0), min(start + rows, size)
-        piece = tensor.narrow(2, low, high - low).index_select(0, samples)
-        if low > start or high < start + rows:
-            pad = [0, 0] * (tensor.dim() - 3) + [low - start, start + rows - high]
-            piece = F.pad(piece, pad)
-        pieces.append(piece)
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+#: Kept samples that form at most this many contiguous runs go through one kernel call per
+#: run on views (no copy); more runs are gathered by one copy for one call.
+MAX_RUNS = 2
+
+
+def _groups(samples: list[int]) -> list[list[int]]:
+    """``samples`` as its contiguous runs when there are at most :data:`MAX_RUNS`, else whole.
+
+    >>> _groups([0, 1, 5, 6, 7]), _groups([0, 2, 4])
+    ([[0, 1], [5, 6, 7]], [[0, 2, 4]])
+    """
+    runs = [[samples[0]]]
+    for sample_ in samples[1:]:
+        if sample_ == runs[-1][-1] + 1:
+            runs[-1].append(sample_)
+        else:
+            runs.append([sample_])
+            if len(runs) > MAX_RUNS:
+                return [samples]
+    return runs
+
+
+def _select(tensor: torch.Tensor, samples: list[int]) -> torch.Tensor:
+    """``tensor[samples]`` along the batch: a view for a contiguous run, else one copy."""
+    first, count = samples[0], len(samples)
+    if samples[-1] - first + 1 == count:
+        return tensor if count == tensor.shape[0] else tensor.narrow(0, first, count)
+    return tensor.index_select(0, torch.tensor(samples, device=tensor.device))
 
 
 def _rest_padding(geometry: _Geometry) -> tuple[list[int], list[int] | None]:
-    """Torch's symmetric padding for the untiled dimensions (``0`` for the tiled one), and
-    the explicit ``F.pad`` amounts when some untiled dimension is padded asymmetrically."""
+    """Torch's symmetric padding for the untiled dimensions, and the explicit ``F.pad``
+    amounts (the tiled dimension's last) when some untiled dimension is padded asymmetrically."""
     left, right = geometry.left[1:], geometry.right[1:]
     if left == right:
-        return [0, *left], None
+        return list(left), None
     explicit: list[int] = []
     for lo, hi in zip(reversed(left), reversed(right)):
         explicit += [lo, hi]
-    return [0] * geometry.dims, explicit + [0, 0]
+    return [0] * (geometry.dims - 1), explicit
+
+
+@dataclass(frozen=True)
+class _Slab:
+    """How one tile's slab is read: input rows ``[low, high)`` of ``x`` (inside it) and the
+    padding above/below; ``symmetric`` when the kernel's own padding can supply it."""
+
+    start: int
+    stop: int
+    low: int
+    high: int
+    above: int
+    below: int
+
+    @property
+    def symmetric(self) -> bool:
+        return self.above == self.below
+
+
+def _slabs(geometry: _Geometry, layout: TileLayout, in_rows: int) -> list[_Slab | None]:
+    """Every tile's slab (``None`` for a tile whose windows lie in the padding: it adds nothing)."""
+    result: list[_Slab | None] = []
+    for tile in range(layout.tiles):
+        start, stop = layout.bounds(tile)
+        low, high = geometry.slab(start, stop)
+        if high <= 0 or low >= in_rows:
+            result.append(None)
+            continue
+        inner_low, inner_high = max(low, 0), min(high, in_rows)
+        below = high - inner_high
+        if tile == layout.tiles - 1 and layout.tiles == 1:
+            # the whole dimension: rows past the last window are never read; torch's kernel
+            # takes the whole input and its own (symmetric) padding
+            inner_high, below = in_rows, geometry.right[0]
+        result.append(_Slab(start, stop, inner_low, inner_high, inner_low - low, below))
+    return result
 
 
 def _torch_kernel(dims: int, device: torch.device) -> bool:
@@ -188,7 +309,9 @@ def exact_weight_vjp(
             v, x, weight, None, list(stride), list(padding), list(dilation), False, [0] * dims, groups,
             (False, True, False),
         )[1]
-    network = conv_weight_vjp_network(tuple(x.shape), tuple(weight_shape), stride, padding, dilation, groups)
+    network = conv_weight_vjp_network(
+        tuple(x.shape), tuple(weight_shape), tuple(stride), tuple(padding), tuple(dilation), groups
+    )
     return contract(network, {"x": x, "v": v})
 
 
@@ -204,111 +327,110 @@ def exact_input_vjp(
             v, x, weight, None, list(stride), list(padding), list(dilation), False, [0] * dims, groups,
             (True, False, False),
         )[0]
-    network = conv_input_vjp_network(tuple(input_shape), tuple(weight.shape), stride, padding, dilation, groups)
+    network = conv_input_vjp_network(
+        tuple(input_shape), tuple(weight.shape), tuple(stride), tuple(padding), tuple(dilation), groups
+    )
     return contract(network, {"w": weight, "v": v})
 
 
-def _interior(geometry: _Geometry, layout: TileLayout, in_rows: int, out_rows: int) -> tuple[int, int]:
-    """The tiles ``[first, last)`` whose slab lies inside ``x`` and whose rows inside ``v``."""
-    s0, b, rows = geometry.stride[0], layout.height, geometry.slab_rows(layout)
-    starts = [(t, s0 * t * b - geometry.left[0]) for t in range(layout.tiles)]
-    inside = [t for t, start in starts if start >= 0 and start + rows <= in_rows and (t + 1) * b <= out_rows]
-    return (inside[0], inside[-1] + 1) if inside else (0, 0)
-
-
-def _gather_interior(
-    tensor: torch.Tensor, first: int, count: int, start: int, rows: int, step: int, tiles: torch.Tensor,
-    samples: torch.Tensor,
-) -> torch.Tensor:
-    """Slabs ``tensor[n, :, start + (t − first)·step : … + rows]`` for the pairs ``(t, n)``, in
-    one gather (no copy of anything but the kept slabs): ``[pairs, C, rows, …]``."""
-    span = step * (count - 1) + rows
-    windows = tensor.narrow(2, start, span).unfold(2, rows, step)  # [N, C, count, rest…, rows]
-    dims = tensor.dim()
-    windows = windows.permute(2, 0, 1, dims, *range(3, dims))  # [count, N, C, rows, rest…]
-    return windows[tiles - first, samples]
-
-
 def tile_weight_vjp(
-    x: torch.Tensor, v: torch.Tensor, weight_shape: tuple[int, ...], geometry: _Geometry, draw: Draw
+    x: torch.Tensor, v: torch.Tensor, weight_shape: tuple[int, ...], geometry: _Geometry, layout: TileLayout,
+    draw: Draw,
 ) -> torch.Tensor:
     """The weight VJP over the drawn units, rescaled: ``s · Σ_{u kept} G_u``.
 
-    The kept units of the interior tiles (slab inside ``x``) are gathered in one step and
-    go through one kernel call; those of the edge tiles (slabs reaching into the padding or
-    past the end) are zero-padded and go through a second. The VJP is additive over units.
+    One kernel call per tile with kept units, on the kept samples' slabs (a view of ``x``
+    and ``v`` narrowed to the tile's rows, the kept samples selected); the VJP is additive
+    over units.
     """
-    layout = geometry.layout(v.shape[2])
-    batch = x.shape[0]
-    s0, b, rows = geometry.stride[0], layout.height, geometry.slab_rows(layout)
-    first, last = _interior(geometry, layout, x.shape[2], v.shape[2])
-    kept = torch.tensor(draw.indices, dtype=torch.long)
-    tiles, samples = kept // batch, kept % batch
-    inner = (tiles >= first) & (tiles < last)
-    padding, explicit = _rest_padding(geometry)
+    rest, explicit = _rest_padding(geometry)
+    slabs = _slabs(geometry, layout, x.shape[2])
     result = None
-    if bool(inner.any()):
-        t_in, n_in = tiles[inner].to(x.device), samples[inner].to(x.device)
-        count = last - first
-        xs = _gather_interior(x, first, count, s0 * first * b - geometry.left[0], rows, s0 * b, t_in, n_in)
-        vs = _gather_interior(v, first, count, first * b, b, b, t_in, n_in)
-        if explicit is not None:
-            xs = F.pad(xs, explicit)
-        result = exact_weight_vjp(xs, vs, weight_shape, geometry.stride, padding, geometry.dilation, geometry.groups)
-    if not bool(inner.all()):
-        outer = Draw(tuple(index for index, flag in zip(draw.indices, inner.tolist()) if not flag), 1.0)
-        groups = _groups_by_tile(outer, batch, x.device)
-        xs = _slabs(x, groups, lambda t: s0 * t * b - geometry.left[0], rows)
-        vs = _slabs(v, groups, lambda t: t * b, b)
-        if explicit is not None:
-            xs = F.pad(xs, explicit)
-        edge = exact_weight_vjp(xs, vs, weight_shape, geometry.stride, padding, geometry.dilation, geometry.groups)
-        result = edge if result is None else result + edge
-    assert result is not None
+    for tile, samples in _per_tile(draw, x.shape[0], layout.tiles):
+        slab = slabs[tile]
+        if slab is None:
+            continue
+        for group in _groups(samples):
+            xs = _select(x.narrow(2, slab.low, slab.high - slab.low), group)
+            vs = _select(v.narrow(2, slab.start, slab.stop - slab.start), group)
+            pad = [slab.above if slab.symmetric else 0, *rest]
+            if explicit is not None or not slab.symmetric:
+                rows = [0, 0] if slab.symmetric else [slab.above, slab.below]
+                xs = F.pad(xs, (explicit or [0, 0] * (geometry.dims - 1)) + rows)
+            part = exact_weight_vjp(xs, vs, weight_shape, geometry.stride, pad, geometry.dilation, geometry.groups)
+            result = part if result is None else result + part
+    if result is None:
+        return x.new_zeros(weight_shape)
     return result * draw.scale if draw.scale != 1.0 else result
 
 
 def tile_input_vjp(
-    weight: torch.Tensor, v: torch.Tensor, input_shape: tuple[int, ...], geometry: _Geometry, draw: Draw
+    weight: torch.Tensor, v: torch.Tensor, input_shape: tuple[int, ...], geometry: _Geometry, layout: TileLayout,
+    draw: Draw,
 ) -> torch.Tensor:
     """The input VJP over the drawn units, rescaled: every kept slab of ``v`` goes through
     the input-VJP kernel, and its result is added into the input rows it covers."""
-    layout = geometry.layout(v.shape[2])
-    groups = _groups_by_tile(draw, v.shape[0], v.device)
-    s0, b = geometry.stride[0], layout.height
-    vs = _slabs(v, groups, lambda t: t * b, b)
-    if draw.scale != 1.0:
-        vs = vs * draw.scale
-    rows = geometry.slab_rows(layout)
-    padding, explicit = _rest_padding(geometry)
-    rest = list(input_shape[3:])
+    rest, explicit = _rest_padding(geometry)
+    sizes = list(input_shape[3:])
     if explicit is not None:
-        rest = [size + lo + hi for size, lo, hi in zip(rest, geometry.left[1:], geometry.right[1:])]
-    slab_shape = (vs.shape[0], input_shape[1], rows, *rest)
-    slabs = exact_input_vjp(slab_shape, weight, vs, geometry.stride, padding, geometry.dilation, geometry.groups)
+        sizes = [size + lo + hi for size, lo, hi in zip(sizes, geometry.left[1:], geometry.right[1:])]
+    functional = torch._C._are_functorch_transforms_active()  # (vmap, grad: no in-place adds)
+    result = v.new_zeros(input_shape)
+    slabs = _slabs(geometry, layout, input_shape[2])
+    for tile, group in _per_tile(draw, v.shape[0], layout.tiles):
+        slab = slabs[tile]
+        if slab is None:
+            continue
+        for samples in _groups(group):
+            result = _input_slab(weight, v, input_shape, geometry, slab, samples, draw.scale, sizes, rest, explicit,
+                                 result, functional)
+    return result
+
+
+def _input_slab(  # type: ignore[no-untyped-def]
+    weight, v, input_shape, geometry, slab, samples, scale, sizes, rest, explicit, result, functional
+) -> torch.Tensor:
+    """One kernel call of :func:`tile_input_vjp`: the ``samples``' slab of ``v``, added into ``result``."""
+    vs = _select(v.narrow(2, slab.start, slab.stop - slab.start), samples)
+    if scale != 1.0:
+        vs = vs * scale
+    inner = slab.high - slab.low
+    if slab.symmetric:
+        shape, pad = (len(samples), input_shape[1], inner, *sizes), [slab.above, *rest]
+    else:
+        shape, pad = (len(samples), input_shape[1], slab.above + inner + slab.below, *sizes), [0, *rest]
+    part = exact_input_vjp(shape, weight, vs, geometry.stride, pad, geometry.dilation, geometry.groups)
+    if not slab.symmetric:
+        part = part.narrow(2, slab.above, inner)
     if explicit is not None:
         for dim, (lo, size) in enumerate(zip(geometry.left[1:], input_shape[3:])):
-            slabs = slabs.narrow(3 + dim, lo, size)
-    size = input_shape[2]
-    result = slabs.new_zeros(input_shape)
-    functional = torch._C._are_functorch_transforms_active()  # (vmap, grad: no in-place adds)
-    offset = 0
-    for tile, samples in groups:
-        start = s0 * tile * b - geometry.left[0]
-        low, high = max(start, 0), min(start + rows, size)
-        piece = slabs[offset : offset + len(samples)].narrow(2, low - start, high - low)
-        offset += len(samples)
-        if functional:
-            piece = F.pad(piece, [0, 0] * (len(input_shape) - 3) + [low, size - high])
-            result = result.index_add(0, samples, piece)
-        else:
-            result.narrow(2, low, high - low).index_add_(0, samples, piece)
+            part = part.narrow(3 + dim, lo, size)
+    return _add_rows(result, part, samples, slab.low, functional)
+
+
+def _add_rows(result: torch.Tensor, part: torch.Tensor, samples: list[int], low: int, functional: bool) -> torch.Tensor:
+    """``result[samples, :, low : low + rows] += part``."""
+    rows, size = part.shape[2], result.shape[2]
+    contiguous = samples[-1] - samples[0] + 1 == len(samples)
+    if functional:
+        part = F.pad(part, [0, 0] * (result.dim() - 3) + [low, size - low - rows])
+        if contiguous and len(samples) == result.shape[0]:
+            return result + part
+        return result.index_add(0, torch.tensor(samples, device=result.device), part)
+    target = result.narrow(2, low, rows)
+    if contiguous:
+        target.narrow(0, samples[0], len(samples)).add_(part)
+    else:
+        target.index_add_(0, torch.tensor(samples, device=result.device), part)
     return result
 
 
 __all__ = [
     "HALO_FRACTION",
+    "MAX_RUNS",
     "MAX_TILES",
+    "MIN_CALL_FLOPS",
+    "KEEP_DRIFT",
     "TileLayout",
     "TilePlan",
     "draw_units",

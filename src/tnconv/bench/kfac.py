@@ -247,7 +247,12 @@ def _spawn(library: str, method: str, model: str, fisher: str, approx: str, opti
         str(options.threads),
     ]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=options.timeout)
+        env = dict(os.environ)
+        if options.malloc_threshold:
+            # a fixed glibc mmap threshold: freed large blocks go back to the system at once, so
+            # peak RSS tracks live memory rather than the allocator's fragmentation
+            env["MALLOC_MMAP_THRESHOLD_"] = str(options.malloc_threshold)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=options.timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {options.timeout:.0f} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -281,6 +286,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per child (1: CPU time is work)")
     parser.add_argument("--clock", default="cpu", help="cpu (process time: robust on a shared machine) or wall")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per child process")
+    parser.add_argument(
+        "--malloc-threshold",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="run every child with MALLOC_MMAP_THRESHOLD_=BYTES (glibc): peak RSS then tracks live memory",
+    )
     parser.add_argument("--quick", action="store_true", help="batch 16, 2 reps (for a first look)")
     parser.add_argument("--no-backpack", action="store_true")
     parser.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
@@ -316,7 +328,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(
         f"tnconv bench-kfac: batch {args.batch}, 32x32, float32, {args.threads} thread(s), {args.clock} time, median "
-        f"of {args.reps} after {args.warmup} warm-up, one child process per run; baselines: "
+        f"of {args.reps} after {args.warmup} warm-up, one child process per run"
+        f"{f', MALLOC_MMAP_THRESHOLD_={args.malloc_threshold}' if args.malloc_threshold else ''}; baselines: "
         f"{', '.join(others) or 'none installed'}",
         flush=True,
     )

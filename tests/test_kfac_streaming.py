@@ -1,4 +1,4 @@
-"""Streaming factors (A in the forward hook, B summed per arriving gradient) equal the factors
+"""Streaming factors (A formed in the last backward pass, B summed per arriving gradient) equal the factors
 of the former stack-then-compute implementation (tests/kfac_reference.py) in float64, for
 every layer kind, fisher type, approximation and loss; and the robustness rules of update."""
 

@@ -301,11 +301,13 @@ class KFAC:
     def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(Re)compute the factors of every layer on one batch, streaming.
 
-        Runs one forward pass (hooks form each layer's ``A`` from its input right away) and
-        one backward pass per backpropagated vector (type-2: ``C`` for cross-entropy, the
-        number of output entries per sample for MSE/BCE; MC: ``mc_samples``; empirical:
-        one), which compute gradients w.r.t. layer outputs only; each gradient is folded
-        into ``B`` on arrival and released. Parameter ``.grad`` s are not touched.
+        Runs one forward pass (hooks keep each layer's input, which autograd holds anyway)
+        and one backward pass per backpropagated vector (type-2: ``C`` for cross-entropy,
+        the number of output entries per sample for MSE/BCE; MC: ``mc_samples``;
+        empirical: one), which compute gradients w.r.t. layer outputs only; each gradient
+        is folded into ``B`` on arrival and released, and in the last pass each layer's
+        ``A`` is formed when its gradient arrives (while the graph behind it is being
+        freed). Parameter ``.grad`` s are not touched.
 
         Args:
             inputs: the model's input batch.

@@ -1,4 +1,4 @@
-"""Streaming factors (A in the forward hook, B summed per arriving gradient) equal the factors
+"""Streaming factors (A formed in the last backward pass, B summed per arriving gradient) equal the factors
 of the former stack-then-compute implementation (tests/kfac_reference.py) in float64, for
 every layer kind, fisher type, approximation and loss; and the robustness rules of update."""
 
@@ -155,3 +155,37 @@ def test_nonfinite_loss_raises_or_skips():
         loss = skipping.update(x, bad)
     assert torch.isnan(loss) and any("loss" in str(w.message) for w in caught)
     torch.testing.assert_close(skipping.factors[""].A, kept)
+
+
+class ModifiesItsInput(torch.nn.Module):
+    """A convolution whose input is changed in place after the convolution ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 2, 3)
+        self.head = torch.nn.Linear(2 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        x.mul_(2.0)
+        return self.head(h.flatten(1))
+
+
+def test_an_input_modified_in_place_after_its_layer_is_an_error_naming_it():
+    torch.manual_seed(0)
+    kfac = KFAC(ModifiesItsInput(), torch.nn.CrossEntropyLoss(), fisher="empirical")
+    with pytest.raises(RuntimeError, match="'conv'.*modified in place"):
+        kfac.update(torch.randn(4, 1, 6), torch.randint(0, 3, (4,)))
+
+
+def test_A_of_a_layer_no_gradient_reaches_is_still_formed():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    model[0].register_forward_hook(lambda m, a, out: out.detach())  # cuts the graph: no B for layer 0
+    kfac = KFAC(model, torch.nn.CrossEntropyLoss(), fisher="empirical", approx="expand")
+    x = torch.randn(5, 3, dtype=DTYPE)
+    model.double()
+    kfac.update(x, torch.randint(0, 2, (5,)))
+    a = torch.cat([x, torch.ones(5, 1, dtype=DTYPE)], 1)
+    torch.testing.assert_close(kfac.factors["0"].A, a.T @ a / 5)
+    assert not kfac.factors["0"].B.any()

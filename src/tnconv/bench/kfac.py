@@ -35,6 +35,7 @@ from torch import nn
 FISHERS = ("mc", "empirical", "type-2")
 APPROXES = ("expand", "reduce")
 LIBRARIES = ("tnconv", "curvlinops", "backpack", "floor")
+CLOCKS = ("cpu", "wall")
 
 # ------------------------------------------------------------------------------ models
 
@@ -209,13 +210,14 @@ def child(args: argparse.Namespace) -> None:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for _ in range(args.warmup):
             run()
-        times = []
+        times, cpu = [], []
         for _ in range(args.reps):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run()
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps({"times": times, "peak_mb": peak / 1024, "setup_mb": rss_before / 1024}))
+        print(json.dumps({"times": times, "cpu": cpu, "peak_mb": peak / 1024, "setup_mb": rss_before / 1024}))
     except Exception as error:  # reported by the parent, never a crash of the table
         print(json.dumps({"error": f"{type(error).__name__}: {error}"[:200]}))
 
@@ -245,7 +247,12 @@ def _spawn(library: str, method: str, model: str, fisher: str, approx: str, opti
         str(options.threads),
     ]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=options.timeout)
+        env = dict(os.environ)
+        if options.malloc_threshold:
+            # a fixed glibc mmap threshold: freed large blocks go back to the system at once, so
+            # peak RSS tracks live memory rather than the allocator's fragmentation
+            env["MALLOC_MMAP_THRESHOLD_"] = str(options.malloc_threshold)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=options.timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {options.timeout:.0f} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -276,8 +283,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per child (1: CPU time is work)")
+    parser.add_argument("--clock", default="cpu", help="cpu (process time: robust on a shared machine) or wall")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per child process")
+    parser.add_argument(
+        "--malloc-threshold",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="run every child with MALLOC_MMAP_THRESHOLD_=BYTES (glibc): peak RSS then tracks live memory",
+    )
     parser.add_argument("--quick", action="store_true", help="batch 16, 2 reps (for a first look)")
     parser.add_argument("--no-backpack", action="store_true")
     parser.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
@@ -307,61 +322,135 @@ def run(args: argparse.Namespace) -> int:
     models = _split(args.models, MODELS, "models")
     fishers, approxes = _split(args.fishers, FISHERS, "fishers"), _split(args.approxes, APPROXES, "approxes")
     methods = _split(args.methods, ("kfac", "ekfac"), "methods")
+    _split(args.clock, CLOCKS, "clock")
     others = [
         lib for lib in ("curvlinops", "backpack") if _available(lib) and not (lib == "backpack" and args.no_backpack)
     ]
     print(
-        f"tnconv bench-kfac: batch {args.batch}, 32x32, float32, {args.threads} threads, median of {args.reps} after "
-        f"{args.warmup} warm-up, one child process per run; baselines: {', '.join(others) or 'none installed'}",
+        f"tnconv bench-kfac: batch {args.batch}, 32x32, float32, {args.threads} thread(s), {args.clock} time, median "
+        f"of {args.reps} after {args.warmup} warm-up, one child process per run"
+        f"{f', MALLOC_MMAP_THRESHOLD_={args.malloc_threshold}' if args.malloc_threshold else ''}; baselines: "
+        f"{', '.join(others) or 'none installed'}",
         flush=True,
     )
-    results = []
-    header = (
-        f"{'model':12} {'method':6} {'fisher':9} {'approx':7} {'library':10} {'time s':>8} {'peak MB':>8}  ratio t/mem"
-    )
-    print(header, flush=True)
+    results: list[dict] = []
     for model in models:
-        for method in methods:
-            for fisher in fishers:
-                floor = None
-                if method == "kfac":
-                    floor = _spawn("floor", "kfac", model, fisher, "expand", args)
-                    _report(results, model, method, fisher, "-", "floor", floor, None)
+        for fisher in fishers:
+            _progress(
+                results,
+                args,
+                ("-", fisher, "-", "floor", model),
+                _spawn("floor", "kfac", model, fisher, "expand", args),
+            )
+            for method in methods:
                 for approx in approxes:
-                    mine = _spawn("tnconv", method, model, fisher, approx, args)
-                    _report(results, model, method, fisher, approx, "tnconv", mine, None, floor)
-                    for lib in others:
-                        if lib == "backpack" and (method == "ekfac" or approx != "expand" or fisher == "empirical"):
+                    for lib in ("tnconv", *others):
+                        if lib == "backpack" and not _backpack_applies(method, fisher, approx):
                             continue
-                        theirs = _spawn(lib, method, model, fisher, approx, args)
-                        _report(results, model, method, fisher, approx, lib, theirs, mine)
+                        result = _spawn(lib, method, model, fisher, approx, args)
+                        _progress(results, args, (method, fisher, approx, lib, model), result)
+    print()
+    print(summary(results, args.timeout))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)
     return 0
 
 
-def _report(results, model, method, fisher, approx, library, result, mine, floor=None) -> None:  # type: ignore[no-untyped-def]
+def _backpack_applies(method: str, fisher: str, approx: str) -> bool:
+    """BackPACK has KFAC (mc) and KFLR (type-2), KFAC-expand only, no EKFAC."""
+    return method == "kfac" and approx == "expand" and fisher != "empirical"
+
+
+def _progress(results: list[dict], args: argparse.Namespace, key: tuple[str, ...], result: dict) -> None:
+    method, fisher, approx, library, model = key
     row = {"model": model, "method": method, "fisher": fisher, "approx": approx, "library": library, **result}
-    if "times" in result:
-        row["median_s"] = statistics.median(result["times"])
+    clock = "cpu" if args.clock == "cpu" else "times"
+    if clock in result:
+        row["median_s"] = statistics.median(result[clock])
     results.append(row)
-    if "error" in result:
-        print(f"{model:12} {method:6} {fisher:9} {approx:7} {library:10} error: {result['error']}")
-        return
-    extra = ""
-    if mine is not None and "median_s" in results[-2 if library != "tnconv" else -1] and "times" in mine:
-        t_ratio = statistics.median(mine["times"]) / row["median_s"]
-        m_ratio = mine["peak_mb"] / row["peak_mb"]
-        extra = f"  tnconv/{library}: {t_ratio:.2f} / {m_ratio:.2f}"
-        row["tnconv_ratio_time"], row["tnconv_ratio_memory"] = t_ratio, m_ratio
-    if floor is not None and "times" in floor:
-        slower = row["median_s"] / statistics.median(floor["times"])
-        extra = f"  vs floor: {slower:.2f}x time, +{row['peak_mb'] - floor['peak_mb']:.0f} MB"
-    print(
-        f"{model:12} {method:6} {fisher:9} {approx:7} {library:10} {row['median_s']:8.2f} {row['peak_mb']:8.0f}{extra}",
-        flush=True,
+    text = f"error: {result['error']}" if "error" in result else f"{row['median_s']:8.2f} s {result['peak_mb']:8.0f} MB"
+    print(f"{model:12} {method:6} {fisher:9} {approx:7} {library:10} {text}", flush=True)
+
+
+def _find(results: list[dict], **keys: str) -> dict | None:
+    for row in results:
+        if all(row.get(k) == v for k, v in keys.items()):
+            return row
+    return None
+
+
+def _cells(row: dict | None, timeout: float) -> tuple[str, str]:
+    """``(seconds, MB)`` of one run as table cells."""
+    if row is None:
+        return "-", "-"
+    if "median_s" not in row:
+        return (f"> {timeout:.0f}" if row.get("error", "").startswith("timed out") else "error"), "-"
+    return f"{row['median_s']:.2f}", f"{row['peak_mb']:.0f}"
+
+
+def _ratio(mine: dict | None, theirs: dict | None, key: str) -> str:
+    if mine and theirs and "median_s" in mine and "median_s" in theirs:
+        return f"{mine[key] / theirs[key]:.2f}"
+    return "-"
+
+
+def _to_floor(row: dict | None, floor: dict | None) -> str:
+    if row and floor and "median_s" in row and "median_s" in floor:
+        return f"{row['median_s'] / floor['median_s']:.2f}x / {row['peak_mb'] - floor['peak_mb']:+.0f}"
+    return "-"
+
+
+def summary(results: list[dict], timeout: float = 0.0) -> str:
+    """The side-by-side table (markdown) of a benchmark's result rows.
+
+    Per ``model × method × fisher × approx``: tnconv's and curvlinops' seconds and peak
+    resident MB, their ratios, the floor (forward + backward to the layer outputs, per
+    fisher) and each library's distance to it (time x, memory + MB); then BackPACK's runs.
+
+    >>> run = dict(model="m", method="kfac", fisher="mc", approx="reduce")
+    >>> rows = [dict(run, method="-", approx="-", library="floor", median_s=1.0, peak_mb=500.0),
+    ...         dict(run, library="tnconv", median_s=1.2, peak_mb=600.0),
+    ...         dict(run, library="curvlinops", median_s=2.4, peak_mb=800.0)]
+    >>> print(summary(rows).splitlines()[-1])
+    | m | kfac | mc | reduce | 1.20 | 2.40 | 0.50 | 600 | 800 | 0.75 | 1.00 / 500 | 1.20x / +100 | 2.40x / +300 |
+    """
+    lines = [
+        "| model | method | fisher | approx | tnconv s | curvlinops s | time ratio | tnconv MB | curvlinops MB "
+        "| memory ratio | floor s / MB | tnconv vs floor | curvlinops vs floor |",
+        "|---" * 13 + "|",
+    ]
+    backpack = []
+    keys = dict.fromkeys(
+        (r["model"], r["method"], r["fisher"], r["approx"]) for r in results if r["library"] != "floor"
     )
+    for model, method, fisher, approx in keys:
+        where = dict(model=model, method=method, fisher=fisher, approx=approx)
+        mine, theirs = _find(results, library="tnconv", **where), _find(results, library="curvlinops", **where)
+        floor = _find(results, library="floor", model=model, fisher=fisher)
+        (t_mine, m_mine), (t_theirs, m_theirs), (t_floor, m_floor) = (_cells(r, timeout) for r in (mine, theirs, floor))
+        time_ratio, memory_ratio = _ratio(mine, theirs, "median_s"), _ratio(mine, theirs, "peak_mb")
+        lines.append(
+            f"| {model} | {method} | {fisher} | {approx} | {t_mine} | {t_theirs} | {time_ratio} | {m_mine} "
+            f"| {m_theirs} | {memory_ratio} | {t_floor} / {m_floor} | {_to_floor(mine, floor)} "
+            f"| {_to_floor(theirs, floor)} |"
+        )
+        other = _find(results, library="backpack", **where)
+        if other is not None:
+            t_other, m_other = _cells(other, timeout)
+            note = other.get("error", "")[:80]
+            backpack.append(
+                f"| {model} | {fisher} | {approx} | {t_other} | {m_other} | {_ratio(mine, other, 'median_s')} "
+                f"| {_ratio(mine, other, 'peak_mb')} | {note} |"
+            )
+    if backpack:
+        lines += [
+            "",
+            "| model | fisher | approx | BackPACK s | BackPACK MB | tnconv / BackPACK time | memory | note |",
+            "|---" * 8 + "|",
+            *backpack,
+        ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

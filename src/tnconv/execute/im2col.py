@@ -118,11 +118,47 @@ def im2col_gram(
         buffer.copy_(view)
         j = buffer.view(keep, outer, -1)
         if result is None:
-            result = torch.bmm(j, j.transpose(1, 2))
-        else:
-            result.baddbmm_(j, j.transpose(1, 2))
+            result = torch.zeros((keep, outer, outer), dtype=x.dtype, device=x.device)
+        _lower_gram_(result, j)
     assert result is not None
+    _mirror_lower_(result)
     return result.mul_(scale) if scale != 1.0 else result
 
 
-__all__ = ["CHUNK_BYTES", "Im2colPlan", "batch_chunk", "im2col_gram", "im2col_plan"]
+#: Row blocks of the symmetric product (see :func:`_lower_gram_`); 1 below ``2·SYMMETRIC_ROWS`` rows.
+SYMMETRIC_ROWS = 128
+SYMMETRIC_BLOCKS = 8
+
+
+def _row_blocks(rows: int) -> list[int]:
+    blocks = max(1, min(SYMMETRIC_BLOCKS, rows // SYMMETRIC_ROWS))
+    return [rows * b // blocks for b in range(blocks + 1)]
+
+
+def symmetric_share(rows: int) -> float:
+    """The share of ``J Jᵀ``'s GEMM flops :func:`im2col_gram` spends for ``rows`` rows of ``J``.
+
+    >>> symmetric_share(64), symmetric_share(1024)
+    (1.0, 0.5625)
+    """
+    blocks = len(_row_blocks(rows)) - 1
+    return (blocks + 1) / (2 * blocks)
+
+
+def _lower_gram_(result: torch.Tensor, j: torch.Tensor) -> None:
+    """``result += J Jᵀ`` on the block lower triangle only (row block ``b`` against the
+    columns up to its end): ``J Jᵀ`` is symmetric, so with ``B`` blocks this is
+    ``(B + 1)/(2B)`` of the GEMM's flops; :func:`_mirror_lower_` fills the rest once."""
+    edges = _row_blocks(j.shape[1])
+    for start, stop in zip(edges, edges[1:]):
+        result[:, start:stop, :stop].baddbmm_(j[:, start:stop], j[:, :stop].transpose(1, 2))
+
+
+def _mirror_lower_(result: torch.Tensor) -> None:
+    """Copy the block lower triangle written by :func:`_lower_gram_` onto the upper one."""
+    edges = _row_blocks(result.shape[1])
+    for start, stop in zip(edges, edges[1:]):
+        result[:, start:stop, stop:] = result[:, stop:, start:stop].transpose(1, 2)
+
+
+__all__ = ["CHUNK_BYTES", "Im2colPlan", "batch_chunk", "im2col_gram", "im2col_plan", "symmetric_share"]

@@ -20,7 +20,7 @@ from ..simplify import simplify
 from ..symbolic.network import TensorNetwork
 from ..symbolic.squares import SquareNetwork, materialized_square, square_network
 from .dispatch import contract, register_strategy
-from .im2col import im2col_gram, im2col_plan
+from .im2col import im2col_gram, im2col_plan, symmetric_share
 from .plan import dense_plan
 from .separable import separable_plan
 
@@ -105,7 +105,10 @@ def square_recipe(
     im2col = im2col_plan(ordered) if "n" in summed_legs else None
     if im2col is not None:
         x_elements = math.prod(im2col.x_shape)
-        estimates.append(("im2col", product_flops, itemsize * (x_elements + 2 * j_elements + out_elements)))
+        # its GEMM writes the block lower triangle only (J Jᵀ is symmetric), then mirrors it
+        rows = math.prod(network.output_shape[a] for a in outer)
+        gemm_flops = int(product_flops * symmetric_share(rows)) if outer else product_flops
+        estimates.append(("im2col", gemm_flops, itemsize * (x_elements + 2 * j_elements + out_elements)))
     generic = "direct" if direct_flops <= materialized_flops else "materialized"
     if any(n.kind == "pattern" and n.legs[0] in factor.output_legs for n in factor.nodes):
         # J scatters through Π (the unfold of a transposed convolution's input): fused, Π would be

@@ -89,6 +89,8 @@ class _Stream:
     B: torch.Tensor | None = None
     output_shape: tuple[int, ...] | None = None
     dtype: torch.dtype | None = None
+    #: the layer's input and output (detached) until ``A`` is formed from them
+    pending: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -262,11 +264,16 @@ class KFAC:
         return output, anchor, seen
 
     @staticmethod
-    def _backward(output: torch.Tensor, anchor: torch.Tensor, vectors: torch.Tensor) -> None:
-        """One backward pass per vector, to the layer outputs only."""
+    def _backward(
+        output: torch.Tensor, anchor: torch.Tensor, vectors: torch.Tensor, before_last: Callable[[], None] | None = None
+    ) -> None:
+        """One backward pass per vector, to the layer outputs only (``before_last()`` runs
+        before the last one)."""
         if not output.requires_grad:
             return
         for m in range(vectors.shape[0]):
+            if m == vectors.shape[0] - 1 and before_last is not None:
+                before_last()
             torch.autograd.grad(output, anchor, vectors[m], retain_graph=m < vectors.shape[0] - 1, allow_unused=True)
 
     def _check_loss(self, loss: torch.Tensor) -> bool:
@@ -294,11 +301,13 @@ class KFAC:
     def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(Re)compute the factors of every layer on one batch, streaming.
 
-        Runs one forward pass (hooks form each layer's ``A`` from its input right away) and
-        one backward pass per backpropagated vector (type-2: ``C`` for cross-entropy, the
-        number of output entries per sample for MSE/BCE; MC: ``mc_samples``; empirical:
-        one), which compute gradients w.r.t. layer outputs only; each gradient is folded
-        into ``B`` on arrival and released. Parameter ``.grad`` s are not touched.
+        Runs one forward pass (hooks keep each layer's input, which autograd holds anyway)
+        and one backward pass per backpropagated vector (type-2: ``C`` for cross-entropy,
+        the number of output entries per sample for MSE/BCE; MC: ``mc_samples``;
+        empirical: one), which compute gradients w.r.t. layer outputs only; each gradient
+        is folded into ``B`` on arrival and released, and in the last pass each layer's
+        ``A`` is formed when its gradient arrives (while the graph behind it is being
+        freed). Parameter ``.grad`` s are not touched.
 
         Args:
             inputs: the model's input batch.
@@ -326,14 +335,35 @@ class KFAC:
             # (with nonfinite="skip" they must survive a skipped update)
             self.factors.clear()
 
+        last = [False]  # set before the last backward pass
+
+        def form_A(name: str) -> None:
+            stream = streams[name]
+            if stream.pending is None:
+                return
+            x, y, version = stream.pending
+            stream.pending = None
+            if x._version != version:
+                raise RuntimeError(
+                    f"the input of layer {name!r} was modified in place after the layer ran; KFAC reads it "
+                    "during the backward pass"
+                )
+            stream.A = self.layers[name].input_factor(self._cast(x), y, self.approx)
+
         def on_forward(name: str, x: torch.Tensor, y: torch.Tensor) -> GradHook:
             stream, layer = streams[name], self.layers[name]
-            stream.A = layer.input_factor(self._cast(x), y, self.approx)
+            # A is formed in the last backward pass, when this layer's output gradient
+            # arrives: the activations of the layers behind it are being released by then,
+            # and the input is held by autograd (for the weight's backward) anyway
+            stream.pending = (x, y.new_empty(()).expand(y.shape), x._version)  # y: its shape only
             stream.output_shape, stream.dtype = tuple(y.shape), self._cast(y).dtype
 
             def on_grad(grad: torch.Tensor) -> None:
                 part = layer.output_factor(self._cast(grad).unsqueeze(0), self.approx)
                 stream.B = part if stream.B is None else stream.B.add_(part)
+                del part
+                if last[0]:
+                    form_A(name)
 
             return on_grad
 
@@ -345,7 +375,10 @@ class KFAC:
         if not self._check_loss(loss):
             return None
         vectors = backprop_vectors(self.loss_fn, output, targets, self.fisher, self.mc_samples, self.generator)
-        self._backward(output, anchor, vectors)
+        self._backward(output, anchor, vectors, before_last=lambda: last.__setitem__(0, True))
+        del output, anchor
+        for name in seen:  # layers no gradient reached (or a model without a graph)
+            form_A(name)
         new = {}
         for name in seen:
             stream, layer = streams[name], self.layers[name]

@@ -60,3 +60,24 @@ def test_im2col_plan_rejects_other_networks():
     assert im2col_plan(tnconv.networks.conv((1, 2, 5), (3, 2, 3))) is None
     sliced = input_patches((2, 3, 8), 3).slice("o1", [0, 2])
     assert im2col_plan(sliced) is None
+
+
+def test_direct_route_is_costed_as_it_runs():
+    """The fused network runs as window views plus an einsum ("structured"), so its estimate
+    is that network's, not the dense one with Π as operands; on a small-map depthwise KFC
+    (hundreds of tiny groups) the dense count made the fused einsum look 4× cheaper than it runs."""
+    from tnconv.execute.plan import dense_plan
+    from tnconv.execute.structured import structured_plan
+    from tnconv.simplify import simplify
+    from tnconv.symbolic.network import TensorNetwork
+    from tnconv.symbolic.squares import square_network
+
+    base, scale = _square_base(input_patches((44, 960, 7, 7), 3, padding=1, groups=960), "expand")
+    recipe = square_recipe(base, (1,), (2,), scale, 4)
+    fused = square_network(base, (1,), (2,), scale)
+    direct = simplify(TensorNetwork(fused.nodes, fused.sizes, fused.output, fused.slices))
+    windowed = structured_plan(direct)
+    assert windowed is not None
+    estimate = dict((name, flops) for name, flops, _ in recipe.estimates)["direct"]
+    assert estimate == dense_plan(windowed.network).flops
+    assert recipe.route == "im2col"

@@ -23,6 +23,7 @@ from .dispatch import contract, register_strategy
 from .im2col import im2col_gram, im2col_plan, symmetric_share
 from .plan import dense_plan
 from .separable import separable_plan
+from .structured import structured_plan
 
 #: Machine balance of the cost model: one byte moved costs as much time as this many flops
 #: (about 50 GFLOP/s of float32 GEMM against 10 GB/s of memory traffic on two cores).
@@ -89,8 +90,12 @@ def square_recipe(
     product_flops = dense_plan(product).flops
     materialized_flops = dense_plan(factor).flops + product_flops
     j_elements = math.prod(network.output_shape)
+    # the dispatcher runs the fused network as window views plus an einsum ("structured"):
+    # cost that network, not the dense one with Π as operands
+    windowed = structured_plan(direct)
+    executed = windowed.network if windowed is not None else direct
     estimates = [
-        ("direct", direct_flops, itemsize * _elements(direct)),
+        ("direct", dense_plan(executed).flops, itemsize * _elements(executed)),
         ("materialized", materialized_flops, itemsize * (_elements(factor) + 2 * j_elements + _elements(product))),
     ]
     summed = tuple(a for a in range(len(network.output)) if a not in keep + outer)
@@ -109,7 +114,7 @@ def square_recipe(
         rows = math.prod(network.output_shape[a] for a in outer)
         gemm_flops = int(product_flops * symmetric_share(rows)) if outer else product_flops
         estimates.append(("im2col", gemm_flops, itemsize * (x_elements + 2 * j_elements + out_elements)))
-    generic = "direct" if direct_flops <= materialized_flops else "materialized"
+    generic = "direct" if estimates[0][1] <= materialized_flops else "materialized"
     if any(n.kind == "pattern" and n.legs[0] in factor.output_legs for n in factor.nodes):
         # J scatters through Π (the unfold of a transposed convolution's input): fused, Π would be
         # a dense operand of the einsum, and one NaN of x would reach the whole factor

@@ -168,13 +168,18 @@ def randomized_conv_weight_vjp(
     return _own(result, x, v)
 
 
+def _checked_output_shape(network, v_shape):  # type: ignore[no-untyped-def]
+    """The VJP's output shape, after checking that ``v`` has the convolution's output shape."""
+    if network.input_shape("v") != tuple(v_shape):
+        raise ValueError(f"v must have the convolution's output shape {network.input_shape('v')}, got {tuple(v_shape)}")
+    return network.output_shape
+
+
 def _weight_vjp_shape(x_shape, v_shape, kernel, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
     network = estimators.weight_vjp_network(
         x_shape, v_shape, tuple(kernel), tuple(stride), padding, tuple(dilation), groups
     )
-    if network.input_shape("v") != tuple(v_shape):
-        raise ValueError(f"v must have the convolution's output shape {network.input_shape('v')}, got {tuple(v_shape)}")
-    return network.output_shape
+    return _checked_output_shape(network, v_shape)
 
 
 @randomized_conv_weight_vjp.register_fake
@@ -222,9 +227,7 @@ def _input_vjp_shape(w_shape, v_shape, input_size, stride, padding, dilation, gr
     network = estimators.input_vjp_network(
         w_shape, v_shape, tuple(input_size), tuple(stride), padding, tuple(dilation), groups
     )
-    if network.input_shape("v") != tuple(v_shape):
-        raise ValueError(f"v must have the convolution's output shape {network.input_shape('v')}, got {tuple(v_shape)}")
-    return network.output_shape
+    return _checked_output_shape(network, v_shape)
 
 
 @randomized_conv_input_vjp.register_fake

@@ -185,3 +185,21 @@ def test_bias_reaches_output_positions_outside_the_kept_block():
     tn = tnconv.networks.conv_transpose(x.shape, w.shape, **args)
     assert trim_taps(tn) is not None and trim_taps(tn).output[1]
     torch.testing.assert_close(tnconv.conv_transpose(x, w, b, **args), F.conv_transpose2d(x, w, b, **args))
+
+
+def test_fused_square_with_a_shared_kernel_leg_is_trimmed():
+    """A fused square network (GGN diagonal) carries the kernel leg in both copies of Π; both
+    are cut to the same taps, so a NaN of the output gradient stays in the kept tap."""
+    spec = ConvSpec.create(
+        dims=2, batch=1, in_channels=1, out_channels=1, input_size=(2, 3), kernel_size=(1, 3),
+        padding=(0, 1), dilation=(1, 2),
+    )
+    network = operation_network("ggn_diagonal", spec, vectors=2)
+    trim = trim_taps(network)
+    assert trim is not None and ("k2", 1, 1) in trim.ranges
+    tensors = inputs_for(network)
+    tensors["s"].view(-1)[0] = float("nan")
+    result = network.contract(**tensors).reshape(3)
+    assert result.isnan().tolist() == [False, True, False]  # taps 0 and 2 read only padding
+    tensors["s"].view(-1)[0] = 1.0
+    torch.testing.assert_close(network.contract(**tensors), network.contract(**tensors, strategy="einsum"))

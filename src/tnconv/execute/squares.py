@@ -86,7 +86,6 @@ def square_recipe(
     # the plain fused network: the "square" strategy must not see itself again
     direct = simplify(TensorNetwork(fused.nodes, fused.sizes, fused.output, fused.slices))
     product = materialized_square(factor, keep, outer).scaled(scale)
-    direct_flops = dense_plan(direct).flops
     product_flops = dense_plan(product).flops
     materialized_flops = dense_plan(factor).flops + product_flops
     j_elements = math.prod(network.output_shape)
@@ -94,8 +93,9 @@ def square_recipe(
     # cost that network, not the dense one with Π as operands
     windowed = structured_plan(direct)
     executed = windowed.network if windowed is not None else direct
+    direct_flops = dense_plan(executed).flops
     estimates = [
-        ("direct", dense_plan(executed).flops, itemsize * _elements(executed)),
+        ("direct", direct_flops, itemsize * _elements(executed)),
         ("materialized", materialized_flops, itemsize * (_elements(factor) + 2 * j_elements + _elements(product))),
     ]
     summed = tuple(a for a in range(len(network.output)) if a not in keep + outer)
@@ -114,7 +114,7 @@ def square_recipe(
         rows = math.prod(network.output_shape[a] for a in outer)
         gemm_flops = int(product_flops * symmetric_share(rows)) if outer else product_flops
         estimates.append(("im2col", gemm_flops, itemsize * (x_elements + 2 * j_elements + out_elements)))
-    generic = "direct" if estimates[0][1] <= materialized_flops else "materialized"
+    generic = "direct" if direct_flops <= materialized_flops else "materialized"
     if any(n.kind == "pattern" and n.legs[0] in factor.output_legs for n in factor.nodes):
         # J scatters through Π (the unfold of a transposed convolution's input): fused, Π would be
         # a dense operand of the einsum, and one NaN of x would reach the whole factor

@@ -85,6 +85,12 @@ class TapTrim:
         return math.prod(length / full[leg] for leg, length in legs)
 
 
+def _same_kernel(node: Node, pattern: IndexPattern, leg: str) -> bool:
+    """Whether ``node`` is a pattern equal to ``pattern`` with ``leg`` as its kernel leg: it is
+    trimmed to the same range, so the two may share the leg."""
+    return node.kind == "pattern" and node.pattern == pattern and node.legs[2] == leg
+
+
 def _shift(network: TensorNetwork, node: Node) -> tuple[Node, dict[str, tuple[int, int, int]]] | None:
     """The pattern node on its touched taps (and reached inputs), and ``{leg: (start, length, full)}``."""
     p: IndexPattern = node.pattern  # type: ignore[assignment]
@@ -99,8 +105,10 @@ def _shift(network: TensorNetwork, node: Node) -> tuple[Node, dict[str, tuple[in
     ranges = {k: (first, shifted.kernel_size, p.kernel_size)}
     if crop:
         ranges[i] = (crop, shifted.input_size, p.input_size)
-    for leg in ranges:  # a trimmed leg must be carried by data (narrowed) or be open, nothing else
-        if any(n is not node and leg in n.legs and n.kind != "input" for n in network.nodes):
+    for leg in ranges:  # a trimmed leg must be carried by data (narrowed), be open, or be the
+        # kernel leg of an identical pattern (the second copy of a fused square), nothing else
+        others = (n for n in network.nodes if n is not node and leg in n.legs and n.kind != "input")
+        if not all(_same_kernel(n, p, leg) for n in others):
             return None
     return replace(node, pattern=shifted), ranges
 
@@ -112,7 +120,7 @@ def _generic(network: TensorNetwork) -> TapTrim | None:
         shifted = None
         if node.kind == "pattern" and not set(node.legs) & sliced:
             shifted = _shift(network, node)
-        if shifted is None or set(shifted[1]) & set(ranges):
+        if shifted is None or any(ranges.get(leg, cut) != cut for leg, cut in shifted[1].items()):
             nodes.append(node)
             continue
         nodes.append(shifted[0])

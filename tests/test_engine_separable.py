@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import tnconv
 from tnconv.execute import contract
-from tnconv.execute.separable import separable_plan, window_count_matrix
+from tnconv.execute.separable import kron_count_matrix, reduce_windows, separable_plan, window_count_matrix
 from tnconv.spec import IndexPattern
 from tnconv.symbolic.builders.curvature import _square_base, feature_sum_network, input_patches, input_patches_transpose
 
@@ -53,6 +53,62 @@ def test_kfac_reduce_factor_matches_einsum(case):
     torch.testing.assert_close(contract(network, {"x": x}), expected)
     factor = tnconv.kfac_reduce_factor(x, case.kernel_size, **case.kwargs(), bias=True)
     torch.testing.assert_close(factor[:, :-1, :-1], expected)
+
+
+def _check_every_lowering(x, patches):
+    """Both lowerings of step 2 ("kron": one GEMM with M_1 ⊗ … ⊗ M_D; "axes": per-axis
+    products on views), whichever the plan would choose, against the dense reference."""
+    for network in _reduce_networks(patches):
+        plan = separable_plan(network)
+        expected = contract(network, {"x": x}, strategy="einsum")
+        lowerings = plan.counts() if plan.rest else {"sum": None}
+        assert not plan.rest or ("kron" in lowerings) == plan.trailing_block
+        for lowering in lowerings:
+            t = reduce_windows(x.reshape(plan.x_shape), plan, lowering)
+            if plan.summed:
+                t = t.sum(plan.summed)
+            ours = t.permute(plan.order).reshape(plan.output_shape)
+            torch.testing.assert_close(ours, expected)
+
+
+@given(case=conv_cases(dims=st.integers(1, 3), max_size=6))
+def test_every_lowering_of_the_window_sums_matches_einsum(case):
+    x, _, _ = case.tensors()
+    _check_every_lowering(
+        x, input_patches(x.shape, case.kernel_size, case.stride, case.padding, case.dilation, case.groups)
+    )
+
+
+@given(case=conv_transpose_cases(dims=st.integers(1, 3), max_size=4))
+def test_every_lowering_of_the_window_sums_matches_einsum_transposed(case):
+    x, _, _ = case.tensors()
+    patches = input_patches_transpose(
+        x.shape, case.kernel_size, case.stride, case.padding, case.output_padding, case.dilation, case.groups
+    )
+    _check_every_lowering(x, patches)
+
+
+def test_lowering_is_chosen_by_multiply_adds():
+    one_by_one = separable_plan(_square_base(input_patches((2, 8, 6, 6), 1, stride=2), "reduce")[0])
+    assert one_by_one.lowering == "kron"  # one column: ∏K = 1 multiply-add per element
+    three = separable_plan(_square_base(input_patches((2, 8, 6, 6), 3, padding=1), "reduce")[0])
+    assert three.lowering == "axes"  # K_1 = 3 < ∏K = 9 multiply-adds per element
+    assert three.flops == three.counts()["axes"][0] < three.counts()["kron"][0]
+    plain = separable_plan(_square_base(input_patches((2, 8, 6, 6), 1), "reduce")[0])
+    assert plain.lowering == "sum" and plain.flops == 0
+
+
+def test_kron_count_matrix_is_the_kronecker_product():
+    a, b = IndexPattern(5, 3, 3, 2, 1, 1), IndexPattern(4, 2, 2, 1, 2, 0)
+    cpu = torch.device("cpu")
+    m = kron_count_matrix(((a, False), (b, True)), torch.float64, cpu)
+    ma, mb = window_count_matrix(a, False, torch.float64, cpu), window_count_matrix(b, True, torch.float64, cpu)
+    assert m.shape == (5 * 2, 3 * 2)
+    for i in range(5):
+        for j in range(2):
+            for k in range(3):
+                for q in range(2):
+                    assert m[i * 2 + j, k * 2 + q] == ma[i, k] * mb[j, q]
 
 
 def test_window_count_matrix_is_the_window_sum_of_the_pattern():

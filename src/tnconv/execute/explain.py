@@ -33,7 +33,7 @@ from .gemm_col2im import gemm_col2im_plan
 from .im2col import CHUNK_BYTES, batch_chunk, im2col_plan
 from .native import recognize
 from .plan import dense_plan
-from .separable import SeparablePlan, _all_ones, separable_plan
+from .separable import SeparablePlan, separable_plan
 from .squares import FLOPS_PER_BYTE, square_recipe
 from .structured import structured_plan
 
@@ -70,21 +70,30 @@ class Explanation:
 
 def _separable_steps(plan: SeparablePlan) -> list[str]:
     shape = list(plan.x_shape)
-    steps_sorted = sorted(plan.sums, key=lambda s: -s.axis)
-    lines, last, ones = [], len(shape) - 1, 0
-    while ones < len(steps_sorted) and steps_sorted[ones].axis == last - ones and _all_ones(steps_sorted[ones]):
-        ones += 1
-    if ones:
+    lines = []
+    if plan.ones:
         before = list(shape)
-        for s in steps_sorted[:ones]:
-            shape[s.axis] = 1
+        shape = shape[: len(shape) - plan.ones] + [1] * plan.ones
         lines.append(f"ū: sum of x over the trailing all-ones axes {before} -> {shape} (read once)")
-    for s in steps_sorted[ones:]:
-        size, taps = shape[s.axis], s.pattern.kernel_size
+    if plan.lowering == "kron":
         before = list(shape)
-        shape[s.axis] = taps
-        where = "the contiguous axis" if s.axis == len(shape) - 1 else f"axis {s.axis}"
-        lines.append(f"ū: {before} @ M[{size}, {taps}] (Σ of the windows) on {where} -> {shape}")
+        sizes = [shape[s.axis] for s in plan.rest]
+        for s in plan.rest:
+            shape[s.axis] = s.pattern.kernel_size
+        taps = [s.pattern.kernel_size for s in plan.rest]
+        lines.append(
+            f"ū: one GEMM {before} @ (M_1 ⊗ … ⊗ M_D)[{math.prod(sizes)}, {math.prod(taps)}] over the flattened "
+            f"window axes (Σ of the windows, x read once in memory order) -> {shape}"
+        )
+    elif plan.lowering == "axes":
+        for s in plan.rest:
+            size, taps = shape[s.axis], s.pattern.kernel_size
+            before = list(shape)
+            shape[s.axis] = taps
+            if s.axis == len(shape) - 1 or math.prod(shape[s.axis + 1 :]) == 1:
+                lines.append(f"ū: {before} @ M[{size}, {taps}] (Σ of the windows) on the contiguous axis -> {shape}")
+            else:
+                lines.append(f"ū: Mᵀ[{taps}, {size}] @ {before} on axis {s.axis} (batched, a view) -> {shape}")
     return lines
 
 

@@ -7,10 +7,18 @@ summed and carried by its pattern alone. Each ``Σ_o Π_d[i, o, k]`` is then a t
 is ``o``, ``M_d[o, k] = Σ_i Π_d[i, o, k]``), built from the hyper-parameters with
 ``arange`` (never from a dense ``Π``), and the network is ``x ×_D M_D ⋯ ×_1 M_1``:
 
-1. the contiguous (last) axis first: one ``[rows, I_D] @ [I_D, K_D]`` product reads ``x``
-   once in memory order and writes ``K_D/I_D`` of it; trailing axes whose ``M`` is all ones
-   (``K = 1``, stride 1, no padding: 1×1 layers) are summed together with one ``sum``;
-2. every other axis on the already reduced tensor (a ``I_d/K_d`` smaller copy);
+1. trailing axes whose ``M`` is all ones (``K = 1``, stride 1, no padding: 1×1 layers) are
+   summed together with one ``sum`` (a read of ``x`` in memory order);
+2. the other axes by one of two lowerings, whichever the plan counts fewer multiply-adds
+   for (:attr:`SeparablePlan.lowering`; a tie goes to the single call):
+
+   - ``"kron"``: one GEMM ``x[rows, ∏I] @ (M_1 ⊗ ⋯ ⊗ M_D)[∏I, ∏K]`` over the flattened
+     trailing axes (``∏K`` multiply-adds per element: the choice for 1×1 layers of any
+     stride, whose ``M`` has one column);
+   - ``"axes"``: axis by axis from the outermost, each a batched left product
+     ``M_dᵀ[K_d, I_d] @ t[…, I_d, rest]`` on a *view* of the reduced tensor (wide, contiguous
+     rows), the last axis a right product ``t[…, I_D] @ M_D`` (``K_1`` multiply-adds per
+     element of ``x``, then ever smaller tensors);
 3. legs of ``x`` missing from the output (the batch of the bias row) are summed last.
 
 No copy of ``x`` is made (no pad, no permute, no unfold). The only non-zero products are
@@ -29,8 +37,9 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -68,25 +77,71 @@ class SeparablePlan:
     order: tuple[int, ...]
     output_shape: tuple[int, ...]
 
+    @cached_property
+    def ones(self) -> int:
+        """How many trailing axes are summed as all-ones (step 1 of the module docs)."""
+        steps, last, count = sorted(self.sums, key=lambda s: -s.axis), len(self.x_shape) - 1, 0
+        while count < len(steps) and steps[count].axis == last - count and _all_ones(steps[count]):
+            count += 1
+        return count
+
+    @cached_property
+    def rest(self) -> tuple[AxisSum, ...]:
+        """The sums after the all-ones ones, outermost axis first."""
+        return tuple(sorted(self.sums, key=lambda s: s.axis)[: len(self.sums) - self.ones])
+
+    @cached_property
+    def trailing_block(self) -> bool:
+        """Whether the :attr:`rest` axes are consecutive and end where the all-ones ones start."""
+        axes = [s.axis for s in self.rest]
+        end = len(self.x_shape) - self.ones
+        return bool(axes) and axes == list(range(end - len(axes), end))
+
+    def counts(self) -> dict[str, tuple[int, int, int]]:
+        """``lowering -> (multiply-adds, elements read, elements written)`` of each lowering of
+        step 2 that applies (``"kron"`` only when the window axes are the trailing block)."""
+        shape = list(self.x_shape)
+        ones = self.ones
+        reads = writes = 0
+        if ones:
+            reads, shape = math.prod(shape), shape[: len(shape) - ones] + [1] * ones
+            writes = math.prod(shape)
+        counts = {}
+        rest = self.rest
+        if self.trailing_block:
+            size = math.prod(shape)
+            taps = math.prod(s.pattern.kernel_size for s in rest)
+            counts["kron"] = (size * taps, reads + size, writes + size * taps // math.prod(shape[s.axis] for s in rest))
+        flops, r, w = 0, reads, writes
+        for step in rest:
+            size = math.prod(shape)
+            flops += size * step.pattern.kernel_size
+            r += size
+            shape[step.axis] = step.pattern.kernel_size
+            w += math.prod(shape)
+        counts["axes"] = (flops, r, w)
+        return counts
+
+    @cached_property
+    def lowering(self) -> str:
+        """``"sum"`` (all axes all-ones), ``"kron"`` or ``"axes"`` (see the module docs)."""
+        if not self.rest:
+            return "sum"
+        counts = self.counts()
+        return min(counts, key=lambda name: (counts[name][0], name != "kron"))
+
     @property
     def flops(self) -> int:
-        """Multiply-adds of the per-axis products (the final sums are counted as reads)."""
-        shape, total = list(self.x_shape), 0
-        for step in sorted(self.sums, key=lambda s: -s.axis):
-            size, taps = shape[step.axis], step.pattern.kernel_size
-            total += math.prod(shape) // size * size * taps
-            shape[step.axis] = taps
-        return total
+        """Multiply-adds of the chosen lowering (the final sums are counted as reads)."""
+        return 0 if self.lowering == "sum" else self.counts()[self.lowering][0]
 
     @property
     def bytes_per_element(self) -> tuple[int, int]:
         """Elements read and written: ``x`` once, plus the (small) intermediates."""
-        shape, reads, writes = list(self.x_shape), 0, 0
-        for step in sorted(self.sums, key=lambda s: -s.axis):
-            reads += math.prod(shape)
-            shape[step.axis] = step.pattern.kernel_size
-            writes += math.prod(shape)
-        return reads, writes
+        if self.lowering == "sum":
+            shape = self.x_shape
+            return math.prod(shape), math.prod(shape[: len(shape) - self.ones])
+        return self.counts()[self.lowering][1:]
 
 
 @cached(maxsize=1024)
@@ -149,6 +204,18 @@ def window_count_matrix(
     return ((r >= 0) & (r % pattern.stride == 0) & (o < pattern.output_size)).to(dtype)
 
 
+@cached(maxsize=256, tensors=True, bypassable=False)
+def kron_count_matrix(
+    steps: tuple[tuple[IndexPattern, bool], ...], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """``M_1 ⊗ ⋯ ⊗ M_D`` (``[∏I, ∏K]``) of the :func:`window_count_matrix` of ``steps``
+    (``(pattern, transposed)`` per axis, outermost first)."""
+    result = torch.ones((1, 1), dtype=dtype, device=device)
+    for pattern, transposed in steps:
+        result = torch.kron(result, window_count_matrix(pattern, transposed, dtype, device))
+    return result
+
+
 def _all_ones(step: AxisSum) -> bool:
     p = step.pattern
     return p.kernel_size == 1 and (
@@ -157,22 +224,30 @@ def _all_ones(step: AxisSum) -> bool:
     )
 
 
-def _reduce(t: torch.Tensor, plan: SeparablePlan) -> torch.Tensor:
-    steps = sorted(plan.sums, key=lambda s: -s.axis)
-    last = t.dim() - 1
-    # trailing all-ones axes (1×1 layers): one sum over a flattened view
-    ones = 0
-    while ones < len(steps) and steps[ones].axis == last - ones and _all_ones(steps[ones]):
-        ones += 1
-    if ones:
-        t = t.reshape(*t.shape[: last + 1 - ones], -1).sum(-1)
+def reduce_windows(t: torch.Tensor, plan: SeparablePlan, lowering: str | None = None) -> torch.Tensor:
+    """``x ×_d M_d`` of ``plan`` (``t`` is ``x`` shaped ``plan.x_shape``), the window axes
+    replaced by their taps, by ``lowering`` (default: the plan's, see the module docs)."""
+    ones = plan.ones
+    if ones:  # trailing all-ones axes (1×1 layers): one sum over a flattened view
+        t = t.reshape(*t.shape[: t.dim() - ones], -1).sum(-1)
         t = t.view(*t.shape, *([1] * ones))
-    for step in steps[ones:]:
+    lowering = plan.lowering if lowering is None else lowering
+    if not plan.rest:
+        return t
+    rest = plan.rest
+    if lowering == "kron":
+        first, stop = rest[0].axis, rest[-1].axis + 1
+        m = kron_count_matrix(tuple((s.pattern, s.transposed) for s in rest), t.dtype, t.device)
+        lead, tail = t.shape[:first], t.shape[stop:]
+        reduced = t.reshape(math.prod(lead), -1) @ m
+        return reduced.view(*lead, *(s.pattern.kernel_size for s in rest), *tail)
+    for step in rest:
         m = window_count_matrix(step.pattern, step.transposed, t.dtype, t.device)
-        if step.axis == t.dim() - 1:
-            t = t @ m
-        else:
-            t = torch.matmul(t.movedim(step.axis, -1), m).movedim(-1, step.axis)
+        lead, size, after = t.shape[: step.axis], t.shape[step.axis], t.shape[step.axis + 1 :]
+        if math.prod(after) == 1:
+            t = (t.reshape(-1, size) @ m).view(*lead, m.shape[1], *after)
+        else:  # Mᵀ @ [rows, I, rest]: a batched product on a view, wide contiguous rows
+            t = torch.matmul(m.t(), t.reshape(math.prod(lead), size, -1)).view(*lead, m.shape[1], *after)
     return t
 
 
@@ -192,18 +267,26 @@ def _reduce_exact(t: torch.Tensor, plan: SeparablePlan) -> torch.Tensor:
     return t
 
 
-def contract_separable(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-    """Strategy ``"separable"``: ``x ×_d M_d`` on the data's axes (see the module docs)."""
-    plan = separable_plan(network)
-    if plan is None:
-        return None
+def _run(plan: SeparablePlan, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
     x = tensors[plan.key].reshape(plan.x_shape)
-    t = _reduce(x, plan)
-    if not bool(torch.isfinite(t).all()):
+    t = reduce_windows(x, plan)
+    # a non-finite entry makes the sum non-finite (so does overflow: recomputing is then harmless)
+    if not math.isfinite(t.sum()):
         t = _reduce_exact(x, plan)
     if plan.summed:
         t = t.sum(plan.summed)
     return t.permute(plan.order).reshape(plan.output_shape)
+
+
+def contract_separable(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    """Strategy ``"separable"``: ``x ×_d M_d`` on the data's axes (see the module docs)."""
+    plan = separable_plan(network)
+    return None if plan is None else _run(plan, tensors)
+
+
+def _bind(network: TensorNetwork) -> Callable[..., torch.Tensor] | None:
+    plan = separable_plan(network)
+    return None if plan is None else lambda tensors, bias: _run(plan, tensors)
 
 
 def window_sums(network: TensorNetwork, x: torch.Tensor) -> torch.Tensor:
@@ -216,6 +299,15 @@ register_strategy(
     contract_separable,
     "window sums Σ_o Π as small matrices on the data's axes, x read once (KFAC-reduce)",
     priority=5,
+    bind=_bind,
 )
 
-__all__ = ["SeparablePlan", "contract_separable", "separable_plan", "window_count_matrix", "window_sums"]
+__all__ = [
+    "SeparablePlan",
+    "contract_separable",
+    "kron_count_matrix",
+    "reduce_windows",
+    "separable_plan",
+    "window_count_matrix",
+    "window_sums",
+]

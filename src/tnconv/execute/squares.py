@@ -10,7 +10,7 @@ and then one batched GEMM ``J Jᵀ`` per kept entry. Both steps go through the d
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -165,29 +165,58 @@ def _square(network: TensorNetwork, keep: tuple[int, ...], outer: tuple[int, ...
     return square_network(network, keep, outer, scale)
 
 
+def square_runner(network: SquareNetwork, itemsize: int) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor]:
+    """``tensors -> scale · J · J'`` of ``network`` with its recipe (for ``itemsize``-byte
+    elements) resolved once: what the dispatcher keeps per network (see ``bind``)."""
+    recipe = square_recipe(network.factor, network.keep, network.outer, network.scale, itemsize)  # type: ignore[arg-type]
+    scale = network.scale
+    if recipe.direct is not None:
+        direct = recipe.direct
+        return lambda tensors: contract(direct, tensors)
+    if recipe.route == "im2col":
+        plan = im2col_plan(recipe.factor)  # type: ignore[arg-type]
+        return lambda tensors: im2col_gram(plan, tensors, recipe.gram_shape, scale).reshape(recipe.output_shape)  # type: ignore[arg-type]
+    factor, gram_shape, output_shape = recipe.factor, recipe.gram_shape, recipe.output_shape
+    squares = gram_shape[2] == 1 and not network.outer
+
+    def run(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        value = contract(factor, tensors).reshape(gram_shape)  # type: ignore[arg-type]
+        result = value.square().sum(2) if squares else torch.bmm(value, value.transpose(1, 2))
+        result = result.reshape(output_shape)
+        return result.mul_(scale) if scale != 1.0 else result  # a fresh tensor: scale in place
+
+    return run
+
+
 def contract_square_network(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
     """The ``"square"`` strategy: applies to :class:`SquareNetwork` s only."""
     if not isinstance(network, SquareNetwork) or network.factor is None:
         return None
-    first = next(iter(tensors.values()))
-    recipe = square_recipe(network.factor, network.keep, network.outer, network.scale, first.element_size())
-    if recipe.direct is not None:
-        return contract(recipe.direct, tensors)
-    if recipe.route == "im2col":
-        plan = im2col_plan(recipe.factor)  # type: ignore[arg-type]
-        result = im2col_gram(plan, tensors, recipe.gram_shape, network.scale)  # type: ignore[arg-type]
-        return result.reshape(recipe.output_shape)
-    value = contract(recipe.factor, tensors).reshape(recipe.gram_shape)  # type: ignore[arg-type]
-    if recipe.gram_shape[2] == 1 and not network.outer:
-        result = value.square().sum(2)
-    else:
-        result = torch.bmm(value, value.transpose(1, 2))
-    result = result.reshape(recipe.output_shape)
-    return result.mul_(network.scale) if network.scale != 1.0 else result  # a fresh tensor: scale in place
+    return square_runner(network, next(iter(tensors.values())).element_size())(tensors)
+
+
+def _bind_square(network: TensorNetwork) -> Callable[..., torch.Tensor] | None:
+    """The dispatcher's runner of a square network: one resolved recipe per element size."""
+    if not isinstance(network, SquareNetwork) or network.factor is None:
+        return None
+    runners: dict[int, Callable[[Mapping[str, torch.Tensor]], torch.Tensor]] = {}
+
+    def runner(tensors: Mapping[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+        itemsize = next(iter(tensors.values())).element_size()
+        run = runners.get(itemsize)
+        if run is None:
+            run = runners[itemsize] = square_runner(network, itemsize)  # type: ignore[arg-type]
+        return run(tensors)
+
+    return runner
 
 
 register_strategy(
-    "square", contract_square_network, "J·J' through a materialised J when cheaper (curvature)", priority=10
+    "square",
+    contract_square_network,
+    "J·J' through a materialised J when cheaper (curvature)",
+    priority=10,
+    bind=_bind_square,
 )
 
-__all__ = ["FLOPS_PER_BYTE", "SquareRecipe", "contract_square", "cost", "square_recipe"]
+__all__ = ["FLOPS_PER_BYTE", "SquareRecipe", "contract_square", "cost", "square_recipe", "square_runner"]

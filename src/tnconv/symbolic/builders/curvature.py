@@ -24,6 +24,7 @@ def _check_input_shape(x_shape: Sequence[int], name: str = "x_shape") -> tuple[i
     return shape
 
 
+@cached(maxsize=1024)
 def input_patches(
     x_shape: Sequence[int],
     kernel_size: IntOrTuple,
@@ -34,7 +35,8 @@ def input_patches(
 ) -> TensorNetwork:
     """The unfolded input ``x[n,g,ci,i] Π[i,o,k]`` as the convolution's network without ``w``.
 
-    Output axes ``[n, g, (ci k1 … kD), (o1 … oD)]``: ``[N, G, C_in/G·∏K, ∏O]``.
+    Output axes ``[n, g, (ci k1 … kD), (o1 … oD)]``: ``[N, G, C_in/G·∏K, ∏O]``. Built (and
+    validated) once per signature: a repeated call of a front-end skips both.
     """
     x_shape = _check_input_shape(x_shape)
     groups = normalize_groups(groups, x_shape[1])
@@ -42,6 +44,7 @@ def input_patches(
     return patches_network(x_shape[0], x_shape[1], geometry, groups=groups)
 
 
+@cached(maxsize=1024)
 def input_patches_transpose(
     x_shape: Sequence[int],
     kernel_size: IntOrTuple,

@@ -92,8 +92,11 @@ def test_lowering_is_chosen_by_multiply_adds():
     one_by_one = separable_plan(_square_base(input_patches((2, 8, 6, 6), 1, stride=2), "reduce")[0])
     assert one_by_one.lowering == "kron"  # one column: ∏K = 1 multiply-add per element
     three = separable_plan(_square_base(input_patches((2, 8, 6, 6), 3, padding=1), "reduce")[0])
-    assert three.lowering == "axes"  # K_1 = 3 < ∏K = 9 multiply-adds per element
-    assert three.flops == three.counts()["axes"][0] < three.counts()["kron"][0]
+    assert three.lowering == "kron"  # 6×6 maps: the 16 small matrices of the per-axis products cost more
+    wide = separable_plan(_square_base(input_patches((2, 8, 64, 64), 3, padding=1), "reduce")[0])
+    assert wide.lowering == "axes"  # K_1 = 3 < ∏K = 9 multiply-adds per element, 64-wide rows
+    assert wide.flops == wide.counts()["axes"][0] < wide.counts()["kron"][0]
+    assert three.flops == three.counts()["kron"][0] < three.counts()["axes"][0]
     plain = separable_plan(_square_base(input_patches((2, 8, 6, 6), 1), "reduce")[0])
     assert plain.lowering == "sum" and plain.flops == 0
 

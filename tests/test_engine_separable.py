@@ -180,3 +180,10 @@ def test_non_finite_inputs_reach_only_their_windows(dims, value):
     factor = tnconv.kfac_reduce_factor(x, kernel, stride, padding, dilation)
     recipe = expected.T @ expected / x.shape[0]
     assert torch.equal(factor[0].isnan(), recipe.isnan())
+
+
+def test_explain_shows_the_chosen_lowering():
+    one_by_one = str(tnconv.explain(tnconv.networks.kfac_reduce((4, 16, 12, 12), 1, stride=2)))
+    assert "route 'separable'" in one_by_one and "one GEMM" in one_by_one and "M_1 ⊗" in one_by_one
+    wide = str(tnconv.explain(tnconv.networks.kfac_reduce((2, 8, 64, 64), 3, padding=1)))
+    assert "Mᵀ[3, 64]" in wide and "on the contiguous axis" in wide

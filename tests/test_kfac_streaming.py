@@ -189,3 +189,79 @@ def test_A_of_a_layer_no_gradient_reaches_is_still_formed():
     a = torch.cat([x, torch.ones(5, 1, dtype=DTYPE)], 1)
     torch.testing.assert_close(kfac.factors["0"].A, a.T @ a / 5)
     assert not kfac.factors["0"].B.any()
+
+
+class WideThenDeep(torch.nn.Module):
+    """A strided 1×1 convolution on a large input (its input outweighs its A: A formed during
+    the backward pass) before a 3×3 convolution and a Linear (small inputs, larger A: formed
+    after it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide = torch.nn.Conv2d(1, 4, 1, stride=4)
+        self.deep = torch.nn.Conv2d(4, 6, 3, padding=1)
+        self.head = torch.nn.Linear(6 * 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.deep(torch.tanh(self.wide(x)))).flatten(1))
+
+
+@pytest.mark.parametrize("when", ["by-size", "always-during-backward", "always-after-backward"])
+@pytest.mark.parametrize("fisher", ["type-2", "empirical"])
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+def test_A_formed_during_or_after_the_backward_pass_equals_stacked(monkeypatch, when, fisher, approx):
+    from tnconv.kfac.layers import KroneckerLayer
+
+    if when != "by-size":  # 0 bytes: holding the input never pays; huge: always does
+        size = 0 if when == "always-during-backward" else 2**62
+        monkeypatch.setattr(KroneckerLayer, "input_factor_bytes", lambda self, itemsize: size)
+    torch.manual_seed(0)
+    model, g = WideThenDeep().to(DTYPE), torch.Generator().manual_seed(1)
+    x, t = torch.randn(3, 1, 16, 16, generator=g, dtype=DTYPE), torch.randint(0, 3, (3,), generator=g)
+    layers = KFAC(model, torch.nn.CrossEntropyLoss()).layers
+    if when == "by-size":  # the model does exercise both orders
+        assert x.numel() * 8 > layers["wide"].input_factor_bytes(8)
+        assert 3 * 4 * 4 * 4 * 8 < layers["deep"].input_factor_bytes(8)
+    kfac = KFAC(model, torch.nn.CrossEntropyLoss(), approx=approx, fisher=fisher)
+    kfac.update(x, t)
+    for name, (A, B) in stacked_factors(kfac, x, t, None).items():
+        torch.testing.assert_close(kfac.factors[name].A, A, rtol=1e-12, atol=1e-13)
+        torch.testing.assert_close(kfac.factors[name].B, B, rtol=1e-12, atol=1e-13)
+
+
+def test_input_factor_bytes_counts_groups_kernel_and_bias():
+    from tnconv.kfac.layers import kronecker_layer
+
+    for module, shape in [
+        (torch.nn.Conv2d(4, 6, 3, groups=2), (2, 19, 19)),
+        (torch.nn.ConvTranspose2d(4, 6, (2, 3), groups=2, bias=False), (2, 12, 12)),
+        (torch.nn.Linear(5, 3), (1, 6, 6)),
+    ]:
+        layer = kronecker_layer(module)
+        x = torch.randn(2, 4, 5, 5) if module.weight.dim() > 2 else torch.randn(2, 5)
+        assert tuple(layer.input_factor(x, module(x), "expand").shape) == shape
+        assert layer.input_factor_bytes(4) == 4 * shape[0] * shape[1] * shape[2]
+
+
+def test_ema_update_leaves_factors_a_caller_holds_untouched():
+    model, g = mixed_net(), torch.Generator().manual_seed(2)
+    batches = [
+        (torch.randn(3, 2, 7, 7, generator=g, dtype=DTYPE), torch.randint(0, 3, (3,), generator=g)) for _ in range(3)
+    ]
+    kfac = KFAC(model, torch.nn.CrossEntropyLoss(), ema=0.75)
+    single = KFAC(model, torch.nn.CrossEntropyLoss())
+    expected = None
+    for x, t in batches:
+        held = {n: (f.A, f.A.clone()) for n, f in kfac.factors.items()}
+        kfac.update(x, t)
+        single.update(x, t)
+        for name, (tensor, copy) in held.items():
+            assert torch.equal(tensor, copy)  # an EMA step writes into the new factors only
+        new = {n: (f.A.clone(), f.B.clone()) for n, f in single.factors.items()}
+        if expected is None:
+            expected = new
+        else:
+            expected = {n: tuple(0.75 * o + 0.25 * w for o, w in zip(expected[n], new[n])) for n in new}
+        for name, (A, B) in expected.items():
+            torch.testing.assert_close(kfac.factors[name].A, A, rtol=1e-12, atol=1e-13)
+            torch.testing.assert_close(kfac.factors[name].B, B, rtol=1e-12, atol=1e-13)

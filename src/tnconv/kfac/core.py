@@ -57,6 +57,7 @@ from .distributed import all_reduce_mean, invert_distributed, is_distributed
 from .inverse import INVERSE_MODES, KroneckerInverse, check_damping, damped_inverse
 from .layers import APPROXIMATIONS, KroneckerLayer, LinearLayer, kronecker_layer
 from .loss import FISHER_TYPES, backprop_vectors, check_loss_fn, check_targets
+from .memory import release_freed_memory
 from .operator import CurvatureOperator, Vector, eigen_blocks, kfac_blocks
 
 NONFINITE = ("raise", "skip")
@@ -91,6 +92,8 @@ class _Stream:
     dtype: torch.dtype | None = None
     #: the layer's input and output (detached) until ``A`` is formed from them
     pending: tuple[torch.Tensor, torch.Tensor, int] | None = None
+    #: form ``A`` after the backward passes (holding the input is cheaper than holding ``A``)
+    deferred: bool = False
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -356,13 +359,17 @@ class KFAC:
             # arrives: the activations of the layers behind it are being released by then,
             # and the input is held by autograd (for the weight's backward) anyway
             stream.pending = (x, y.new_empty(()).expand(y.shape), x._version)  # y: its shape only
-            stream.output_shape, stream.dtype = tuple(y.shape), self._cast(y).dtype
+            stream.output_shape, stream.dtype = tuple(y.shape), self.factor_dtype or y.dtype
+            # a deep layer's input is small and its A large: formed while the graph still
+            # holds the activations of all the layers before it, A would add to their peak
+            itemsize = torch.empty((), dtype=stream.dtype).element_size()
+            stream.deferred = x.numel() * x.element_size() < layer.input_factor_bytes(itemsize)
 
             def on_grad(grad: torch.Tensor) -> None:
                 part = layer.output_factor(self._cast(grad).unsqueeze(0), self.approx)
                 stream.B = part if stream.B is None else stream.B.add_(part)
                 del part
-                if last[0]:
+                if last[0] and not stream.deferred:
                     form_A(name)
 
             return on_grad
@@ -377,7 +384,10 @@ class KFAC:
         vectors = backprop_vectors(self.loss_fn, output, targets, self.fisher, self.mc_samples, self.generator)
         self._backward(output, anchor, vectors, before_last=lambda: last.__setitem__(0, True))
         del output, anchor
-        for name in seen:  # layers no gradient reached (or a model without a graph)
+        # the graph's activations are free now: hand them back before the deferred factors
+        # are allocated, so the resident peak is not their sum (see tnconv.kfac.memory)
+        release_freed_memory()
+        for name in seen:  # deferred layers, and those no gradient reached (or a model without a graph)
             form_A(name)
         new = {}
         for name in seen:
@@ -407,8 +417,11 @@ class KFAC:
         for name, factors in new.items():
             old = self.factors.get(name)
             if self.ema is not None and old is not None:
+                # in place in the new factors (this pass's own tensors): no factor-sized temporaries,
+                # and the stored ones (which a caller may hold) stay untouched until replaced
                 beta = self.ema
-                factors = KroneckerFactors(beta * old.A + (1 - beta) * factors.A, beta * old.B + (1 - beta) * factors.B)
+                factors.A.mul_(1 - beta).add_(old.A, alpha=beta)
+                factors.B.mul_(1 - beta).add_(old.B, alpha=beta)
             merged[name] = factors
         return merged
 

@@ -61,6 +61,20 @@ class KroneckerLayer(ABC):
     @abstractmethod
     def groups(self) -> int: ...
 
+    @property
+    def input_dim(self) -> int:
+        """``d``: the rows of ``A`` (the weight matrix's columns, plus one for a bias).
+
+        >>> kronecker_layer(torch.nn.Conv2d(4, 8, 3, groups=2)).input_dim
+        19
+        """
+        shape = self.module.weight.shape
+        return self.weight_to_matrix(torch.empty(shape, device="meta")).shape[-1] + int(self.has_bias)
+
+    def input_factor_bytes(self, itemsize: int) -> int:
+        """Bytes of ``A`` (``[G, d, d]``) in a dtype of ``itemsize`` bytes."""
+        return self.groups * self.input_dim**2 * itemsize
+
     @abstractmethod
     def input_factor(self, inputs: torch.Tensor, output: torch.Tensor, approx: str) -> torch.Tensor:
         """``A``: ``[G, d, d]`` from the module's input (``output`` for its shape only)."""

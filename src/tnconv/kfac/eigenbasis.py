@@ -112,7 +112,7 @@ def eigh_from_root(root: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     T_inv = (V.transpose(1, 2) @ V).triu(1) + torch.diag_embed(1 / tau)
     T = torch.linalg.solve_triangular(T_inv, eye_r.expand(groups, rows, rows), upper=True)
     # built as Qᵀ = I − V Tᵀ Vᵀ so that Q is column-major, as torch.linalg.eigh returns it
-    Q = -(V @ (T.transpose(1, 2) @ V.transpose(1, 2)))
+    Q = (V @ (T.transpose(1, 2) @ V.transpose(1, 2))).neg_()  # in place: one d×d buffer
     Q.diagonal(dim1=1, dim2=2).add_(1)
     Q = Q.transpose(1, 2)
     U, S, _ = torch.linalg.svd(reflectors[:, :rows].triu(), full_matrices=False)  # R₁ = U Σ Wᵀ

@@ -351,7 +351,9 @@ class KFAC:
                     f"the input of layer {name!r} was modified in place after the layer ran; KFAC reads it "
                     "during the backward pass"
                 )
-            stream.A = self.layers[name].input_factor(self._cast(x), y, self.approx)
+            x = self._cast(x)
+            stream.A = self.layers[name].input_factor(x, y, self.approx)
+            self._input_seen(name, x, y, stream.A)
 
         def on_forward(name: str, x: torch.Tensor, y: torch.Tensor) -> GradHook:
             stream, layer = streams[name], self.layers[name]
@@ -405,6 +407,10 @@ class KFAC:
         if not self._check_finite({n: (f.A, f.B) for n, f in new.items()}, "Kronecker factors"):
             return None
         return new, vectors, seen
+
+    def _input_seen(self, name: str, x: torch.Tensor, y: torch.Tensor, A: torch.Tensor) -> None:
+        """Called as layer ``name``'s ``A`` is formed from its (cast) input ``x`` (``y``: the
+        output's shape); a subclass may read more from the input while it is alive."""
 
     def _merged(self, new: dict[str, KroneckerFactors]) -> dict[str, KroneckerFactors]:
         """The factors :meth:`_store` would keep: averaged over processes, then the EMA."""

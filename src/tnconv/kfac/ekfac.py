@@ -48,6 +48,7 @@ import torch
 
 from .core import KFAC, GradHook, KroneckerFactors
 from .distributed import all_reduce_mean, invert_distributed
+from .eigenbasis import eigh_from_root, input_root, keeps_root, merge_roots, root_route_cheaper, root_rows
 from .layers import ConvLayer, KroneckerLayer
 from .operator import eigen_blocks
 
@@ -158,18 +159,46 @@ class EKFAC(KFAC):
         super().__init__(*args, **kwargs)
         self.corrections: dict[str, torch.Tensor] = {}
         self.eigenbases: dict[str, EigenBasis] = {}
+        #: roots ``J`` (``A = Jᵀ J``) of the stored input factors, where short (kept with an EMA only)
+        self._roots: dict[str, torch.Tensor] = {}
+        self._new_roots: dict[str, torch.Tensor] = {}
 
-    def _basis_of(self, factors: KroneckerFactors) -> EigenBasis:
+    def _input_seen(self, name: str, x: torch.Tensor, y: torch.Tensor, A: torch.Tensor) -> None:
+        # the root of a rank-deficient A gives its eigenbasis cheaply (tnconv.kfac.eigenbasis);
+        # a distributed run averages the factors only, so it decomposes them densely
+        layer = self.layers[name]
+        if not self._distributed() and keeps_root(root_rows(layer, y, self.approx), A.shape[-1]):
+            self._new_roots[name] = input_root(layer, x, y, self.approx)
+
+    def _merged_roots(self, new: dict[str, KroneckerFactors]) -> dict[str, torch.Tensor]:
+        """The roots of the factors :meth:`_merged` forms, where they are known and short."""
+        roots = {}
+        for name, factors in new.items():
+            root = self._new_roots.get(name)
+            if root is not None and self.ema is not None and name in self.factors:
+                old = self._roots.get(name)
+                root = None if old is None else merge_roots(old, root, self.ema)
+            if root is not None and keeps_root(root.shape[1], factors.A.shape[-1]):
+                roots[name] = root
+        return roots
+
+    def _basis_of(self, factors: KroneckerFactors, root: torch.Tensor | None = None) -> EigenBasis:
         A, B = factors.A, factors.B
         if A.dim() == 2:
             A, B = A.unsqueeze(0), B.unsqueeze(0)
-        if self.inverse_dtype is not None:
-            A, B = A.to(self.inverse_dtype), B.to(self.inverse_dtype)
-        return EigenBasis(torch.linalg.eigh(A).eigenvectors, torch.linalg.eigh(B).eigenvectors)
+        dtype = self.inverse_dtype or A.dtype
+        if root is not None and root_route_cheaper(A.shape[-1], root.shape[1]):
+            A_eigvecs = eigh_from_root(root.to(dtype))[1]
+        else:
+            A_eigvecs = torch.linalg.eigh(A.to(dtype)).eigenvectors
+        return EigenBasis(A_eigvecs, torch.linalg.eigh(B.to(dtype)).eigenvectors)
 
-    def _bases(self, factors: dict[str, KroneckerFactors]) -> dict[str, EigenBasis]:
+    def _bases(
+        self, factors: dict[str, KroneckerFactors], roots: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, EigenBasis]:
+        roots = roots or {}
         if not self._distributed():
-            return {name: self._basis_of(f) for name, f in factors.items()}
+            return {name: self._basis_of(f, roots.get(name)) for name, f in factors.items()}
 
         def template(name: str) -> EigenBasis:
             f = factors[name]
@@ -190,12 +219,16 @@ class EKFAC(KFAC):
         Two forward passes and ``2M`` backward passes (``M`` vectors); see the module docs.
         Returns the loss (detached).
         """
-        result = self._factor_pass(inputs, targets)
-        if result is None:
-            return self._last_loss
-        new, vectors, _ = result
-        merged = self._merged(new)
-        bases = self._bases(merged)
+        self._new_roots = {}
+        try:
+            result = self._factor_pass(inputs, targets)
+            if result is None:
+                return self._last_loss
+            new, vectors, _ = result
+            merged, roots = self._merged(new), self._merged_roots(new)
+        finally:
+            self._new_roots = {}
+        bases = self._bases(merged, roots)
         squares = self._correction_pass(inputs, vectors, bases)
         if self._distributed():
             names = sorted(squares)
@@ -210,6 +243,8 @@ class EKFAC(KFAC):
             self.corrections[name] = s
         self._store(merged, merged=True)
         self.eigenbases.update(bases)
+        # without an EMA the next update replaces the factors: no root needs to survive
+        self._roots = roots if self.ema is not None else {}
         return self._last_loss
 
     def _correction_pass(

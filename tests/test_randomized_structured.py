@@ -143,3 +143,48 @@ def test_cost_model_keeps_enough_work_per_kernel_call():
     assert tiles.tile_layout(112, 3, 1, 1, batch=1, keep=0.25, flops=large).tiles == 4
     geometry = estimators._geometry((3,), 1, 0, 1, 1)
     assert geometry.layout((10, 32, 122), (32, 32, 3), 0.25).tiles == 1
+
+
+@settings(deadline=None, max_examples=30)
+@given(case=conv_cases(dims=st.integers(1, 3), max_size=7), data=st.data())
+def test_draws_cut_into_many_kernel_calls_are_unchanged(case, data):
+    """With a call budget of one byte every kept sample is its own kernel call; the VJPs are
+    sums over samples, so the result equals the masked exact VJP (weight and input)."""
+    x, w, v, geometry = case_setup(case)
+    layout = tiles.TileLayout(v.shape[2], min(2, v.shape[2]))
+    units = x.shape[0] * layout.tiles
+    kept = sorted(data.draw(st.sets(st.integers(0, units - 1), min_size=1)))
+    mask = torch.zeros(layout.tiles, x.shape[0], dtype=v.dtype)
+    mask.view(-1)[kept] = 1.0
+    row_mask = mask[torch.tensor(layout.row_tiles())].t()
+    masked = v * row_mask.reshape(v.shape[0], 1, v.shape[2], *([1] * (v.dim() - 3)))
+    grad_x, grad_w = exact_vjps(x, w, masked, case.kwargs())
+    draw = Draw(tuple(kept), 1.0)
+    budget = tiles.CALL_BYTES
+    try:
+        tiles.CALL_BYTES = 1
+        got_w = tiles.tile_weight_vjp(x, v, tuple(w.shape), geometry, layout, draw)
+        got_x = tiles.tile_input_vjp(w, v, tuple(x.shape), geometry, layout, draw)
+    finally:
+        tiles.CALL_BYTES = budget
+    torch.testing.assert_close(got_w, grad_w, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got_x, grad_x, rtol=1e-10, atol=1e-10)
+
+
+@given(samples=st.integers(1, 200), sample_bytes=st.floats(1, 1e8), weight_bytes=st.floats(0, 1e8))
+def test_call_count_bounds(samples, sample_bytes, weight_bytes):
+    count = tiles.call_count(samples, sample_bytes, weight_bytes)
+    assert 1 <= count <= samples
+    budget = max(tiles.CALL_BYTES, tiles.WEIGHT_CALLS * weight_bytes)
+    if count < samples:  # calls are no more than ~1.5 budgets, unless one sample exceeds it
+        assert samples * sample_bytes / count <= 2 * budget
+    if samples * sample_bytes <= budget / 2:
+        assert count == 1
+
+
+def test_call_budget_splits_a_memory_bound_draw_but_not_a_large_weight():
+    # depthwise-like: big activations, tiny weight → several calls; VGG-like weight → one
+    assert tiles.call_count(27, 6e5, 1e3) > 1
+    assert tiles.call_count(20, 6e5, 9.4e6) == 1
+    calls = tiles._calls(list(range(8)), tiles.CALL_BYTES / 2, 0)
+    assert [s for c in calls for s in c] == list(range(8)) and len(calls) == 4

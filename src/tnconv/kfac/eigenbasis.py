@@ -30,6 +30,7 @@ import math
 import torch
 
 from .layers import ConvLayer, KroneckerLayer
+from .per_sample import per_sample_gradients
 
 #: keep a root only while it has at most this fraction of ``d`` rows (it is then at most
 #: half the size of the factor, and the QR route is cheaper than ``eigh``)
@@ -82,9 +83,7 @@ def input_root(layer: KroneckerLayer, inputs: torch.Tensor, output: torch.Tensor
     positions = math.prod(spatial)
     ones_shape = (batch, groups, *spatial) if conv else (batch, *spatial, 1)
     ones = inputs.new_ones(ones_shape)
-    from .ekfac import _per_sample_gradients  # the same network EKFAC's corrections use
-
-    summed = _per_sample_gradients(layer, inputs, ones, ones)  # [N, G, 1, d]
+    summed = per_sample_gradients(layer, inputs, ones, ones)  # [N, G, 1, d]
     return summed[:, :, 0].transpose(0, 1) / (positions * math.sqrt(batch))
 
 

@@ -49,8 +49,9 @@ import torch
 from .core import KFAC, GradHook, KroneckerFactors
 from .distributed import all_reduce_mean, invert_distributed
 from .eigenbasis import eigh_from_root, input_root, keeps_root, merge_roots, root_route_cheaper, root_rows
-from .layers import ConvLayer, KroneckerLayer
+from .layers import KroneckerLayer
 from .operator import eigen_blocks
+from .per_sample import per_sample_gradients
 
 ORDERS = ("auto", "gradient", "rotate")
 #: contraction order of the corrections: ``"auto"`` (cheapest), or one forced (tests use it)
@@ -113,34 +114,9 @@ def rotated_gradient_squares(
         b_rot = torch.einsum("ngco,gcp->ngpo", b, qb)
         rotated = torch.einsum("ngpo,ngqo->ngpq", b_rot, a_rot)
     else:
-        per_sample = _per_sample_gradients(layer, x, output_shape, g)  # [N, G, c, d]
+        per_sample = per_sample_gradients(layer, x, output_shape, g)  # [N, G, c, d]
         rotated = qb.transpose(1, 2).unsqueeze(0) @ per_sample @ qa.unsqueeze(0)
     return (rotated * rotated).sum(0)
-
-
-def _per_sample_gradients(
-    layer: KroneckerLayer, x: torch.Tensor, output: torch.Tensor, grad: torch.Tensor
-) -> torch.Tensor:
-    """``[N, G, C_out/G, d]``; convolutions through tnconv's per-sample weight VJP network."""
-    m = layer.module
-    if isinstance(layer, ConvLayer) and not m.transposed:
-        from ..functional.gradients import per_sample_weight_grad
-
-        x, grad = layer._batched(x), layer._batched(grad)
-        padding = m.padding
-        if m.padding_mode != "zeros":
-            x = torch.nn.functional.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
-            padding = 0
-        result = per_sample_weight_grad(
-            x, grad, m.kernel_size, m.stride, padding, m.dilation, m.groups, bias=layer.has_bias
-        )
-        weight, bias = result if layer.has_bias else (result, None)
-        n, groups = weight.shape[0], m.groups
-        matrix = weight.reshape(n, groups, weight.shape[1] // groups, -1)
-        if bias is not None:
-            matrix = torch.cat([matrix, bias.reshape(n, groups, -1, 1)], dim=-1)
-        return matrix
-    return layer.per_sample_gradients(x, output, grad)
 
 
 class EKFAC(KFAC):

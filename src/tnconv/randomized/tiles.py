@@ -218,6 +218,14 @@ def _per_tile(draw: Draw, batch: int, tiles: int) -> list[tuple[int, list[int]]]
 #: Kept samples that form at most this many contiguous runs go through one kernel call per
 #: run on views (no copy); more runs are gathered by one copy for one call.
 MAX_RUNS = 2
+#: A kernel call's slabs (of ``x`` and ``v``) are about this many bytes at most: the call's
+#: transient buffers (the gathered copy, oneDNN's reorders of both operands) then stay small
+#: enough for the allocator to reuse them instead of mapping fresh pages (page faults cost
+#: about as much as a memory-bound layer's compute; docs/randomized.md, "Calls").
+CALL_BYTES = 2**20
+#: ... unless the weight is large: a call carries at least this many times the weight's
+#: bytes, since every extra call adds one weight-sized partial result.
+WEIGHT_CALLS = 4
 
 
 def _groups(samples: list[int]) -> list[list[int]]:
@@ -235,6 +243,38 @@ def _groups(samples: list[int]) -> list[list[int]]:
             if len(runs) > MAX_RUNS:
                 return [samples]
     return runs
+
+
+def call_count(samples: int, sample_bytes: float, weight_bytes: float) -> int:
+    """How many kernel calls ``samples`` samples of ``sample_bytes`` slab bytes each are cut
+    into: ``round(total/max(CALL_BYTES, WEIGHT_CALLS·weight_bytes))``, at least 1, at most
+    ``samples`` (a call that is a little over the budget is not split).
+
+    >>> call_count(13, 6e5, 1e4), call_count(35, 3.1e4, 5e4), call_count(10, 8e5, 9e6)
+    (7, 1, 1)
+    """
+    budget = max(CALL_BYTES, WEIGHT_CALLS * weight_bytes)
+    return max(1, min(samples, round(samples * sample_bytes / budget)))
+
+
+def _calls(samples: list[int], sample_bytes: float, weight_bytes: float) -> list[list[int]]:
+    """The kept ``samples`` of one tile as kernel calls: :func:`_groups`, each cut into
+    :func:`call_count` consecutive, balanced pieces (a piece of a contiguous run is a view).
+
+    >>> _calls([0, 2, 4, 5, 6], 2**19, 0)
+    [[0, 2], [4, 5, 6]]
+    """
+    result = []
+    for group in _groups(samples):
+        count = call_count(len(group), sample_bytes, weight_bytes)
+        result += [group[i * len(group) // count : (i + 1) * len(group) // count] for i in range(count)]
+    return result
+
+
+def _slab_bytes(x_shape: tuple[int, ...], v_shape: tuple[int, ...], slab: _Slab, itemsize: int) -> int:
+    """Bytes of one sample's slabs of ``x`` and ``v`` for ``slab``."""
+    rows_in, rows_out = slab.above + slab.high - slab.low + slab.below, slab.stop - slab.start
+    return itemsize * (x_shape[1] * rows_in * math.prod(x_shape[3:]) + v_shape[1] * rows_out * math.prod(v_shape[3:]))
 
 
 def _select(tensor: torch.Tensor, samples: list[int]) -> torch.Tensor:
@@ -345,12 +385,14 @@ def tile_weight_vjp(
     """
     rest, explicit = _rest_padding(geometry)
     slabs = _slabs(geometry, layout, x.shape[2])
+    weight_bytes = math.prod(weight_shape) * x.element_size()
     result = None
     for tile, samples in _per_tile(draw, x.shape[0], layout.tiles):
         slab = slabs[tile]
         if slab is None:
             continue
-        for group in _groups(samples):
+        sample_bytes = _slab_bytes(tuple(x.shape), tuple(v.shape), slab, x.element_size())
+        for group in _calls(samples, sample_bytes, weight_bytes):
             xs = _select(x.narrow(2, slab.low, slab.high - slab.low), group)
             vs = _select(v.narrow(2, slab.start, slab.stop - slab.start), group)
             pad = [slab.above if slab.symmetric else 0, *rest]
@@ -377,11 +419,13 @@ def tile_input_vjp(
     functional = torch._C._are_functorch_transforms_active()  # (vmap, grad: no in-place adds)
     result = v.new_zeros(input_shape)
     slabs = _slabs(geometry, layout, input_shape[2])
+    weight_bytes = weight.numel() * weight.element_size()
     for tile, group in _per_tile(draw, v.shape[0], layout.tiles):
         slab = slabs[tile]
         if slab is None:
             continue
-        for samples in _groups(group):
+        sample_bytes = _slab_bytes(tuple(input_shape), tuple(v.shape), slab, v.element_size())
+        for samples in _calls(group, sample_bytes, weight_bytes):
             result = _input_slab(weight, v, input_shape, geometry, slab, samples, draw.scale, sizes, rest, explicit,
                                  result, functional)
     return result
@@ -426,6 +470,7 @@ def _add_rows(result: torch.Tensor, part: torch.Tensor, samples: list[int], low:
 
 
 __all__ = [
+    "CALL_BYTES",
     "HALO_FRACTION",
     "MAX_RUNS",
     "MAX_TILES",
@@ -433,6 +478,8 @@ __all__ = [
     "KEEP_DRIFT",
     "TileLayout",
     "TilePlan",
+    "WEIGHT_CALLS",
+    "call_count",
     "draw_units",
     "exact_input_vjp",
     "exact_weight_vjp",

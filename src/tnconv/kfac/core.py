@@ -351,9 +351,7 @@ class KFAC:
                     f"the input of layer {name!r} was modified in place after the layer ran; KFAC reads it "
                     "during the backward pass"
                 )
-            x = self._cast(x)
-            stream.A = self.layers[name].input_factor(x, y, self.approx)
-            self._input_seen(name, x, y, stream.A)
+            stream.A = self._input_factor(name, self._cast(x), y)
 
         def on_forward(name: str, x: torch.Tensor, y: torch.Tensor) -> GradHook:
             stream, layer = streams[name], self.layers[name]
@@ -364,8 +362,7 @@ class KFAC:
             stream.output_shape, stream.dtype = tuple(y.shape), self.factor_dtype or y.dtype
             # a deep layer's input is small and its A large: formed while the graph still
             # holds the activations of all the layers before it, A would add to their peak
-            itemsize = torch.empty((), dtype=stream.dtype).element_size()
-            stream.deferred = x.numel() * x.element_size() < layer.input_factor_bytes(itemsize)
+            stream.deferred = x.numel() * x.element_size() < layer.input_factor_bytes(stream.dtype.itemsize)
 
             def on_grad(grad: torch.Tensor) -> None:
                 part = layer.output_factor(self._cast(grad).unsqueeze(0), self.approx)
@@ -408,9 +405,10 @@ class KFAC:
             return None
         return new, vectors, seen
 
-    def _input_seen(self, name: str, x: torch.Tensor, y: torch.Tensor, A: torch.Tensor) -> None:
-        """Called as layer ``name``'s ``A`` is formed from its (cast) input ``x`` (``y``: the
-        output's shape); a subclass may read more from the input while it is alive."""
+    def _input_factor(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Layer ``name``'s ``A`` from its (cast) input ``x`` (``y``: the output's shape); a
+        subclass may read more from the input while it is alive."""
+        return self.layers[name].input_factor(x, y, self.approx)
 
     def _merged(self, new: dict[str, KroneckerFactors]) -> dict[str, KroneckerFactors]:
         """The factors :meth:`_store` would keep: averaged over processes, then the EMA."""

@@ -139,12 +139,15 @@ class EKFAC(KFAC):
         self._roots: dict[str, torch.Tensor] = {}
         self._new_roots: dict[str, torch.Tensor] = {}
 
-    def _input_seen(self, name: str, x: torch.Tensor, y: torch.Tensor, A: torch.Tensor) -> None:
-        # the root of a rank-deficient A gives its eigenbasis cheaply (tnconv.kfac.eigenbasis);
-        # a distributed run averages the factors only, so it decomposes them densely
+    def _input_factor(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # the root of a rank-deficient A gives its eigenbasis cheaply (tnconv.kfac.eigenbasis),
+        # and A itself as JᵀJ (the input is read once, not again for the factor); a distributed
+        # run averages the factors only, so it decomposes them densely
         layer = self.layers[name]
-        if not self._distributed() and keeps_root(root_rows(layer, y, self.approx), A.shape[-1]):
-            self._new_roots[name] = input_root(layer, x, y, self.approx)
+        if self._distributed() or not keeps_root(root_rows(layer, y, self.approx), layer.input_dim):
+            return super()._input_factor(name, x, y)
+        root = self._new_roots[name] = input_root(layer, x, y, self.approx)
+        return root.transpose(1, 2) @ root
 
     def _merged_roots(self, new: dict[str, KroneckerFactors]) -> dict[str, torch.Tensor]:
         """The roots of the factors :meth:`_merged` forms, where they are known and short."""

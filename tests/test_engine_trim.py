@@ -164,8 +164,11 @@ def test_unfold_and_factors_with_nan_match_torch():
     torch.testing.assert_close(u, ref, equal_nan=True)
     assert (u.isnan() == ref.isnan()).all()
     factor = tnconv.kfc_factor(x, 3, dilation=36, padding=36)
+    # torch's recipe: the cut taps' rows of the unfolded input are zeros, and 0 · NaN is NaN
+    recipe = torch.einsum("ndo,neo->de", ref, ref) / x.shape[0]
+    assert (factor.reshape(recipe.shape).isnan() == recipe.isnan()).all()
     blocks = factor.reshape(3, 9, 3, 9)
-    assert blocks[:, 4, :, 4].isnan().any() and not blocks[:, :4].isnan().any()
+    assert blocks[:, 4, :, 4].isnan().any() and not blocks[:, :4, :, :4].isnan().any()
 
 
 def test_explain_shows_the_work_fell():
@@ -191,8 +194,14 @@ def test_fused_square_with_a_shared_kernel_leg_is_trimmed():
     """A fused square network (GGN diagonal) carries the kernel leg in both copies of Π; both
     are cut to the same taps, so a NaN of the output gradient stays in the kept tap."""
     spec = ConvSpec.create(
-        dims=2, batch=1, in_channels=1, out_channels=1, input_size=(2, 3), kernel_size=(1, 3),
-        padding=(0, 1), dilation=(1, 2),
+        dims=2,
+        batch=1,
+        in_channels=1,
+        out_channels=1,
+        input_size=(2, 3),
+        kernel_size=(1, 3),
+        padding=(0, 1),
+        dilation=(1, 2),
     )
     network = operation_network("ggn_diagonal", spec, vectors=2)
     trim = trim_taps(network)
@@ -203,3 +212,16 @@ def test_fused_square_with_a_shared_kernel_leg_is_trimmed():
     assert result.isnan().tolist() == [False, True, False]  # taps 0 and 2 read only padding
     tensors["s"].view(-1)[0] = 1.0
     torch.testing.assert_close(network.contract(**tensors), network.contract(**tensors, strategy="einsum"))
+
+
+def test_kfac_reduce_cut_tap_meets_a_nan_row_as_torch_does():
+    # found by the NaN property test: the first tap reads only padding and is cut; its zero
+    # row times the NaN row of the tap that reads x[0, 0, 0, 0] is NaN in torch's recipe
+    x = torch.randn(1, 1, 2, 2, dtype=torch.float64)
+    x[0, 0, 0, 0] = float("nan")
+    args = dict(kernel_size=(3, 1), stride=(2, 1), padding=(1, 0))
+    mean = F.unfold(x, **args).mean(2)  # [N, d]
+    recipe = mean.T @ mean / x.shape[0]
+    factor = tnconv.kfac_reduce_factor(x, **args)
+    assert (factor.reshape(recipe.shape).isnan() == recipe.isnan()).all()
+    assert recipe.isnan().any() and not recipe.isnan().all()

@@ -279,10 +279,15 @@ def _reduce_exact(t: torch.Tensor, plan: SeparablePlan) -> torch.Tensor:
 
 def _run(plan: SeparablePlan, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
     x = tensors[plan.key].reshape(plan.x_shape)
-    t = reduce_windows(x, plan)
-    # a non-finite entry makes the sum non-finite (so does overflow: recomputing is then harmless)
-    if not math.isfinite(t.sum()):
+    if torch._C._functorch.is_functorch_wrapped_tensor(x):
+        # under torch.func (vmap, grad) the finiteness test below cannot read a value: take
+        # the lowering that propagates NaN/inf exactly, whatever the data
         t = _reduce_exact(x, plan)
+    else:
+        t = reduce_windows(x, plan)
+        # a non-finite entry makes the sum non-finite (so does overflow: recomputing is then harmless)
+        if not math.isfinite(t.detach().sum()):
+            t = _reduce_exact(x, plan)
     if plan.summed:
         t = t.sum(plan.summed)
     return t.permute(plan.order).reshape(plan.output_shape)

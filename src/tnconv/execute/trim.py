@@ -7,7 +7,8 @@ trimmed leg (the weight's ``k``, a fold's ``(c k)`` rows) are narrowed to the ke
 the trimmed network is contracted by ``strategy="auto"`` (any lowering: native kernels on
 the smaller kernel, im2col KFC on fewer rows, …), and an output axis carrying a trimmed
 leg (KFC / KFAC-reduce factors, unfold, weight VJP) gets zero blocks for the cut taps.
-The result is exact: every dropped term is a product with a zero of ``Π``.
+The result is exact: every dropped term is a product with a zero of ``Π`` (a factor's
+zero rows meet a non-finite row as ``0 · NaN``, NaN in torch's recipe: that too is kept).
 
 >>> import torch, tnconv
 >>> tn = tnconv.networks.kfc((2, 3, 16, 16), 3, dilation=36, padding=36)
@@ -18,12 +19,14 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
 
 from ..simplify.taps import TapTrim, trim_taps
 from ..symbolic.network import TensorNetwork
+from ..symbolic.squares import SquareNetwork
 from .dispatch import add_bias, contract, register_strategy
 
 
@@ -58,6 +61,22 @@ def _bias_inside(trim: TapTrim) -> bool:
     return not trim.output[1]
 
 
+def _square_nonfinite(network: SquareNetwork, full: torch.Tensor) -> torch.Tensor:
+    """``J J'`` as torch's recipe (``J`` materialised, then a dense product) has it: a cut
+    row of ``J`` is zero, and ``0 · NaN`` is NaN, so entry ``(i, j)`` is non-finite wherever
+    row ``i`` or ``j`` of ``J`` is; such a row is one whose diagonal entry ``Σ J²`` is."""
+    readable = not torch._C._functorch.is_functorch_wrapped_tensor(full)
+    if readable and math.isfinite(full.detach().sum()):
+        return full
+    keep = math.prod(network.output_shape[: len(network.keep)])
+    outer = math.isqrt(full.numel() // keep)
+    square = full.reshape(keep, outer, outer)
+    bad = ~torch.isfinite(torch.diagonal(square, dim1=1, dim2=2))  # [keep, outer]
+    spread = bad[:, :, None] | bad[:, None, :]
+    nan = torch.full((), float("nan"), dtype=full.dtype, device=full.device)
+    return torch.where(spread & torch.isfinite(square), nan, square).reshape(full.shape)
+
+
 def contract_trimmed(
     network: TensorNetwork, tensors: Mapping[str, torch.Tensor], bias: torch.Tensor | None = None
 ) -> torch.Tensor | None:
@@ -69,6 +88,8 @@ def contract_trimmed(
     inner_bias = bias if bias is not None and _bias_inside(trim) else None
     result = contract(trim.network, narrow_inputs(trim, tensors), bias=inner_bias)
     result = embed_output(trim, result)
+    if isinstance(network, SquareNetwork) and network.outer and trim.output[1]:
+        result = _square_nonfinite(network, result)
     return add_bias(result, bias) if bias is not None and inner_bias is None else result
 
 

@@ -187,3 +187,17 @@ def test_explain_shows_the_chosen_lowering():
     assert "route 'separable'" in one_by_one and "one GEMM" in one_by_one and "M_1 ⊗" in one_by_one
     wide = str(tnconv.explain(tnconv.networks.kfac_reduce((2, 8, 64, 64), 3, padding=1)))
     assert "Mᵀ[3, 64]" in wide and "on the contiguous axis" in wide
+
+
+def test_kfac_reduce_under_vmap_and_autograd_matches_per_example_calls():
+    # under torch.func the finiteness test of the fast lowering cannot read a value: the
+    # exact lowering runs, with torch's NaN pattern
+    stack = torch.randn(2, 4, 3, 5, 5, dtype=torch.float64)
+    stack[1, 0, 0, 2, 2] = float("nan")
+    batched = torch.func.vmap(lambda xs: tnconv.kfac_reduce_factor(xs, 3))(stack)
+    for i in range(2):
+        torch.testing.assert_close(batched[i], tnconv.kfac_reduce_factor(stack[i], 3), equal_nan=True)
+    assert batched[1].isnan().any() and not batched[0].isnan().any()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    tnconv.kfac_reduce_factor(x, 3).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -179,11 +179,19 @@ def square_runner(network: SquareNetwork, itemsize: int) -> Callable[[Mapping[st
     factor, gram_shape, output_shape = recipe.factor, recipe.gram_shape, recipe.output_shape
     squares = gram_shape[2] == 1 and not network.outer
 
+    # KFAC-reduce's ``J`` is ``[G, d, N]`` with ``N`` (the batch) often far below ``d``: scaling
+    # ``J`` by ``√scale`` before the product is then one pass over ``G·d·N`` numbers instead of
+    # one over the ``G·d²`` result (an 85 MB factor on a 512-channel 3×3 layer)
+    prescale = scale > 0 and scale != 1.0 and not squares and gram_shape[2] < gram_shape[1]
+    root = math.sqrt(scale)
+
     def run(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         value = contract(factor, tensors).reshape(gram_shape)  # type: ignore[arg-type]
+        if prescale:
+            value = value * root
         result = value.square().sum(2) if squares else torch.bmm(value, value.transpose(1, 2))
         result = result.reshape(output_shape)
-        return result.mul_(scale) if scale != 1.0 else result  # a fresh tensor: scale in place
+        return result.mul_(scale) if scale != 1.0 and not prescale else result  # fresh: scale in place
 
     return run
 

@@ -1,14 +1,22 @@
 """Benchmark of randomized weight VJPs (docs/reference.md §6) under the protocol of docs/reference.md §7.
 
-For every case and ``keep`` it times three implementations of the weight VJP, alternating
-them, median of ``repeats`` runs after a warm-up, in one process:
+For every case and ``keep`` it times three implementations of the weight VJP in one
+process: after a warm-up, rounds that call each once, in an order that rotates from round
+to round. The ratios (``/exact``, ``/mask``) are the medians of the *per-round* ratios, the
+two calls of a ratio having run next to each other (``spread``: half the interquartile range
+of the per-round ``randomized/exact`` over their median). A case measured while the
+machine was noisy (``masked/exact`` spreading by more than :data:`NOISE`) is re-measured
+with as many rounds again, at most :data:`MAX_EXTENSIONS` times
+(``rnds``: the rounds taken). Small layers get more than ``repeats`` rounds, enough for
+:data:`MIN_SECONDS` of calls. The implementations:
 
 - ``randomized``: :func:`tnconv.randomized.conv_weight_vjp` (a new draw every run; at
-  ``keep = 1`` the exact VJP network);
+  ``keep = 1`` PyTorch's kernel, called directly);
 - ``exact``: ``torch.nn.grad.conv{D}d_weight``, docs/reference.md §7's baseline for the weight VJP;
 - ``masked``: the same estimator computed by zeroing the dropped part of ``v``
   (rescaled), then ``torch.nn.grad.conv{D}d_weight`` — what dropout-style implementations
-  do, at the cost of the full VJP.
+  do, at the cost of the full VJP. At ``keep = 1`` it *is* the exact VJP's call, so its
+  ratio to ``exact`` there (the table's last line) is the noise floor of the measurement.
 
 It also reports the relative error ``‖Ĝ − G‖ / ‖G‖`` of one draw, the *error at equal
 time* ``rel.err · sqrt(time / exact time)`` (the error of the mean of as many independent
@@ -128,24 +136,76 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 _clock = time.perf_counter
 
 
-def _timed(thunks: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per implementation: a warm-up, then ``repeats`` alternating rounds."""
+#: The bench re-measures a case when the machine was noisy: when the per-round ratios
+#: ``masked/exact`` (two calls whose work does not depend on the draw) spread more than this
+#: (half their interquartile range over their median): as many rounds again, at most
+#: :data:`MAX_EXTENSIONS` times. (``randomized/exact`` spreads by itself in Bernoulli mode,
+#: whose kept count varies from draw to draw.)
+NOISE = 0.05
+MAX_EXTENSIONS = 2
+#: At least this many seconds of calls of the fastest implementation are timed per case and
+#: ``keep`` (more rounds than ``repeats`` for small layers), in at most :data:`MAX_ROUNDS` rounds.
+MIN_SECONDS = 0.2
+MAX_ROUNDS = 200
+
+
+def paired_ratios(times: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
+    """The per-round ratios ``times[numerator][r] / times[denominator][r]`` (the two calls of
+    one round ran next to each other, so a slow phase of a shared machine affects both).
+
+    >>> paired_ratios({"a": [2.0, 3.0], "b": [1.0, 2.0]}, "a", "b")
+    [2.0, 1.5]
+    """
+    return [a / b for a, b in zip(times[numerator], times[denominator])]
+
+
+def spread(ratios: Sequence[float]) -> float:
+    """Half the interquartile range of ``ratios`` over their median (0 for a single ratio).
+
+    >>> spread([1.0, 1.0, 1.0]), round(spread([0.9, 1.0, 1.1, 1.2, 1.0]), 3)
+    (0.0, 0.05)
+    """
+    if len(ratios) < 2:
+        return 0.0
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return (q3 - q1) / (2 * median)
+
+
+def _timed(
+    thunks: dict[str, Callable[[], object]], repeats: int, device: torch.device, noisy: Callable[[dict], bool]
+) -> dict[str, list[float]]:
+    """Seconds per call of every implementation: a warm-up, then rounds that call each once,
+    in an order that rotates from round to round (none always runs right after another).
+    ``repeats`` rounds, or as many as take :data:`MIN_SECONDS` of the fastest implementation
+    (by its warm-up, at most :data:`MAX_ROUNDS`: small layers are cheap to time often and
+    noisy to time rarely); then as many more while ``noisy(times)``, at most
+    :data:`MAX_EXTENSIONS` times."""
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for thunk in thunks.values():
-        thunk()
-    times: dict[str, list[float]] = {name: [] for name in thunks}
-    for _ in range(repeats):
-        for name, thunk in thunks.items():
-            sync()
-            start = _clock()
-            thunk()
-            sync()
-            times[name].append(_clock() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    def call(name: str) -> float:
+        sync()
+        start = _clock()
+        thunks[name]()
+        sync()
+        return _clock() - start
+
+    names = list(thunks)
+    for name in names:  # warm-up (first calls build caches and primitives), then an estimate
+        call(name)
+    fastest = min(call(name) for name in names)
+    rounds = max(repeats, min(MAX_ROUNDS, math.ceil(MIN_SECONDS / max(fastest, 1e-9))))
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for extension in range(MAX_EXTENSIONS + 1):
+        if extension and not noisy(times):
+            break
+        for _ in range(rounds):
+            shift = len(times[names[0]]) % len(names)
+            for name in names[shift:] + names[:shift]:
+                times[name].append(call(name))
+    return times
 
 
 def measure(
@@ -171,7 +231,7 @@ def measure(
     exact = _masked_vjp(case, x, v, 1.0, leg, mode, gen)
     one_draw = estimators.conv_weight_vjp(x, v, case.kernel_size, **hyper, **options)
     error = float((one_draw - exact).norm() / exact.norm())
-    times = _timed(
+    rounds = _timed(
         {
             "randomized": lambda: estimators.conv_weight_vjp(x, v, case.kernel_size, **hyper, **options),
             "exact": lambda: _masked_vjp(case, x, v, 1.0, leg, mode, gen),
@@ -179,7 +239,10 @@ def measure(
         },
         repeats,
         device,
+        lambda times: spread(paired_ratios(times, "masked", "exact")) > NOISE,
     )
+    times = {name: statistics.median(values) for name, values in rounds.items()}
+    vs_exact = paired_ratios(rounds, "randomized", "exact")
     return {
         "case": case.label,
         "batch": batch,
@@ -187,11 +250,14 @@ def measure(
         "leg": leg,
         "mode": mode,
         **{f"{name}_s": seconds for name, seconds in times.items()},
-        "vs_exact": times["randomized"] / times["exact"],
-        "vs_masked": times["randomized"] / times["masked"],
+        "rounds": len(vs_exact),
+        "spread": spread(vs_exact),
+        "vs_exact": statistics.median(vs_exact),
+        "vs_masked": statistics.median(paired_ratios(rounds, "randomized", "masked")),
+        "masked_vs_exact": statistics.median(paired_ratios(rounds, "masked", "exact")),
         "flops_fraction": _plan_flops_fraction(case, x, v, keep, leg),
         "relative_error": error,
-        "equal_time_error": error * math.sqrt(times["randomized"] / times["exact"]),
+        "equal_time_error": error * math.sqrt(statistics.median(vs_exact)),
     }
 
 
@@ -215,7 +281,7 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
     """A plain-text table of :func:`run`'s rows and the median ratios per ``keep``."""
     header = (
         f"{'case':<34} {'leg':<10} {'N':>3} {'keep':>5} {'rand ms':>9} {'exact ms':>9} {'mask ms':>9} "
-        f"{'/exact':>7} {'/mask':>7} {'FLOPs':>6} {'rel.err':>8} {'eq.time':>8}"
+        f"{'/exact':>7} {'spread':>6} {'rnds':>4} {'/mask':>7} {'FLOPs':>6} {'rel.err':>8} {'eq.time':>8}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -223,6 +289,7 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
             f"{row['case']:<34} {row['leg']:<10} {row['batch']:>3} {row['keep']:>5.2f} "
             f"{1e3 * row['randomized_s']:>9.2f} "  # type: ignore[operator]
             f"{1e3 * row['exact_s']:>9.2f} {1e3 * row['masked_s']:>9.2f} {row['vs_exact']:>7.2f} "  # type: ignore[operator]
+            f"{row['spread']:>6.3f} {row['rounds']:>4} "
             f"{row['vs_masked']:>7.2f} {row['flops_fraction']:>6.3f} {row['relative_error']:>8.3f} "
             f"{row['equal_time_error']:>8.3f}"
         )
@@ -243,6 +310,12 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
                 f"{median('vs_masked'):>13.2f} {median('flops_fraction'):>7.3f} {median('relative_error'):>12.3f} "
                 f"{median('equal_time_error'):>15.3f}"
             )
+    controls = [float(row["masked_vs_exact"]) for row in rows if row["keep"] == 1.0]
+    if controls:
+        lines.append(
+            f"noise floor: the exact VJP against itself (masked at keep 1): median {statistics.median(controls):.2f}, "
+            f"range {min(controls):.2f}-{max(controls):.2f} over {len(controls)} cases"
+        )
     return "\n".join(lines)
 
 

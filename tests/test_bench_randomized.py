@@ -1,0 +1,82 @@
+"""The randomized VJP benchmark's timing protocol: rotation, paired ratios, re-measurement.
+
+No time is asserted: a fake clock makes every call's duration known.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tnconv.bench import randomized as bench
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """A clock advanced by each thunk by the duration it is given; records the call order."""
+    state = {"now": 0.0, "order": []}
+    monkeypatch.setattr(bench, "_clock", lambda: state["now"])
+
+    def thunk(name, durations):
+        def run():
+            state["order"].append(name)
+            state["now"] += durations(len([n for n in state["order"] if n == name]))
+
+        return run
+
+    return state, thunk
+
+
+def test_rounds_rotate_the_order_and_ratios_pair_one_round(fake_clock):
+    state, thunk = fake_clock
+    thunks = {
+        "randomized": thunk("randomized", lambda i: 0.5 + 0.01 * i),
+        "exact": thunk("exact", lambda i: 1.0 + 0.02 * i),
+        "masked": thunk("masked", lambda i: 1.0 + 0.02 * i),
+    }
+    times = bench._timed(thunks, 6, torch.device("cpu"), lambda times: False)
+    assert {name: len(values) for name, values in times.items()} == {"randomized": 6, "exact": 6, "masked": 6}
+    rounds = [state["order"][6 + 3 * r : 9 + 3 * r] for r in range(6)]  # after 2 warm-up rounds
+    assert [r[0] for r in rounds] == ["randomized", "exact", "masked"] * 2
+    assert all(sorted(r) == ["exact", "masked", "randomized"] for r in rounds)
+    ratios = bench.paired_ratios(times, "randomized", "exact")
+    # the i-th timed call of each (warm-ups are calls 1 and 2): (0.5 + 0.01 i) / (1 + 0.02 i) = 0.5
+    assert ratios == pytest.approx([0.5] * 6)
+    assert bench.spread(ratios) == pytest.approx(0.0)
+
+
+def test_noisy_measurements_are_extended_at_most_max_extensions_times(fake_clock):
+    state, thunk = fake_clock
+    thunks = {"exact": thunk("exact", lambda i: 1.0), "masked": thunk("masked", lambda i: 1.0 + (i % 2))}
+    calls = []
+
+    def noisy(times):
+        calls.append(len(times["exact"]))
+        return bench.spread(bench.paired_ratios(times, "masked", "exact")) > bench.NOISE
+
+    times = bench._timed(thunks, 4, torch.device("cpu"), noisy)
+    assert calls == [4 * k for k in range(1, bench.MAX_EXTENSIONS + 1)]
+    assert len(times["exact"]) == 4 * (bench.MAX_EXTENSIONS + 1)
+
+
+def test_small_calls_get_enough_rounds_for_min_seconds(fake_clock):
+    state, thunk = fake_clock
+    seconds = bench.MIN_SECONDS / 50
+    thunks = {"exact": thunk("exact", lambda i: seconds), "masked": thunk("masked", lambda i: 2 * seconds)}
+    times = bench._timed(thunks, 5, torch.device("cpu"), lambda times: False)
+    assert len(times["exact"]) == 50
+    tiny = {"exact": thunk("exact", lambda i: 1e-12), "masked": thunk("masked", lambda i: 1e-12)}
+    assert len(bench._timed(tiny, 5, torch.device("cpu"), lambda times: False)["exact"]) == bench.MAX_ROUNDS
+
+
+def test_spread_is_half_the_interquartile_range_over_the_median():
+    assert bench.spread([1.0]) == 0.0
+    assert bench.spread([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx((4.0 - 2.0) / (2 * 3.0))
+
+
+def test_measure_reports_rounds_and_a_noise_floor():
+    case = bench.Case("demo", "0", (1, 3, 8, 8), 4, (3, 3), (1, 1), (1, 1), (1, 1))
+    rows = bench.run([case], keeps=(1.0, 0.5), repeats=2, batch=2)
+    assert all(row["rounds"] >= 2 for row in rows)
+    assert all(row["vs_exact"] > 0 and row["masked_vs_exact"] > 0 for row in rows)
+    assert "noise floor" in bench.format_table(rows)

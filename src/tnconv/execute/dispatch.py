@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -116,6 +117,15 @@ def strategies() -> dict[str, str]:
 def auto_order() -> list[str]:
     """The strategies ``strategy="auto"`` tries, in order."""
     return [name for name, s in _REGISTRY.items() if s.auto]
+
+
+def known_finite(tensor: torch.Tensor) -> bool:
+    """``True`` when every entry of ``tensor`` is finite, read with one ``sum`` (an overflow
+    reads as non-finite: callers then take their exact path, which is harmless); ``False``
+    also where no value can be read (inside ``torch.func`` transforms)."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+        return False
+    return math.isfinite(tensor.detach().sum())
 
 
 def check_inputs(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> None:

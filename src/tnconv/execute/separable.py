@@ -47,7 +47,7 @@ import torch
 from ..caching import cached
 from ..spec.pattern import IndexPattern
 from ..symbolic.network import TensorNetwork
-from .dispatch import contract, register_strategy
+from .dispatch import contract, known_finite, register_strategy
 from .windows import Unfold, window_views
 
 #: What one matrix of a batched product of small matrices costs beyond its multiply-adds, in
@@ -279,15 +279,11 @@ def _reduce_exact(t: torch.Tensor, plan: SeparablePlan) -> torch.Tensor:
 
 def _run(plan: SeparablePlan, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
     x = tensors[plan.key].reshape(plan.x_shape)
-    if torch._C._functorch.is_functorch_wrapped_tensor(x):
-        # under torch.func (vmap, grad) the finiteness test below cannot read a value: take
-        # the lowering that propagates NaN/inf exactly, whatever the data
+    # the fast lowering multiplies by the zeros of [I, K]: a non-finite ū (or one that cannot
+    # be read, under torch.func) is computed again by the exact window-view sums
+    t = None if torch._C._functorch.is_functorch_wrapped_tensor(x) else reduce_windows(x, plan)
+    if t is None or not known_finite(t):
         t = _reduce_exact(x, plan)
-    else:
-        t = reduce_windows(x, plan)
-        # a non-finite entry makes the sum non-finite (so does overflow: recomputing is then harmless)
-        if not math.isfinite(t.detach().sum()):
-            t = _reduce_exact(x, plan)
     if plan.summed:
         t = t.sum(plan.summed)
     return t.permute(plan.order).reshape(plan.output_shape)

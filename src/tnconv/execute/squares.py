@@ -183,7 +183,7 @@ def square_runner(network: SquareNetwork, itemsize: int) -> Callable[[Mapping[st
     # ``J`` by ``√scale`` before the product is then one pass over ``G·d·N`` numbers instead of
     # one over the ``G·d²`` result (an 85 MB factor on a 512-channel 3×3 layer)
     prescale = scale > 0 and scale != 1.0 and not squares and gram_shape[2] < gram_shape[1]
-    root = math.sqrt(scale)
+    root = math.sqrt(scale) if prescale else 1.0
 
     def run(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         value = contract(factor, tensors).reshape(gram_shape)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ import torch
 from ..simplify.taps import TapTrim, trim_taps
 from ..symbolic.network import TensorNetwork
 from ..symbolic.squares import SquareNetwork
-from .dispatch import add_bias, contract, register_strategy
+from .dispatch import add_bias, contract, known_finite, register_strategy
 
 
 def narrow_inputs(trim: TapTrim, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -65,8 +65,7 @@ def _square_nonfinite(network: SquareNetwork, full: torch.Tensor) -> torch.Tenso
     """``J J'`` as torch's recipe (``J`` materialised, then a dense product) has it: a cut
     row of ``J`` is zero, and ``0 · NaN`` is NaN, so entry ``(i, j)`` is non-finite wherever
     row ``i`` or ``j`` of ``J`` is; such a row is one whose diagonal entry ``Σ J²`` is."""
-    readable = not torch._C._functorch.is_functorch_wrapped_tensor(full)
-    if readable and math.isfinite(full.detach().sum()):
+    if known_finite(full):
         return full
     keep = math.prod(network.output_shape[: len(network.keep)])
     outer = math.isqrt(full.numel() // keep)

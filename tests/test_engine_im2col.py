@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import tnconv
 from tnconv.execute import contract
-from tnconv.execute.im2col import batch_chunk, im2col_gram, im2col_plan
+from tnconv.execute.im2col import batch_chunk, im2col_gram, im2col_plan, row_chunk
 from tnconv.execute.squares import square_recipe
 from tnconv.symbolic.builders.curvature import _square_base, input_patches
 
@@ -81,3 +81,39 @@ def test_direct_route_is_costed_as_it_runs():
     estimate = dict((name, flops) for name, flops, _ in recipe.estimates)["direct"]
     assert estimate == dense_plan(windowed.network).flops
     assert recipe.route == "im2col"
+
+
+def test_one_large_sample_is_chunked_by_output_rows():
+    patches = input_patches((1, 8, 64, 64), 3, padding=1)
+    base, _ = _square_base(patches, "expand")
+    ordered = base.with_nodes(base.nodes, output=(base.output[1], base.output[2], base.output[0], base.output[3]))
+    plan = im2col_plan(ordered)
+    per_row = 8 * 9 * 64 * 4  # one output row of J: (ci, k1, k2) × o2 floats
+    assert batch_chunk(plan, 4, budget=5 * per_row) == 1
+    assert row_chunk(plan, 4, budget=5 * per_row) == 5
+    assert row_chunk(plan, 4, budget=1) == 1
+    assert row_chunk(plan, 4, budget=10**12) == 64
+    # several samples per chunk: whole samples, no row chunks
+    patches = input_patches((4, 8, 64, 64), 3, padding=1)
+    base, _ = _square_base(patches, "expand")
+    ordered = base.with_nodes(base.nodes, output=(base.output[1], base.output[2], base.output[0], base.output[3]))
+    assert row_chunk(im2col_plan(ordered), 4, budget=2 * 64 * per_row) == 64
+
+
+def test_row_chunks_add_up_to_the_factor():
+    x = torch.randn(1, 3, 11, 9, dtype=torch.float64)
+    x[0, 1, 4, 2] = float("nan")
+    patches = input_patches(x.shape, 3, stride=(2, 1), padding=1)
+    base, scale = _square_base(patches, "expand")
+    ordered = base.with_nodes(base.nodes, output=(base.output[1], base.output[2], base.output[0], base.output[3]))
+    plan = im2col_plan(ordered)
+    whole = im2col_gram(plan, {"x": x}, (1, 27, -1), scale, budget=10**9)
+    for rows in (1, 2, 5):
+        budget = rows * 27 * 9 * 8
+        assert row_chunk(plan, 8, budget) == rows
+        chunked = im2col_gram(plan, {"x": x}, (1, 27, -1), scale, budget=budget)
+        torch.testing.assert_close(chunked, whole, equal_nan=True)
+    u = torch.nn.functional.unfold(x, 3, stride=(2, 1), padding=1)[0]  # torch's recipe: NaN where it reaches
+    recipe = u @ u.T * scale
+    assert torch.equal(whole[0].isnan(), recipe.isnan()) and whole.isnan().any()
+    torch.testing.assert_close(whole[0], recipe, equal_nan=True)

@@ -30,7 +30,7 @@ from ..symbolic.squares import SquareNetwork
 from .col2im import col2im_plan
 from .dispatch import auto_order, check_inputs
 from .gemm_col2im import gemm_col2im_plan
-from .im2col import CHUNK_BYTES, batch_chunk, im2col_plan
+from .im2col import CHUNK_BYTES, batch_chunk, im2col_plan, row_chunk
 from .native import recognize
 from .plan import dense_plan
 from .separable import SeparablePlan, separable_plan
@@ -110,8 +110,13 @@ def _square(network: SquareNetwork, itemsize: int) -> tuple[str, list[str], int,
         plan = im2col_plan(recipe.factor)  # type: ignore[arg-type]
         chunk = batch_chunk(plan, itemsize)  # type: ignore[arg-type]
         batch = plan.j_shape[plan.chunk_axis]  # type: ignore[union-attr]
+        rows = row_chunk(plan, itemsize)  # type: ignore[arg-type]
+        axis = plan.chunk_axis + 1  # type: ignore[union-attr]
+        pieces = f"{chunk} of {batch} samples"
+        if axis < len(plan.j_shape) and rows < plan.j_shape[axis]:  # type: ignore[union-attr]
+            pieces = f"{rows} of {plan.j_shape[axis]} output rows of one sample"  # type: ignore[union-attr]
         steps = [
-            f"J: window view of x (no Π), copied once per chunk of {chunk} of {batch} samples into a reused buffer "
+            f"J: window view of x (no Π), copied once per chunk of {pieces} into a reused buffer "
             f"(≤ {CHUNK_BYTES // 2**20} MiB)",
             gemm.replace("bmm", "bmm/baddbmm accumulated over chunks,"),
         ]

@@ -4,11 +4,13 @@ The factor ``J`` of KFC (and KFAC-expand) is the unfolded input laid out
 ``[keep, outer, summed]`` = ``[G, (ci k…), (n o…)]``: every row a contiguous run of
 positions, so the final ``J Jᵀ`` is one batched GEMM over well laid out operands. Here ``J``
 is written **once**, by one ``copy_`` from the strided window view of ``x`` (no ``Π``, no
-einsum, no permute copy afterwards), and **in chunks over the batch** into one buffer of at
-most :data:`CHUNK_BYTES`, each chunk's product accumulated with ``baddbmm``. Peak extra
-memory is therefore the result plus one chunk of ``J`` (plus its padded input), never the
-whole unfolded input, which the unfold recipe holds twice (``unfold`` and its permuted
-copy). Reusing one buffer also spares the page faults of a fresh, large allocation.
+einsum, no permute copy afterwards), and **in chunks** into one buffer of at most
+:data:`CHUNK_BYTES`, each chunk's product accumulated with ``baddbmm``: chunks of whole
+samples, and when one sample's ``J`` alone is over the budget (a large image at batch 1),
+chunks of rows of the first output dimension of one sample. Peak extra memory is therefore
+the result plus one chunk of ``J`` (plus the padded input of the samples in the chunk),
+never the whole unfolded input, which the unfold recipe holds twice (``unfold`` and its
+permuted copy). Reusing one buffer also spares the page faults of a fresh, large allocation.
 
 A network qualifies when it has one data input ``x`` and only patterns, each applied to one
 leg of ``x`` (``i``, a regular convolution's unfold) with its window and kernel legs open,
@@ -93,6 +95,26 @@ def batch_chunk(plan: Im2colPlan, itemsize: int, budget: int = CHUNK_BYTES) -> i
     return max(1, min(batch, budget // max(1, per_sample)))
 
 
+def row_chunk(plan: Im2colPlan, itemsize: int, budget: int = CHUNK_BYTES) -> int:
+    """Rows per chunk of ``J``'s axis after the batch (the first output dimension, summed like
+    the batch): all of them unless one sample's ``J`` is over ``budget`` bytes, else the most
+    whose ``J`` fits (at least one row). With several samples per chunk, all rows.
+
+    >>> from tnconv.symbolic.builders.curvature import input_patches, _square_base
+    >>> base, _ = _square_base(input_patches((1, 8, 64, 64), 3, padding=1), "expand")
+    >>> g, d, n, o = base.output[1], base.output[2], base.output[0], base.output[3]
+    >>> plan = im2col_plan(base.with_nodes(base.nodes, output=(g, d, n, o)))  # J: [G, C·∏K, N, ∏O]
+    >>> row_chunk(plan, 4, budget=2**30), row_chunk(plan, 4, budget=2**16)  # a row: 8·9·64 floats
+    (64, 3)
+    """
+    axis = plan.chunk_axis + 1
+    if axis >= len(plan.j_shape) or batch_chunk(plan, itemsize, budget) > 1:
+        return plan.j_shape[axis] if axis < len(plan.j_shape) else 1
+    rows = plan.j_shape[axis]
+    per_row = math.prod(plan.j_shape) // (plan.j_shape[plan.chunk_axis] * rows) * itemsize
+    return max(1, min(rows, budget // max(1, per_row)))
+
+
 def im2col_gram(
     plan: Im2colPlan,
     tensors: Mapping[str, torch.Tensor],
@@ -101,26 +123,29 @@ def im2col_gram(
     budget: int = CHUNK_BYTES,
 ) -> torch.Tensor:
     """``scale · J Jᵀ`` (``[keep, outer, outer]``) with ``J`` of ``gram_shape`` ``(keep, outer,
-    summed)`` written chunk by chunk over the batch into one buffer."""
+    summed)`` written chunk by chunk (samples, or rows of one sample: :func:`row_chunk`) into
+    one buffer; ``J Jᵀ`` is a sum over the summed legs, so the chunks' products add up."""
     x = tensors[plan.key].reshape(plan.x_shape)
     batch = x.shape[plan.batch_axis]
     chunk = batch_chunk(plan, x.element_size(), budget)
-    keep, outer, _ = gram_shape
-    result = None
+    rows = row_chunk(plan, x.element_size(), budget)
+    row_axis, keep, outer = plan.chunk_axis + 1, gram_shape[0], gram_shape[1]
+    result = torch.zeros((keep, outer, outer), dtype=x.dtype, device=x.device)
     buffer = None
     steps = dict(plan.unfolds)
     for start in range(0, batch, chunk):
-        size = min(chunk, batch - start)
-        part = x.narrow(plan.batch_axis, start, size)
+        part = x.narrow(plan.batch_axis, start, min(chunk, batch - start))
         view = window_views(part, steps).permute(plan.order)
-        if buffer is None or buffer.shape != view.shape:
-            buffer = torch.empty(view.shape, dtype=x.dtype, device=x.device)
-        buffer.copy_(view)
-        j = buffer.view(keep, outer, -1)
-        if result is None:
-            result = torch.zeros((keep, outer, outer), dtype=x.dtype, device=x.device)
-        _lower_gram_(result, j)
-    assert result is not None
+        pieces = [view]
+        if row_axis < view.dim() and rows < view.shape[row_axis]:
+            total = view.shape[row_axis]
+            pieces = [view.narrow(row_axis, r, min(rows, total - r)) for r in range(0, total, rows)]
+        for piece in pieces:
+            if buffer is None or buffer.numel() < piece.numel():
+                buffer = torch.empty(piece.numel(), dtype=x.dtype, device=x.device)
+            block = buffer[: piece.numel()].view(piece.shape)
+            block.copy_(piece)
+            _lower_gram_(result, block.view(keep, outer, -1))
     _mirror_lower_(result)
     return result.mul_(scale) if scale != 1.0 else result
 
@@ -161,4 +186,4 @@ def _mirror_lower_(result: torch.Tensor) -> None:
         result[:, start:stop, stop:] = result[:, stop:, start:stop].transpose(1, 2)
 
 
-__all__ = ["CHUNK_BYTES", "Im2colPlan", "batch_chunk", "im2col_gram", "im2col_plan", "symmetric_share"]
+__all__ = ["CHUNK_BYTES", "Im2colPlan", "batch_chunk", "im2col_gram", "im2col_plan", "row_chunk", "symmetric_share"]

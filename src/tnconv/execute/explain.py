@@ -185,6 +185,8 @@ def explain(
             )
             flops = dense_plan(network.simplify()).flops
             step = f"torch {call.dims}-d convolution kernel ({call.kind}, groups={call.groups}), bias fused"
+            if call.matrix_product:
+                step = f"pointwise {call.kind} as a matrix product over channels (groups={call.groups}, no Π)"
             return Explanation(name, name, (step,), flops, moved)
         if name == "col2im" and (cplan := col2im_plan(network)) is not None:
             taps = math.prod(p[3].kernel_size for p in cplan.patterns)

@@ -32,6 +32,7 @@ from ..caching import cached
 from ..spec.pattern import IndexPattern
 from ..symbolic.derive import merge_identities
 from ..symbolic.network import Axes, TensorNetwork
+from . import pointwise
 from .dispatch import add_bias, register_strategy
 from .windows import Unfold, window_views
 
@@ -62,6 +63,15 @@ class NativeCall:
         return all(_torch_output(p) == p.output_size for p in self.patterns)
 
     @cached_property
+    def matrix_product(self) -> bool:
+        """Whether :mod:`.pointwise` evaluates this call as a matrix product instead of a
+        convolution kernel: every pattern the identity (kernel 1, stride 1, no padding), and
+        an input VJP (any map) or a forward pass / weight VJP on a single position."""
+        if not pointwise.is_pointwise(self.patterns):
+            return False
+        return self.kind == "input_vjp" or math.prod(p.output_size for p in self.patterns) == 1
+
+    @cached_property
     def hyperparameters(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """``(stride, padding, dilation)`` per spatial dimension, as torch's kernels take them."""
         ps = self.patterns
@@ -77,6 +87,8 @@ class NativeCall:
         stride, padding, dilation = self.hyperparameters
         groups, d = self.groups, self.dims
         if self.scale != 1.0 or not self.symmetric or d > 3:
+            return lambda tensors, bias: run_native(self, tensors, bias=bias)
+        if self.matrix_product:
             return lambda tensors, bias: run_native(self, tensors, bias=bias)
         if self.kind == "forward":
             conv = _CONV[d]
@@ -218,6 +230,11 @@ def run_native(
     first, second = tensors[call.operands[0]], tensors[call.operands[1]]
     d, ps = call.dims, call.patterns
     stride, padding, dilation = call.hyperparameters
+    if call.matrix_product:
+        result = _run_pointwise(call, first, second, bias)
+        if reshape and result.shape != call.output_shape:
+            result = result.reshape(call.output_shape)
+        return result * call.scale if call.scale != 1.0 else result
     if call.kind == "forward" and d > 3:
         result = _forward_high_dims(first, second, call, bias)
     elif call.kind == "forward":
@@ -260,6 +277,20 @@ def run_native(
     if reshape and result.shape != call.output_shape:
         result = result.reshape(call.output_shape)
     return result * call.scale if call.scale != 1.0 else result
+
+
+def _run_pointwise(
+    call: NativeCall, first: torch.Tensor, second: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """A :attr:`NativeCall.matrix_product` call through :mod:`.pointwise` (bias added)."""
+    if call.kind == "forward":
+        return pointwise.forward_1x1(first, second, bias, call.groups)
+    if call.kind == "weight_vjp":
+        return add_bias(pointwise.weight_vjp_1x1(first, second, call.groups), bias)
+    v, d = first, call.dims
+    lead = v.shape[: v.dim() - d - 1]
+    result = pointwise.input_vjp(second, v.reshape(-1, *v.shape[-d - 1 :]), call.groups)
+    return add_bias(result.reshape(*lead, *result.shape[1:]), bias)
 
 
 def _forward_high_dims(x: torch.Tensor, w: torch.Tensor, call: NativeCall, bias: torch.Tensor | None) -> torch.Tensor:

@@ -32,6 +32,7 @@ from ..symbolic.derive import jvp_network, vjp_network
 from ..symbolic.network import TensorNetwork
 from .dispatch import add_bias, check_inputs
 from .dispatch import contract as dispatch
+from .native import joint_backward, joint_backward_call
 
 
 def _save(ctx: Any, network: TensorNetwork, strategy: str, tensors: tuple[torch.Tensor, ...]) -> None:
@@ -52,25 +53,50 @@ def _contract_derived(
     return contract(derived, strategy, **operands, **{name: value})
 
 
-def _backward(ctx: Any, grad: torch.Tensor) -> tuple:
-    # product rule: a tensor read by several nodes gets the sum of one VJP per node
+def _bias_grad(grad: torch.Tensor) -> torch.Tensor:
+    """The gradient of a bias added over axis 1 (see :func:`~.dispatch.add_bias`)."""
+    return grad.sum([0, *range(2, grad.dim())])
+
+
+def _gradients(
+    ctx: Any, grad: torch.Tensor, needs: tuple[bool, ...], bias_needed: bool = False
+) -> tuple[list[torch.Tensor | None], torch.Tensor | None]:
+    """The gradients of the network's inputs (``needs`` per input) and of a bias over axis 1."""
     network: TensorNetwork = ctx.network
     tensors = dict(zip(network.inputs, ctx.saved_tensors))
-    if any(t.is_complex() for t in tensors.values()):
+    complex_ = any(t.is_complex() for t in tensors.values())
+    if ctx.strategy == "auto" and not complex_ and not torch.is_grad_enabled() and sum(needs) + bias_needed >= 2:
+        # a first-order backward of a native convolution: all its gradients in one kernel call,
+        # as torch.nn.Conv*d's backward (higher orders keep the derived networks below)
+        call = joint_backward_call(network)
+        if call is not None:
+            x_key, w_key = call.operands
+            wanted = dict(zip(network.inputs, needs))
+            mask = (wanted[x_key], wanted[w_key], bias_needed)
+            gx, gw, gb = joint_backward(call, grad, tensors[x_key], tensors[w_key], mask)
+            by_key = {x_key: gx, w_key: gw}
+            return [by_key[key] for key in network.inputs], gb
+    if complex_:
         # torch's convention for complex inputs: grad = Jᴴ·v, the VJP of the conjugated network
         tensors = {key: t.conj().resolve_conj() if t.is_complex() else t for key, t in tensors.items()}
     grads: list[torch.Tensor | None] = []
-    for key, needed in zip(network.inputs, ctx.needs_input_grad[2:]):
+    # product rule: a tensor read by several nodes gets the sum of one VJP per node
+    for key, needed in zip(network.inputs, needs):
         total = None
         for reader in _readers(network, key) if needed else ():
             derived, vector = vjp_network(network, reader)
             term = _contract_derived(derived, ctx.strategy, tensors, vector, grad)
             total = term if total is None else total + term
         grads.append(total)
+    return grads, (_bias_grad(grad) if bias_needed else None)
+
+
+def _backward(ctx: Any, grad: torch.Tensor) -> tuple:
+    grads, _ = _gradients(ctx, grad, ctx.needs_input_grad[2:])
     return (None, None, *grads)
 
 
-def _jvp(ctx: Any, _network: None, _strategy: None, *tangents: torch.Tensor | None) -> torch.Tensor:
+def _tangent(ctx: Any, tangents: tuple[torch.Tensor | None, ...]) -> torch.Tensor | None:
     # the network is multilinear in its nodes: the JVP is a sum of one network per reading node
     network: TensorNetwork = ctx.network
     tensors = dict(zip(network.inputs, ctx.saved_tensors))
@@ -80,7 +106,11 @@ def _jvp(ctx: Any, _network: None, _strategy: None, *tangents: torch.Tensor | No
             derived, tangent_name = jvp_network(network, reader)
             term = _contract_derived(derived, ctx.strategy, tensors, tangent_name, tangent)  # type: ignore[arg-type]
             total = term if total is None else total + term
-    return total  # type: ignore[return-value]
+    return total
+
+
+def _jvp(ctx: Any, _network: None, _strategy: None, *tangents: torch.Tensor | None) -> torch.Tensor:
+    return _tangent(ctx, tangents)  # type: ignore[return-value]
 
 
 def _owned(result: torch.Tensor) -> torch.Tensor:
@@ -106,6 +136,36 @@ class _Contraction(torch.autograd.Function):
 
     backward = staticmethod(_backward)
     jvp = staticmethod(_jvp)
+
+
+class _BiasedContraction(torch.autograd.Function):
+    """:class:`_Contraction` plus a bias over the result's axis 1 (``[C]``), fused into the
+    strategy's kernel where it can be; its gradient is the sum of the output gradient, or,
+    for a native convolution, comes from the same kernel call as the others."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, network: TensorNetwork, strategy: str, bias: torch.Tensor, *tensors: torch.Tensor
+    ) -> torch.Tensor:
+        _save(ctx, network, strategy, tensors)
+        result = dispatch(network, dict(zip(network.inputs, tensors)), strategy, bias=bias)
+        return _owned(result) if forward_ad._current_level >= 0 else result
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:  # type: ignore[override]
+        grads, bias_grad = _gradients(ctx, grad, ctx.needs_input_grad[3:], ctx.needs_input_grad[2])
+        return (None, None, bias_grad, *grads)
+
+    @staticmethod
+    def jvp(  # type: ignore[override]
+        ctx: Any, _network: None, _strategy: None, bias: torch.Tensor | None, *tangents: torch.Tensor | None
+    ) -> torch.Tensor:
+        total = _tangent(ctx, tangents)
+        if bias is None:
+            return total  # type: ignore[return-value]
+        if total is None:
+            total = bias.new_zeros(ctx.network.output_shape)
+        return add_bias(total, bias)
 
 
 class _TransformableContraction(torch.autograd.Function):
@@ -185,9 +245,14 @@ def contract_with_bias(
     nothing needs a derivative, the dispatcher gets the bias, and a strategy that can fuses
     it into its kernel instead of costing another pass over the output.
     """
-    if bias is not None and not needs_autograd(bias, *tensors.values()):
+    if bias is None:
+        return contract(network, strategy, **tensors)
+    if not needs_autograd(bias, *tensors.values()):
         return dispatch(network, tensors, complex_safe(strategy, tensors.values()), bias=bias)
-    return add_bias(contract(network, strategy, **tensors), bias)
+    if _transforms_active() or set(tensors) != set(network.inputs):
+        return add_bias(contract(network, strategy, **tensors), bias)
+    operands = [tensors[name] for name in network.inputs]
+    return _BiasedContraction.apply(network, complex_safe(strategy, [*operands, bias]), bias, *operands)
 
 
 def needs_autograd(*tensors: torch.Tensor | None) -> bool:

@@ -279,6 +279,32 @@ def run_native(
     return result * call.scale if call.scale != 1.0 else result
 
 
+@cached(maxsize=1024)
+def joint_backward_call(network: TensorNetwork) -> NativeCall | None:
+    """The forward-convolution call whose input, weight and bias gradients one
+    ``aten.convolution_backward`` computes together (as ``torch.nn.Conv*d``'s backward does),
+    or ``None``: symmetric padding, ``D ≤ 3``, unscaled, two distinct operands, and not
+    pointwise (there the matrix-product input VJP of :mod:`.pointwise` is faster)."""
+    call = recognize(network)
+    if call is None or call.kind != "forward" or call.scale != 1.0 or not call.symmetric or call.dims > 3:
+        return None
+    if call.operands[0] == call.operands[1] or pointwise.is_pointwise(call.patterns):
+        return None
+    return call
+
+
+def joint_backward(
+    call: NativeCall, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: tuple[bool, bool, bool]
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(∂x, ∂w, ∂bias)`` of :func:`joint_backward_call`'s convolution for ``grad`` (``None``
+    where ``mask`` says not needed), in one kernel call."""
+    stride, padding, dilation = call.hyperparameters
+    zeros = (0,) * call.dims
+    bias_sizes = [weight.shape[0]] if mask[2] else None
+    gx, gw, gb = _BACKWARD(grad, x, weight, bias_sizes, stride, padding, dilation, False, zeros, call.groups, mask)
+    return (gx if mask[0] else None), (gw if mask[1] else None), (gb if mask[2] else None)
+
+
 def _run_pointwise(
     call: NativeCall, first: torch.Tensor, second: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:

@@ -80,3 +80,16 @@ def test_measure_reports_rounds_and_a_noise_floor():
     assert all(row["rounds"] >= 2 for row in rows)
     assert all(row["vs_exact"] > 0 and row["masked_vs_exact"] > 0 for row in rows)
     assert "noise floor" in bench.format_table(rows)
+
+
+def test_command_line_checks_its_options(capsys):
+    from tnconv.cli import build_parser, main
+
+    bad = ((["--keeps", "2"], "--keeps"), (["--legs", "nope"], "--legs"), (["--repeats", "0"], "--repeats"))
+    for argv, option in bad:
+        with pytest.raises(ValueError, match=option):
+            bench.run_from_args(build_parser().parse_args(["bench-randomized", *argv]))
+        with pytest.raises(SystemExit) as stop:
+            main(["bench-randomized", *argv])
+        assert stop.value.code == 2
+        assert f"tnconv bench-randomized: error: {option}" in capsys.readouterr().err

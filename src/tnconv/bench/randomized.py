@@ -387,11 +387,8 @@ def register_operations(keeps: Sequence[float] = KEEPS) -> list[str]:
     return names
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tnconv.bench.randomized",
-        description="Time randomized weight VJPs against the exact VJP and against masking (docs/reference.md §6, §7).",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``tnconv bench-randomized`` (also ``python -m tnconv.bench.randomized``)."""
     parser.add_argument("--cases", default=None, help="your own cases file (default: the bundled layers)")
     parser.add_argument("--only", default=None, help="comma-separated models or model/layer labels (default: a few)")
     parser.add_argument("--full", action="store_true", help="every plain layer of the cases")
@@ -406,8 +403,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--clock", default="wall", choices=tuple(CLOCKS), help="wall time, or CPU time of one thread (shared machines)"
     )
-    args = parser.parse_args(argv)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the benchmark the parsed ``args`` describe and print its table; bad option values
+    raise ``ValueError`` naming the option."""
     global _clock
+    keeps = tuple(sampling.check_keep(float(k), "--keeps") for k in args.keeps.split(","))
+    legs = tuple(sampling.check_leg(leg, "weight", 3, "--legs") for leg in args.legs.split(","))
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     _clock = CLOCKS[args.clock]
     if args.clock == "cpu":
         torch.set_num_threads(1)
@@ -416,14 +421,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted = args.only.split(",") if args.only else (None if args.cases else list(DEFAULT_LAYERS))
         if wanted is not None:
             cases = [case for case in cases if case.model in wanted or case.label in wanted]
-    try:
-        keeps = tuple(sampling.check_keep(float(k), "--keeps") for k in args.keeps.split(","))
-        legs = tuple(sampling.check_leg(leg, "weight", 3, "--legs") for leg in args.legs.split(","))
-    except ValueError as error:
-        parser.error(str(error))
     rows = run(cases, keeps, legs, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device)
     print(format_table(rows))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tnconv.bench.randomized",
+        description="Time randomized weight VJPs against the exact VJP and against masking (docs/reference.md §6, §7).",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ imported only when used, so ``tnconv --help`` stays fast.
 SUBCOMMANDS: dict[str, str] = {
     "bench": "tnconv.cli.bench",
     "bench-kfac": "tnconv.cli.bench_kfac",
+    "bench-randomized": "tnconv.cli.bench_randomized",
     "draw": "tnconv.cli.draw",
 }
 

@@ -44,16 +44,30 @@ def test_rule_keeps_value(rule, case):
         assert_same_value(network, rule(network))
 
 
-@pytest.mark.parametrize("kernel, stride", [(4, 4), (2, 3), (1, 2)])
-def test_non_overlapping_windows_become_reshapes(kernel, stride):
-    tn = tnconv.networks.conv((2, 3, 12, 12), (4, 3, kernel, kernel), stride=stride)
+@pytest.mark.parametrize("kernel", [4, 2])
+def test_windows_that_tile_the_input_become_reshapes(kernel):
+    tn = tnconv.networks.conv((2, 3, 12, 12), (4, 3, kernel, kernel), stride=kernel)
     split = rules.split_non_overlapping(tn)
     patterns = [n.pattern for n in split.nodes if n.kind == "pattern"]
-    assert all(p.input_size == stride and p.output_size == 1 for p in patterns)
+    assert patterns and all(p.input_size == kernel and p.output_size == 1 for p in patterns)
     assert_same_value(tn, split)
-    if kernel == stride:  # the selector is an identity: no pattern at all after simplification
-        assert not any(n.kind == "pattern" for n in tn.simplify().nodes)
-        assert_same_value(tn, tn.simplify())
+    # the selector is an identity: no pattern at all after simplification
+    assert not any(n.kind == "pattern" for n in tn.simplify().nodes)
+    assert_same_value(tn, tn.simplify())
+
+
+@pytest.mark.parametrize("kernel, stride, dilation", [(2, 3, 1), (1, 2, 1), (2, 5, 2)])
+def test_windows_with_gaps_are_not_split(kernel, stride, dilation):
+    # the split would leave a dense 0/1 selector multiplying the data (0·NaN = NaN where torch
+    # has a finite value); the strided window views of "structured" read the kept positions
+    tn = tnconv.networks.conv((2, 3, 12, 12), (4, 3, kernel, kernel), stride=stride, dilation=dilation)
+    assert rules.split_non_overlapping(tn) is tn
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    x[1, 2, 1, 1] = float("nan")  # at a position no window reads
+    u = tnconv.unfold(x, kernel, stride=stride, dilation=dilation)
+    reference = torch.nn.functional.unfold(x, kernel, stride=stride, dilation=dilation)
+    assert torch.equal(u.isnan(), reference.isnan())
+    torch.testing.assert_close(u, reference, equal_nan=True)
 
 
 def test_one_by_one_kernel_becomes_identity():

@@ -8,9 +8,9 @@ tested against the dense evaluation of the unsimplified network.
 rule                              effect
 ================================  ===========================================================
 :func:`merge_identities`          ``δ(a, b)`` disappears; ``a`` and ``b`` become one leg
-:func:`split_non_overlapping`     non-overlapping windows (``S ≥ Dl·(K−1)+1``, no padding,
-                                  ``I = S·O``): ``i`` becomes ``(o, s)`` on the data, Π a tiny
-                                  ``[S, K]`` selector (an identity when ``K = S``)
+:func:`split_non_overlapping`     windows that tile the input (``S = K``, ``Dl = 1``, no padding,
+                                  ``I = S·O``): ``i`` becomes ``(o, s)`` on the data, Π the
+                                  identity ``δ(s, k)``
 :func:`patterns_to_identities`    Π that is a bijection of two legs (``K = 1, S = 1``: ``δ(i,o)``;
                                   ``O = 1, I = K``: ``δ(i,k)``) becomes an identity
 :func:`trim_untouched_inputs`     input positions no window reads are sliced away
@@ -76,7 +76,7 @@ def patterns_to_identities(network: TensorNetwork) -> TensorNetwork:
 
 
 def split_non_overlapping(network: TensorNetwork) -> TensorNetwork:
-    """Rule 1: windows that neither overlap nor pad, with ``I = S·O``: ``i ≅ (o, s)``.
+    """Rule 1: windows that tile the input (``S = K``, ``Dl = 1``, no padding, ``I = S·O``): ``i ≅ (o, s)``.
 
     Every data node carrying ``i`` sees it as the row-major pair ``(o, s)`` — a reshape —
     and Π shrinks to the selector ``Π'[s, ·, k] = [s = Dl·k]`` of shape ``[S, 1, K]``.
@@ -88,6 +88,10 @@ def split_non_overlapping(network: TensorNetwork) -> TensorNetwork:
         p: IndexPattern = node.pattern  # type: ignore[assignment]
         i, o, k = node.legs
         if not p.is_non_overlapping or p.input_size != p.stride * p.output_size or p.is_identity or i in out:
+            continue
+        if p.stride != p.kernel_size or p.dilation != 1:
+            # windows with gaps: the selector would be a dense 0/1 matrix multiplying the data
+            # (0·NaN = NaN reaching outputs torch leaves finite); strided views read them instead
             continue
         carriers = [n for n in network.nodes if n is not node and i in n.legs]
         if not carriers or any(n.kind != "input" or o in n.legs for n in carriers):

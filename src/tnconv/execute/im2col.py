@@ -5,7 +5,9 @@ The factor ``J`` of KFC (and KFAC-expand) is the unfolded input laid out
 positions, so the final ``J Jᵀ`` is one batched GEMM over well laid out operands. Here ``J``
 is written **once**, by one ``copy_`` from the strided window view of ``x`` (no ``Π``, no
 einsum, no permute copy afterwards), and **in chunks over the batch** into one buffer of at
-most :data:`CHUNK_BYTES`, each chunk's product accumulated with ``baddbmm``. Peak extra
+most the chunk budget (:func:`~tnconv.execute.budget.get_chunk_budget`, default
+:data:`CHUNK_BYTES` = 32 MiB, set with ``tnconv.chunk_budget``; read when the product runs),
+each chunk's product accumulated with ``baddbmm``. Peak extra
 memory is therefore the result plus one chunk of ``J`` (plus its padded input), never the
 whole unfolded input, which the unfold recipe holds twice (``unfold`` and its permuted
 copy). Reusing one buffer also spares the page faults of a fresh, large allocation.
@@ -25,10 +27,8 @@ import torch
 
 from ..caching import cached
 from ..symbolic.network import TensorNetwork
+from .budget import CHUNK_BYTES, get_chunk_budget
 from .windows import Unfold, window_views
-
-#: Upper bound, in bytes, of the ``J`` chunk buffer (the batch is split to stay below it).
-CHUNK_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,11 @@ def im2col_plan(network: TensorNetwork, batch_leg: str = "n") -> Im2colPlan | No
     )
 
 
-def batch_chunk(plan: Im2colPlan, itemsize: int, budget: int = CHUNK_BYTES) -> int:
-    """Samples per chunk: the most whose ``J`` fits in ``budget`` bytes (at least one)."""
+def batch_chunk(plan: Im2colPlan, itemsize: int, budget: int | None = None) -> int:
+    """Samples per chunk: the most whose ``J`` fits in ``budget`` bytes (at least one);
+    ``budget=None``: the current chunk budget (:func:`~tnconv.execute.budget.get_chunk_budget`)."""
+    if budget is None:
+        budget = get_chunk_budget()
     batch = plan.j_shape[plan.chunk_axis]
     per_sample = math.prod(plan.j_shape) // batch * itemsize
     return max(1, min(batch, budget // max(1, per_sample)))
@@ -98,10 +101,11 @@ def im2col_gram(
     tensors: Mapping[str, torch.Tensor],
     gram_shape: tuple[int, int, int],
     scale: float = 1.0,
-    budget: int = CHUNK_BYTES,
+    budget: int | None = None,
 ) -> torch.Tensor:
     """``scale · J Jᵀ`` (``[keep, outer, outer]``) with ``J`` of ``gram_shape`` ``(keep, outer,
-    summed)`` written chunk by chunk over the batch into one buffer."""
+    summed)`` written chunk by chunk over the batch into one buffer of at most ``budget``
+    bytes (``None``: the current chunk budget, read now)."""
     x = tensors[plan.key].reshape(plan.x_shape)
     batch = x.shape[plan.batch_axis]
     chunk = batch_chunk(plan, x.element_size(), budget)
@@ -119,10 +123,10 @@ def im2col_gram(
         j = buffer.view(keep, outer, -1)
         if result is None:
             result = torch.zeros((keep, outer, outer), dtype=x.dtype, device=x.device)
-        _lower_gram_(result, j)
+        _lower_gram_(result, j, scale)
     assert result is not None
     _mirror_lower_(result)
-    return result.mul_(scale) if scale != 1.0 else result
+    return result
 
 
 #: Row blocks of the symmetric product (see :func:`_lower_gram_`); 1 below ``2·SYMMETRIC_ROWS`` rows.
@@ -145,13 +149,14 @@ def symmetric_share(rows: int) -> float:
     return (blocks + 1) / (2 * blocks)
 
 
-def _lower_gram_(result: torch.Tensor, j: torch.Tensor) -> None:
-    """``result += J Jᵀ`` on the block lower triangle only (row block ``b`` against the
-    columns up to its end): ``J Jᵀ`` is symmetric, so with ``B`` blocks this is
-    ``(B + 1)/(2B)`` of the GEMM's flops; :func:`_mirror_lower_` fills the rest once."""
+def _lower_gram_(result: torch.Tensor, j: torch.Tensor, scale: float = 1.0) -> None:
+    """``result += scale · J Jᵀ`` (the scale in the GEMM's ``alpha``) on the block lower
+    triangle only (row block ``b`` against the columns up to its end): ``J Jᵀ`` is
+    symmetric, so with ``B`` blocks this is ``(B + 1)/(2B)`` of the GEMM's flops;
+    :func:`_mirror_lower_` fills the rest once."""
     edges = _row_blocks(j.shape[1])
     for start, stop in zip(edges, edges[1:]):
-        result[:, start:stop, :stop].baddbmm_(j[:, start:stop], j[:, :stop].transpose(1, 2))
+        result[:, start:stop, :stop].baddbmm_(j[:, start:stop], j[:, :stop].transpose(1, 2), alpha=scale)
 
 
 def _mirror_lower_(result: torch.Tensor) -> None:

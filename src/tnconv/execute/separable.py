@@ -18,8 +18,12 @@ is ``o``, ``M_d[o, k] = Σ_i Π_d[i, o, k]``), built from the hyper-parameters w
      stride, whose ``M`` has one column);
    - ``"axes"``: axis by axis from the outermost, each a batched left product
      ``M_dᵀ[K_d, I_d] @ t[…, I_d, rest]`` on a *view* of the reduced tensor (wide, contiguous
-     rows), the last axis a right product ``t[…, I_D] @ M_D`` (``K_1`` multiply-adds per
+     rows), the last axis a product with ``M_D`` (``K_1`` multiply-adds per
      element of ``x``, then ever smaller tensors);
+
+   every product with ``rows`` on one side is issued as ``(Mᵀ @ xᵀ)ᵀ`` — the small matrix on
+   the left, ``x`` a transposed view (no copy): the same GEMM, which MKL runs 2–3× faster
+   in that orientation when ``K > 1`` (a depthwise 3×3 on 7×7 maps: 11.7 → 5.4 ms for ū);
 3. legs of ``x`` missing from the output (the batch of the bias row) are summed last.
 
 No copy of ``x`` is made (no pad, no permute, no unfold). The only non-zero products are

@@ -2,6 +2,7 @@
 that applied (native kernel calls with every argument resolved once). A repeated call must
 give the same result as the first one and as torch, for every kind of native call."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
@@ -10,8 +11,9 @@ from hypothesis import strategies as st
 import tnconv
 from tnconv.caching import bypass, cache_stats
 from tnconv.execute import register_strategy
-from tnconv.execute.dispatch import _REGISTRY, contract
+from tnconv.execute.dispatch import _AUTO, _REGISTRY, bind, contract
 
+from .nan_reference import square_nonfinite_mask
 from .reference import conv_reference
 from .strategies import conv_cases, conv_transpose_cases
 
@@ -87,3 +89,71 @@ def test_registering_a_strategy_forgets_remembered_runners():
     )
     assert _memo().size == 0
     torch.testing.assert_close(contract(tn, tensors), F.conv1d(tensors["x"], tensors["w"]))
+
+
+# ------------------------------------------------------------- bound runners (dispatch.bind)
+
+
+@given(
+    case=conv_cases(),
+    approx=st.sampled_from(["expand", "reduce"]),
+    bias=st.booleans(),
+)
+def test_repeated_factor_calls_use_fresh_data_every_dtype_and_nan(case, approx, bias):
+    """The curvature front-ends keep one bound runner per signature: a repeated call on new
+    data (float64, then float32 of the same shape, then with a NaN) must equal the reference
+    of that data, and NaN must reach exactly what the unfold recipe's factor makes NaN."""
+    from .reference_curvature import factor_reference, unfold_reference
+
+    factor = tnconv.kfc_factor if approx == "expand" else tnconv.kfac_reduce_factor
+    kw = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups, bias=bias)
+    x, _, _ = case.tensors()
+    for data in (x, torch.randn_like(x), torch.randn_like(x)):
+        unfolded = unfold_reference(data, case.kernel_size, case.stride, case.padding, case.dilation)
+        expected = factor_reference(unfolded, case.groups, approx, bias)
+        torch.testing.assert_close(factor(data, case.kernel_size, **kw), expected)
+        torch.testing.assert_close(factor(data.float(), case.kernel_size, **kw), expected.float(), rtol=1e-4, atol=1e-5)
+    poisoned = x.clone()
+    poisoned.view(-1)[0] = float("nan")
+    hyper = {k: v for k, v in kw.items() if k != "bias"}
+    network = (tnconv.networks.kfc if approx == "expand" else tnconv.networks.kfac_reduce)(
+        x.shape, case.kernel_size, **hyper
+    )
+    for _ in range(2):  # first and repeated call
+        got = factor(poisoned, case.kernel_size, **hyper)
+        assert torch.equal(got.isnan(), square_nonfinite_mask(network, {"x": poisoned}))
+
+
+def test_bind_checks_inputs_unless_the_caller_has():
+    tn = tnconv.networks.kfac_reduce((2, 3, 8), 3)
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    checking, trusting = bind(tn), bind(tn, tn.input_shapes)
+    expected = contract(tn, {"x": x}, strategy="einsum")
+    for run in (checking, trusting):
+        torch.testing.assert_close(run({"x": x}), expected)
+        torch.testing.assert_close(run({"x": x}), expected)  # the resolved runner
+    with pytest.raises(ValueError, match="x must have shape"):
+        checking({"x": torch.randn(2, 3, 9)})
+    with pytest.raises(TypeError, match="missing"):
+        checking({"y": x})
+    # shapes the caller claims to have checked do not cover the network: it checks itself
+    with pytest.raises(ValueError, match="x must have shape"):
+        bind(tn, (("x", (2, 3, 9)),))({"x": torch.randn(2, 3, 9)})
+
+
+def test_a_bound_runner_resolves_once_and_again_after_register_strategy():
+    tn = tnconv.networks.kfac_reduce((2, 3, 8), 3)
+    x = torch.randn(2, 3, 8)
+    run = bind(tn)
+    run({"x": x})
+    run({"x": x})  # (the inner runner of J, bound inside the square runner, resolves here)
+    hits, misses = _memo().hits, _memo().misses
+    run({"x": x})
+    assert (_memo().hits, _memo().misses) == (hits, misses)  # no look-up at all
+    native = _REGISTRY["native"]
+    register_strategy(
+        "native", native.run, native.description, priority=native.priority, fuses_bias=True, bind=native.bind
+    )
+    assert _memo().size == 0
+    torch.testing.assert_close(run({"x": x}), contract(tn, {"x": x}, strategy="einsum"))
+    assert _AUTO.get(tn)[0]  # resolved again through "auto" (and remembered there)

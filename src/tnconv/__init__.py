@@ -9,6 +9,7 @@ torch.Size([2, 4, 4, 4])
 from . import execute, kfac, networks, nn, randomized, simplify  # noqa: F401  (execute registers the strategies)
 from .caching import cache_stats, clear_caches
 from .diagrams import draw
+from .execute.budget import chunk_budget, get_chunk_budget
 from .execute.explain import Explanation, explain  # noqa: F401  (tnconv.explain)
 from .functional import (
     conv,
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvSpec",
     "cache_stats",
+    "chunk_budget",
     "clear_caches",
     "IndexPattern",
     "Node",
@@ -58,6 +60,7 @@ __all__ = [
     "conv_transpose1d",
     "conv_transpose2d",
     "conv_transpose3d",
+    "get_chunk_budget",
     "conv_input_vjp",
     "conv_weight_jvp",
     "conv_weight_vjp",

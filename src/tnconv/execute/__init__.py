@@ -19,6 +19,16 @@ derivatives are the contractions of derived networks.
 """
 
 from . import col2im, dense, gemm_col2im, native, separable, squares, structured, trim  # noqa: F401  (each registers its strategy)
-from .dispatch import STRATEGIES, auto_order, contract, register_strategy, strategies
+from .budget import chunk_budget, get_chunk_budget
+from .dispatch import STRATEGIES, auto_order, bind, contract, register_strategy, strategies
 
-__all__ = ["STRATEGIES", "auto_order", "contract", "register_strategy", "strategies"]
+__all__ = [
+    "STRATEGIES",
+    "auto_order",
+    "bind",
+    "chunk_budget",
+    "contract",
+    "get_chunk_budget",
+    "register_strategy",
+    "strategies",
+]

@@ -63,6 +63,9 @@ _REGISTRY: dict[str, Strategy] = {}
 #: applies depends on the network alone (never on the data), so a repeated call runs it
 #: after one look-up.
 _AUTO = memo("tnconv.execute.dispatch.auto_choice", 4096)
+#: Bumped by every :func:`register_strategy`: a runner from :func:`bind` re-resolves when it
+#: sees a newer generation (as ``_AUTO`` is emptied then).
+_GENERATION = [0]
 #: ``name -> run`` of every registered strategy, in ``"auto"`` order (read-only by convention).
 STRATEGIES: dict[str, Run] = {}
 
@@ -106,6 +109,7 @@ def register_strategy(
     STRATEGIES.clear()
     STRATEGIES.update((key, value.run) for key, value in items)
     _AUTO.clear()
+    _GENERATION[0] += 1
     return strategy
 
 
@@ -177,6 +181,71 @@ def _run(strategy: Strategy, network: TensorNetwork, tensors: Mapping[str, torch
     return None if result is None else add_bias(result, bias)
 
 
+def _auto(
+    network: TensorNetwork, tensors: Mapping[str, torch.Tensor], bias: torch.Tensor | None
+) -> tuple[torch.Tensor, Callable[..., torch.Tensor | None]]:
+    """``strategy="auto"`` on checked ``tensors``: the result and the runner that gave it
+    (remembered per network outside :func:`~tnconv.caching.bypass`)."""
+    remember = not bypassing()
+    if remember:
+        found, runner = _AUTO.get(network)
+        if found:
+            result = runner(tensors, bias)  # type: ignore[operator]
+            if result is not None:
+                return result, runner  # type: ignore[return-value]
+    for candidate in _REGISTRY.values():
+        if candidate.auto:
+            result = _run(candidate, network, tensors, bias)
+            if result is not None:
+                runner = candidate.runner(network)
+                if remember:
+                    _AUTO.put(network, runner)
+                return result, runner  # type: ignore[return-value]
+    raise RuntimeError("no execution strategy applies")  # unreachable: "simplified" always applies
+
+
+def bind(
+    network: TensorNetwork, checked: tuple[tuple[str, tuple[int, ...]], ...] | None = None
+) -> Callable[..., torch.Tensor]:
+    """``runner(tensors, bias=None)``: ``contract(network, tensors, bias=bias)`` with the work
+    that depends on the network alone done once — the runner of ``"auto"`` is resolved on
+    the first call and kept (re-resolved after a :func:`register_strategy`), so a repeated
+    call is the strategy's tensor work only. For composite runners and front-ends that call
+    one network many times.
+
+    Args:
+        network: the network.
+        checked: ``(name, shape)`` pairs the caller has already validated its tensors against
+            (e.g. ``parent.input_shapes`` of a network with the same inputs, or the shape a
+            front-end keyed its plan on); when they cover every input of ``network`` the
+            runner skips :func:`check_inputs`, otherwise it checks on every call.
+
+    >>> import torch, tnconv
+    >>> tn = tnconv.networks.conv((1, 2, 5), (3, 2, 3))
+    >>> run = bind(tn)
+    >>> x, w = torch.randn(1, 2, 5), torch.randn(3, 2, 3)
+    >>> torch.equal(run({"x": x, "w": w}), contract(tn, {"x": x, "w": w}))
+    True
+    """
+    check = checked is None or not set(network.input_shapes) <= set(checked)
+    state: list = [-1, None]  # generation, runner
+
+    def runner(tensors: Mapping[str, torch.Tensor], bias: torch.Tensor | None = None) -> torch.Tensor:
+        if check:
+            check_inputs(network, tensors)
+        if state[0] == _GENERATION[0]:
+            result = state[1](tensors, bias)
+            if result is not None:
+                return result
+        generation = _GENERATION[0]
+        result, found = _auto(network, tensors, bias)
+        if not bypassing():
+            state[0], state[1] = generation, found
+        return result
+
+    return runner
+
+
 def contract(
     network: TensorNetwork,
     tensors: Mapping[str, torch.Tensor],
@@ -202,21 +271,7 @@ def contract(
             return contract(network, tensors, strategy, bias=bias)
     check_inputs(network, tensors)
     if strategy == "auto":
-        remember = not bypassing()
-        if remember:
-            found, runner = _AUTO.get(network)
-            if found:
-                result = runner(tensors, bias)  # type: ignore[operator]
-                if result is not None:
-                    return result
-        for candidate in _REGISTRY.values():
-            if candidate.auto:
-                result = _run(candidate, network, tensors, bias)
-                if result is not None:
-                    if remember:
-                        _AUTO.put(network, candidate.runner(network))
-                    return result
-        raise RuntimeError("no execution strategy applies")  # unreachable: "simplified" always applies
+        return _auto(network, tensors, bias)[0]
     chosen = _REGISTRY.get(strategy) if isinstance(strategy, str) else None
     if chosen is None:
         raise ValueError(f"strategy must be 'auto' or one of {sorted(_REGISTRY)}, got {strategy!r}")

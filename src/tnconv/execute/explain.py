@@ -13,8 +13,12 @@ every candidate it considered.
 ('square', 'separable')
 >>> print(e.steps[0])
 ū: sum of x over the trailing all-ones axes [5, 1, 768, 17, 17] -> [5, 1, 768, 1, 1] (read once)
->>> tnconv.explain(tnconv.networks.kfc((8, 16, 12, 12), 3, padding=1)).route
-'im2col'
+>>> e = tnconv.explain(tnconv.networks.kfc((8, 16, 12, 12), 3, padding=1))
+>>> e.route, e.chunks
+('im2col', 1)
+>>> with tnconv.chunk_budget(2**18):   # 256 KiB: J is 81 KiB per sample, 3 samples a chunk
+...     tnconv.explain(tnconv.networks.kfc((8, 16, 12, 12), 3, padding=1)).chunks
+3
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import torch
 from ..simplify.taps import TapTrim, trim_taps
 from ..symbolic.network import TensorNetwork
 from ..symbolic.squares import SquareNetwork
+from .budget import format_bytes, get_chunk_budget
 from .col2im import col2im_plan
 from .dispatch import auto_order, check_inputs
 from .gemm_col2im import gemm_col2im_plan
-from .im2col import CHUNK_BYTES, batch_chunk, im2col_plan, row_chunk
+from .im2col import batch_chunk, im2col_plan, row_chunk
 from .native import recognize
 from .plan import dense_plan
 from .separable import SeparablePlan, separable_plan
@@ -50,6 +55,8 @@ class Explanation:
         flops: estimated multiply-adds.
         bytes: estimated bytes read and written (operands, copies, intermediates).
         candidates: ``(route, flops, bytes)`` of every lowering the cost model compared.
+        chunks: how many batch chunks a chunked lowering (``"im2col"``) runs under the
+            current chunk budget (``tnconv.chunk_budget``); 1 for every other lowering.
     """
 
     strategy: str
@@ -58,6 +65,7 @@ class Explanation:
     flops: int
     bytes: int
     candidates: tuple[tuple[str, int, int], ...] = field(default=())
+    chunks: int = 1
 
     def __str__(self) -> str:
         lines = [f"strategy {self.strategy!r} (route {self.route!r}): ~{self.flops:,} flops, ~{self.bytes:,} bytes"]
@@ -97,8 +105,9 @@ def _separable_steps(plan: SeparablePlan) -> list[str]:
     return lines
 
 
-def _square(network: SquareNetwork, itemsize: int) -> tuple[str, list[str], int, int, tuple]:
+def _square(network: SquareNetwork, itemsize: int) -> tuple[str, list[str], int, int, tuple, int]:
     recipe = square_recipe(network.factor, network.keep, network.outer, network.scale, itemsize)  # type: ignore[arg-type]
+    chunks = 1
     chosen = next(e for e in recipe.estimates if e[0] == recipe.route)
     keep, outer, summed = recipe.gram_shape
     gemm = f"J Jᵀ: bmm [{keep}, {outer}, {summed}] x its transpose -> [{keep}, {outer}, {outer}], scaled in place"
@@ -108,21 +117,27 @@ def _square(network: SquareNetwork, itemsize: int) -> tuple[str, list[str], int,
         steps = _separable_steps(separable_plan(network.factor)) + [gemm.replace("J Jᵀ", "ū ūᵀ")]  # type: ignore[arg-type]
     elif recipe.route == "im2col":
         plan = im2col_plan(recipe.factor)  # type: ignore[arg-type]
-        chunk = batch_chunk(plan, itemsize)  # type: ignore[arg-type]
+        budget = get_chunk_budget()
+        chunk = batch_chunk(plan, itemsize, budget)  # type: ignore[arg-type]
         batch = plan.j_shape[plan.chunk_axis]  # type: ignore[union-attr]
-        rows = row_chunk(plan, itemsize)  # type: ignore[arg-type]
+        rows = row_chunk(plan, itemsize, budget)  # type: ignore[arg-type]
         axis = plan.chunk_axis + 1  # type: ignore[union-attr]
-        pieces = f"{chunk} of {batch} samples"
+        per_sample = itemsize * math.prod(plan.j_shape) // batch  # type: ignore[union-attr]
+        chunks, plural = -(-batch // chunk), "s" if batch > chunk else ""
+        pieces, buffer = f"{chunk} of {batch} samples ({chunks} chunk{plural})", chunk * per_sample
         if axis < len(plan.j_shape) and rows < plan.j_shape[axis]:  # type: ignore[union-attr]
-            pieces = f"{rows} of {plan.j_shape[axis]} output rows of one sample"  # type: ignore[union-attr]
+            total = plan.j_shape[axis]  # type: ignore[union-attr]
+            chunks = batch * -(-total // rows)
+            pieces = f"{rows} of {total} output rows of one sample ({chunks} chunks)"
+            buffer = per_sample * rows // total
         steps = [
-            f"J: window view of x (no Π), copied once per chunk of {pieces} into a reused buffer "
-            f"(≤ {CHUNK_BYTES // 2**20} MiB)",
+            f"J: window view of x (no Π), copied once per chunk of {pieces} "
+            f"into a reused buffer of {format_bytes(buffer)} (chunk budget {format_bytes(budget)})",
             gemm.replace("bmm", "bmm/baddbmm accumulated over chunks,"),
         ]
     else:
         steps = [f"J: contract {dense_plan(recipe.factor).equation} through the dispatcher", gemm]  # type: ignore[arg-type]
-    return recipe.route, steps, chosen[1], chosen[2], recipe.estimates
+    return recipe.route, steps, chosen[1], chosen[2], recipe.estimates, chunks
 
 
 def _trim_step(trim: TapTrim) -> str:
@@ -172,13 +187,15 @@ def explain(
             inner = explain(cut.network, dtype=dtype)
             out_bytes = itemsize * math.prod(network.output_shape) if cut.output[1] else 0
             steps = (_trim_step(cut), *inner.steps) + (("zero result, the kept block copied in",) if out_bytes else ())
-            return Explanation(name, inner.route, steps, inner.flops, inner.bytes + out_bytes, inner.candidates)
+            return Explanation(
+                name, inner.route, steps, inner.flops, inner.bytes + out_bytes, inner.candidates, inner.chunks
+            )
         if name == "separable" and (plan := separable_plan(network)) is not None:
             reads, writes = plan.bytes_per_element
             return Explanation(name, name, tuple(_separable_steps(plan)), plan.flops, itemsize * (reads + writes))
         if name == "square" and isinstance(network, SquareNetwork) and network.factor is not None:
-            route, steps, flops, moved, candidates = _square(network, itemsize)
-            return Explanation(name, route, tuple(steps), flops, moved, candidates)
+            route, steps, flops, moved, candidates, chunks = _square(network, itemsize)
+            return Explanation(name, route, tuple(steps), flops, moved, candidates, chunks)
         if name == "native" and (call := recognize(network)) is not None:
             moved = itemsize * (
                 sum(math.prod(network.input_shape(n)) for n in network.inputs) + math.prod(call.output_shape)

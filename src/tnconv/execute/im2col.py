@@ -4,13 +4,15 @@ The factor ``J`` of KFC (and KFAC-expand) is the unfolded input laid out
 ``[keep, outer, summed]`` = ``[G, (ci k…), (n o…)]``: every row a contiguous run of
 positions, so the final ``J Jᵀ`` is one batched GEMM over well laid out operands. Here ``J``
 is written **once**, by one ``copy_`` from the strided window view of ``x`` (no ``Π``, no
-einsum, no permute copy afterwards), and **in chunks** into one buffer of at most
-:data:`CHUNK_BYTES`, each chunk's product accumulated with ``baddbmm``: chunks of whole
-samples, and when one sample's ``J`` alone is over the budget (a large image at batch 1),
-chunks of rows of the first output dimension of one sample. Peak extra memory is therefore
-the result plus one chunk of ``J`` (plus the padded input of the samples in the chunk),
-never the whole unfolded input, which the unfold recipe holds twice (``unfold`` and its
-permuted copy). Reusing one buffer also spares the page faults of a fresh, large allocation.
+einsum, no permute copy afterwards), and **in chunks** into one buffer of at most the chunk
+budget (:func:`~tnconv.execute.budget.get_chunk_budget`, default :data:`CHUNK_BYTES` = 32 MiB,
+set with ``tnconv.chunk_budget``; read when the product runs), each chunk's product
+accumulated with ``baddbmm``: chunks of whole samples, and when one sample's ``J`` alone is
+over the budget (a large image at batch 1), chunks of rows of the first output dimension of
+one sample. Peak extra memory is therefore the result plus one chunk of ``J`` (plus the
+padded input of the samples in the chunk), never the whole unfolded input, which the unfold
+recipe holds twice (``unfold`` and its permuted copy). Reusing one buffer also spares the
+page faults of a fresh, large allocation.
 
 A network qualifies when it has one data input ``x`` and only patterns, each applied to one
 leg of ``x`` (``i``, a regular convolution's unfold) with its window and kernel legs open,
@@ -27,10 +29,8 @@ import torch
 
 from ..caching import cached
 from ..symbolic.network import TensorNetwork
+from .budget import CHUNK_BYTES, get_chunk_budget
 from .windows import Unfold, window_views
-
-#: Upper bound, in bytes, of the ``J`` chunk buffer (the batch is split to stay below it).
-CHUNK_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -88,17 +88,21 @@ def im2col_plan(network: TensorNetwork, batch_leg: str = "n") -> Im2colPlan | No
     )
 
 
-def batch_chunk(plan: Im2colPlan, itemsize: int, budget: int = CHUNK_BYTES) -> int:
-    """Samples per chunk: the most whose ``J`` fits in ``budget`` bytes (at least one)."""
+def batch_chunk(plan: Im2colPlan, itemsize: int, budget: int | None = None) -> int:
+    """Samples per chunk: the most whose ``J`` fits in ``budget`` bytes (at least one);
+    ``budget=None``: the current chunk budget (:func:`~tnconv.execute.budget.get_chunk_budget`)."""
+    if budget is None:
+        budget = get_chunk_budget()
     batch = plan.j_shape[plan.chunk_axis]
     per_sample = math.prod(plan.j_shape) // batch * itemsize
     return max(1, min(batch, budget // max(1, per_sample)))
 
 
-def row_chunk(plan: Im2colPlan, itemsize: int, budget: int = CHUNK_BYTES) -> int:
+def row_chunk(plan: Im2colPlan, itemsize: int, budget: int | None = None) -> int:
     """Rows per chunk of ``J``'s axis after the batch (the first output dimension, summed like
     the batch): all of them unless one sample's ``J`` is over ``budget`` bytes, else the most
     whose ``J`` fits (at least one row). With several samples per chunk, all rows.
+    ``budget=None``: the current chunk budget.
 
     >>> from tnconv.symbolic.builders.curvature import input_patches, _square_base
     >>> base, _ = _square_base(input_patches((1, 8, 64, 64), 3, padding=1), "expand")
@@ -107,6 +111,8 @@ def row_chunk(plan: Im2colPlan, itemsize: int, budget: int = CHUNK_BYTES) -> int
     >>> row_chunk(plan, 4, budget=2**30), row_chunk(plan, 4, budget=2**16)  # a row: 8·9·64 floats
     (64, 3)
     """
+    if budget is None:
+        budget = get_chunk_budget()
     axis = plan.chunk_axis + 1
     if axis >= len(plan.j_shape) or batch_chunk(plan, itemsize, budget) > 1:
         return plan.j_shape[axis] if axis < len(plan.j_shape) else 1
@@ -120,13 +126,15 @@ def im2col_gram(
     tensors: Mapping[str, torch.Tensor],
     gram_shape: tuple[int, int, int],
     scale: float = 1.0,
-    budget: int = CHUNK_BYTES,
+    budget: int | None = None,
 ) -> torch.Tensor:
     """``scale · J Jᵀ`` (``[keep, outer, outer]``) with ``J`` of ``gram_shape`` ``(keep, outer,
     summed)`` written chunk by chunk (samples, or rows of one sample: :func:`row_chunk`) into
-    one buffer; ``J Jᵀ`` is a sum over the summed legs, so the chunks' products add up."""
+    one buffer of at most ``budget`` bytes (``None``: the current chunk budget, read now);
+    ``J Jᵀ`` is a sum over the summed legs, so the chunks' products add up."""
     x = tensors[plan.key].reshape(plan.x_shape)
     batch = x.shape[plan.batch_axis]
+    budget = get_chunk_budget() if budget is None else budget
     chunk = batch_chunk(plan, x.element_size(), budget)
     rows = row_chunk(plan, x.element_size(), budget)
     row_axis, keep, outer = plan.chunk_axis + 1, gram_shape[0], gram_shape[1]
@@ -145,9 +153,9 @@ def im2col_gram(
                 buffer = torch.empty(piece.numel(), dtype=x.dtype, device=x.device)
             block = buffer[: piece.numel()].view(piece.shape)
             block.copy_(piece)
-            _lower_gram_(result, block.view(keep, outer, -1))
+            _lower_gram_(result, block.view(keep, outer, -1), scale)
     _mirror_lower_(result)
-    return result.mul_(scale) if scale != 1.0 else result
+    return result
 
 
 #: Row blocks of the symmetric product (see :func:`_lower_gram_`); 1 below ``2·SYMMETRIC_ROWS`` rows.
@@ -170,13 +178,14 @@ def symmetric_share(rows: int) -> float:
     return (blocks + 1) / (2 * blocks)
 
 
-def _lower_gram_(result: torch.Tensor, j: torch.Tensor) -> None:
-    """``result += J Jᵀ`` on the block lower triangle only (row block ``b`` against the
-    columns up to its end): ``J Jᵀ`` is symmetric, so with ``B`` blocks this is
-    ``(B + 1)/(2B)`` of the GEMM's flops; :func:`_mirror_lower_` fills the rest once."""
+def _lower_gram_(result: torch.Tensor, j: torch.Tensor, scale: float = 1.0) -> None:
+    """``result += scale · J Jᵀ`` (the scale in the GEMM's ``alpha``) on the block lower
+    triangle only (row block ``b`` against the columns up to its end): ``J Jᵀ`` is
+    symmetric, so with ``B`` blocks this is ``(B + 1)/(2B)`` of the GEMM's flops;
+    :func:`_mirror_lower_` fills the rest once."""
     edges = _row_blocks(j.shape[1])
     for start, stop in zip(edges, edges[1:]):
-        result[:, start:stop, :stop].baddbmm_(j[:, start:stop], j[:, :stop].transpose(1, 2))
+        result[:, start:stop, :stop].baddbmm_(j[:, start:stop], j[:, :stop].transpose(1, 2), alpha=scale)
 
 
 def _mirror_lower_(result: torch.Tensor) -> None:

@@ -18,8 +18,12 @@ is ``o``, ``M_d[o, k] = Σ_i Π_d[i, o, k]``), built from the hyper-parameters w
      stride, whose ``M`` has one column);
    - ``"axes"``: axis by axis from the outermost, each a batched left product
      ``M_dᵀ[K_d, I_d] @ t[…, I_d, rest]`` on a *view* of the reduced tensor (wide, contiguous
-     rows), the last axis a right product ``t[…, I_D] @ M_D`` (``K_1`` multiply-adds per
+     rows), the last axis a product with ``M_D`` (``K_1`` multiply-adds per
      element of ``x``, then ever smaller tensors);
+
+   every product with ``rows`` on one side is issued as ``(Mᵀ @ xᵀ)ᵀ`` — the small matrix on
+   the left, ``x`` a transposed view (no copy): the same GEMM, which MKL runs 2–3× faster
+   in that orientation when ``K > 1`` (a depthwise 3×3 on 7×7 maps: 11.7 → 5.4 ms for ū);
 3. legs of ``x`` missing from the output (the batch of the bias row) are summed last.
 
 No copy of ``x`` is made (no pad, no permute, no unfold). The only non-zero products are
@@ -43,6 +47,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+from torch._C._functorch import is_functorch_wrapped_tensor
 
 from ..caching import cached
 from ..spec.pattern import IndexPattern
@@ -234,30 +239,66 @@ def _all_ones(step: AxisSum) -> bool:
     )
 
 
-def reduce_windows(t: torch.Tensor, plan: SeparablePlan, lowering: str | None = None) -> torch.Tensor:
+#: The most bytes of ``M`` matrices a bound runner keeps for itself (per dtype and device);
+#: larger ones are looked up in their byte-bounded cache on every call.
+KEPT_MATRIX_BYTES = 2**20
+
+
+def lowering_matrices(plan: SeparablePlan, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The operands of :func:`reduce_windows`' products for ``plan``: one ``M_1 ⊗ ⋯ ⊗ M_D``
+    (``"kron"``), or per axis ``M_d`` for the contiguous last axis and ``M_dᵀ`` (a view) for
+    the batched left products (``"axes"``); empty for ``"sum"``."""
+    rest = plan.rest
+    if plan.lowering == "kron":
+        return (kron_count_matrix(tuple((s.pattern, s.transposed) for s in rest), dtype, device),)
+    if plan.lowering == "axes":
+        matrices = []
+        shape = list(plan.x_shape[: len(plan.x_shape) - plan.ones]) + [1] * plan.ones
+        for step in rest:  # as reduce_windows walks the axes: a right product where nothing follows
+            m = window_count_matrix(step.pattern, step.transposed, dtype, device)
+            matrices.append(m if math.prod(shape[step.axis + 1 :]) == 1 else m.t())
+            shape[step.axis] = step.pattern.kernel_size
+        return tuple(matrices)
+    return ()
+
+
+def reduce_windows(
+    t: torch.Tensor, plan: SeparablePlan, lowering: str | None = None, matrices: tuple[torch.Tensor, ...] | None = None
+) -> torch.Tensor:
     """``x ×_d M_d`` of ``plan`` (``t`` is ``x`` shaped ``plan.x_shape``), the window axes
-    replaced by their taps, by ``lowering`` (default: the plan's, see the module docs)."""
+    replaced by their taps, by ``lowering`` (default: the plan's, see the module docs);
+    ``matrices``: :func:`lowering_matrices` of the plan's own lowering, if at hand."""
     ones = plan.ones
     if ones:  # trailing all-ones axes (1×1 layers): one sum over a flattened view
         t = t.reshape(*t.shape[: t.dim() - ones], -1).sum(-1)
         t = t.view(*t.shape, *([1] * ones))
-    lowering = plan.lowering if lowering is None else lowering
-    if not plan.rest:
-        return t
     rest = plan.rest
+    if not rest:
+        return t
+    if lowering is not None and lowering != plan.lowering:
+        matrices = None
+    lowering = plan.lowering if lowering is None else lowering
     if lowering == "kron":
         first, stop = rest[0].axis, rest[-1].axis + 1
-        m = kron_count_matrix(tuple((s.pattern, s.transposed) for s in rest), t.dtype, t.device)
+        if matrices is None:
+            matrices = (kron_count_matrix(tuple((s.pattern, s.transposed) for s in rest), t.dtype, t.device),)
         lead, tail = t.shape[:first], t.shape[stop:]
-        reduced = t.reshape(math.prod(lead), -1) @ m
-        return reduced.view(*lead, *(s.pattern.kernel_size for s in rest), *tail)
-    for step in rest:
-        m = window_count_matrix(step.pattern, step.transposed, t.dtype, t.device)
+        # (Mᵀ[∏K, ∏I] @ x[rows, ∏I]ᵀ)ᵀ: the same GEMM with the small matrix on the left,
+        # the orientation MKL runs 2-3× faster when ∏K > 1 (a strided view, no copy)
+        reduced = (matrices[0].t() @ t.reshape(math.prod(lead), -1).t()).t()
+        return reduced.reshape(*lead, *(s.pattern.kernel_size for s in rest), *tail)
+    for index, step in enumerate(rest):
         lead, size, after = t.shape[: step.axis], t.shape[step.axis], t.shape[step.axis + 1 :]
-        if math.prod(after) == 1:
-            t = (t.reshape(-1, size) @ m).view(*lead, m.shape[1], *after)
+        if matrices is not None:
+            m = matrices[index]
+        else:
+            m = window_count_matrix(step.pattern, step.transposed, t.dtype, t.device)
+            m = m if math.prod(after) == 1 else m.t()
+        taps = step.pattern.kernel_size
+        if math.prod(after) == 1:  # the last axis: Mᵀ @ tᵀ, the fast orientation (as for "kron")
+            t = (m.t() @ t.reshape(-1, size).t()).t().reshape(*lead, taps, *after)
         else:  # Mᵀ @ [rows, I, rest]: a batched product on a view, wide contiguous rows
-            t = torch.matmul(m.t(), t.reshape(math.prod(lead), size, -1)).view(*lead, m.shape[1], *after)
+            t = torch.matmul(m, t.reshape(math.prod(lead), size, -1)).view(*lead, taps, *after)
     return t
 
 
@@ -277,16 +318,20 @@ def _reduce_exact(t: torch.Tensor, plan: SeparablePlan) -> torch.Tensor:
     return t
 
 
-def _run(plan: SeparablePlan, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _run(
+    plan: SeparablePlan, tensors: Mapping[str, torch.Tensor], matrices: tuple[torch.Tensor, ...] | None = None
+) -> torch.Tensor:
     x = tensors[plan.key].reshape(plan.x_shape)
     # the fast lowering multiplies by the zeros of [I, K]: a non-finite ū (or one that cannot
     # be read, under torch.func) is computed again by the exact window-view sums
-    t = None if torch._C._functorch.is_functorch_wrapped_tensor(x) else reduce_windows(x, plan)
+    t = None if is_functorch_wrapped_tensor(x) else reduce_windows(x, plan, None, matrices)
     if t is None or not known_finite(t):
         t = _reduce_exact(x, plan)
     if plan.summed:
         t = t.sum(plan.summed)
-    return t.permute(plan.order).reshape(plan.output_shape)
+    if plan.order != tuple(range(len(plan.order))):
+        t = t.permute(plan.order)
+    return t.reshape(plan.output_shape)
 
 
 def contract_separable(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
@@ -296,8 +341,23 @@ def contract_separable(network: TensorNetwork, tensors: Mapping[str, torch.Tenso
 
 
 def _bind(network: TensorNetwork) -> Callable[..., torch.Tensor] | None:
+    """The runner of ``network``'s plan; it keeps its (small) matrices per dtype and device
+    instead of looking them up in their cache on every call."""
     plan = separable_plan(network)
-    return None if plan is None else lambda tensors, bias: _run(plan, tensors)
+    if plan is None:
+        return None
+    kept: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, ...]] = {}
+
+    def runner(tensors: Mapping[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+        x = tensors[plan.key]
+        matrices = kept.get((x.dtype, x.device))
+        if matrices is None:
+            matrices = lowering_matrices(plan, x.dtype, x.device)
+            if sum(m.numel() * m.element_size() for m in matrices) <= KEPT_MATRIX_BYTES:
+                kept[(x.dtype, x.device)] = matrices
+        return _run(plan, tensors, matrices)
+
+    return runner
 
 
 def window_sums(network: TensorNetwork, x: torch.Tensor) -> torch.Tensor:
@@ -317,6 +377,7 @@ __all__ = [
     "SeparablePlan",
     "contract_separable",
     "kron_count_matrix",
+    "lowering_matrices",
     "reduce_windows",
     "separable_plan",
     "window_count_matrix",

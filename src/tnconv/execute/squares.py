@@ -14,12 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
+from torch._C._functorch import is_functorch_wrapped_tensor
 
 from ..caching import cached
 from ..simplify import simplify
 from ..symbolic.network import TensorNetwork
 from ..symbolic.squares import SquareNetwork, materialized_square, square_network
-from .dispatch import contract, register_strategy
+from .dispatch import bind, contract, register_strategy
 from .im2col import im2col_gram, im2col_plan, symmetric_share
 from .plan import dense_plan
 from .separable import separable_plan
@@ -167,31 +168,42 @@ def _square(network: TensorNetwork, keep: tuple[int, ...], outer: tuple[int, ...
 
 def square_runner(network: SquareNetwork, itemsize: int) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor]:
     """``tensors -> scale · J · J'`` of ``network`` with its recipe (for ``itemsize``-byte
-    elements) resolved once: what the dispatcher keeps per network (see ``bind``)."""
+    elements) resolved once: what the dispatcher keeps per network (see ``bind``). The
+    inner contraction of ``J`` is bound too (:func:`~tnconv.execute.dispatch.bind`: its
+    inputs are ``network``'s, already checked), so a repeated call is tensor work only."""
     recipe = square_recipe(network.factor, network.keep, network.outer, network.scale, itemsize)  # type: ignore[arg-type]
     scale = network.scale
+    checked = network.input_shapes
     if recipe.direct is not None:
-        direct = recipe.direct
-        return lambda tensors: contract(direct, tensors)
+        direct = bind(recipe.direct, checked)
+        return lambda tensors: direct(tensors, None)
     if recipe.route == "im2col":
         plan = im2col_plan(recipe.factor)  # type: ignore[arg-type]
         return lambda tensors: im2col_gram(plan, tensors, recipe.gram_shape, scale).reshape(recipe.output_shape)  # type: ignore[arg-type]
-    factor, gram_shape, output_shape = recipe.factor, recipe.gram_shape, recipe.output_shape
-    squares = gram_shape[2] == 1 and not network.outer
+    factor, gram_shape, output_shape = bind(recipe.factor, checked), recipe.gram_shape, recipe.output_shape  # type: ignore[arg-type]
+    if gram_shape[2] == 1 and not network.outer:
 
-    # KFAC-reduce's ``J`` is ``[G, d, N]`` with ``N`` (the batch) often far below ``d``: scaling
-    # ``J`` by ``√scale`` before the product is then one pass over ``G·d·N`` numbers instead of
-    # one over the ``G·d²`` result (an 85 MB factor on a 512-channel 3×3 layer)
-    prescale = scale > 0 and scale != 1.0 and not squares and gram_shape[2] < gram_shape[1]
-    root = math.sqrt(scale) if prescale else 1.0
+        def run_squares(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            result = factor(tensors, None).reshape(gram_shape).square().sum(2).reshape(output_shape)
+            return result.mul_(scale) if scale != 1.0 else result  # fresh: scale in place
+
+        return run_squares
+
+    keep, outer, _ = gram_shape
 
     def run(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        value = contract(factor, tensors).reshape(gram_shape)  # type: ignore[arg-type]
-        if prescale:
-            value = value * root
-        result = value.square().sum(2) if squares else torch.bmm(value, value.transpose(1, 2))
-        result = result.reshape(output_shape)
-        return result.mul_(scale) if scale != 1.0 and not prescale else result  # fresh: scale in place
+        # ``J`` may be a strided view (KFAC-reduce's ``[G, d, N]`` read from ``[N, G, d]``):
+        # the batched GEMM takes it as a transposed operand, and the scale rides in its
+        # ``alpha`` (no pass over ``J`` or over the result to scale)
+        value = factor(tensors, None).reshape(gram_shape)
+        if value.stride(2) != 1 and value.stride(1) != 1:  # no BLAS layout: one copy, not bmm's slow loop
+            value = value.contiguous()
+        if is_functorch_wrapped_tensor(value):  # torch.func: out of place (no write into a plain tensor)
+            result = torch.baddbmm(value.new_zeros(()), value, value.transpose(1, 2), beta=0, alpha=scale)
+        else:
+            result = torch.empty((keep, outer, outer), dtype=value.dtype, device=value.device)
+            result.baddbmm_(value, value.transpose(1, 2), beta=0, alpha=scale)
+        return result.reshape(output_shape)
 
     return run
 

@@ -37,13 +37,14 @@ group as ``[C_out/G, (C_in/G)·∏K]``, i.e. ``w[g·Ci:(g+1)·Ci].transpose(0, 1
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 
-from ..execute.dispatch import contract
+from ..caching import cached
+from ..execute.dispatch import bind
 from ..execute.ops import float32_under_autocast, traced_input_factor, tracing
-from ..execute.squares import contract_square
 from ..spec.validation import IntOrTuple, Padding, check_floating, check_tensor, normalize_groups
 from ..symbolic.builders.curvature import (
     _positions,
@@ -52,7 +53,7 @@ from ..symbolic.builders.curvature import (
     input_patches,
     input_patches_transpose,
 )
-from ..symbolic.network import TensorNetwork
+from ..symbolic.squares import square_network
 
 # ---------------------------------------------------------------------------- patches
 
@@ -63,26 +64,52 @@ from ..symbolic.network import TensorNetwork
 # ----------------------------------------------------------------------- evaluation
 
 
-def _factor(x: torch.Tensor, patches: TensorNetwork, approx: str, bias: bool) -> torch.Tensor:
+@cached(maxsize=1024)
+def _factor_runner(
+    approx: str,
+    x_shape: torch.Size,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple,
+    padding: Padding,
+    dilation: IntOrTuple,
+    groups: int,
+    bias: bool,
+    output_padding: IntOrTuple | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> A`` of one signature, everything that depends on shapes alone done once: the
+    patches network (validated here, on the first call), the square network and the
+    dispatcher's bound runners of it and of the bias row (:func:`~tnconv.execute.dispatch.bind`;
+    ``x`` matches the shape keyed on, so its check is skipped). A repeated call of a
+    front-end is one look-up of this cache plus the tensor work."""
+    if output_padding is None:
+        patches = input_patches(x_shape, kernel_size, stride, padding, dilation, groups)
+    else:
+        patches = input_patches_transpose(x_shape, kernel_size, stride, padding, output_padding, dilation, groups)
+    _, group_count, d, _ = patches.output_shape
     if patches.size("n") == 0:  # a mean over no samples: NaN, as torch's mean of an empty batch
-        _, groups, d, _ = patches.output_shape
-        return x.new_full((groups, d + bias, d + bias), math.nan)
+        return lambda x: x.new_full((group_count, d + bias, d + bias), math.nan)
     base, scale = _square_base(patches, approx)
-    factor = contract_square(base, {"x": x}, keep=(1,), outer=(2,), scale=scale)
+    square = square_network(base, keep=(1,), outer=(2,), scale=scale)
+    checked = square.input_shapes
+    run_square = bind(square, checked)
     if not bias:
-        return factor
+        return lambda x: run_square({"x": x}, None)
+    run_sum = bind(feature_sum_network(patches), checked)
     batch, positions = patches.size("n"), _positions(patches)
-    mean = contract(feature_sum_network(patches), {"x": x}) / batch
-    corner = float(positions)
-    if approx == "reduce":
-        mean, corner = mean / positions, 1.0
-    groups, d = mean.shape
-    full = factor.new_empty(groups, d + 1, d + 1)
-    full[:, :d, :d] = factor
-    full[:, :d, d] = mean
-    full[:, d, :d] = mean
-    full[:, d, d] = corner
-    return full
+    divisor, corner = (batch * positions, 1.0) if approx == "reduce" else (batch, float(positions))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        tensors = {"x": x}
+        factor = run_square(tensors, None)
+        mean = run_sum(tensors, None) / divisor
+        full = factor.new_empty(group_count, d + 1, d + 1)
+        full[:, :d, :d] = factor
+        full[:, :d, d] = mean
+        full[:, d, :d] = mean
+        full[:, d, d] = corner
+        return full
+
+    return run
 
 
 @float32_under_autocast
@@ -119,7 +146,7 @@ def kfc_factor(
     check_floating(x, "x")
     if tracing():  # torch.compile / export / jit.trace: one operator (tnconv.functional.curvature_ops)
         return traced_input_factor(x, "expand", kernel_size, stride, padding, dilation, groups, bias)
-    return _factor(x, input_patches(x.shape, kernel_size, stride, padding, dilation, groups), "expand", bias)
+    return _factor_runner("expand", x.shape, kernel_size, stride, padding, dilation, groups, bias)(x)
 
 
 @float32_under_autocast
@@ -146,7 +173,7 @@ def kfac_reduce_factor(
     check_floating(x, "x")
     if tracing():
         return traced_input_factor(x, "reduce", kernel_size, stride, padding, dilation, groups, bias)
-    return _factor(x, input_patches(x.shape, kernel_size, stride, padding, dilation, groups), "reduce", bias)
+    return _factor_runner("reduce", x.shape, kernel_size, stride, padding, dilation, groups, bias)(x)
 
 
 @float32_under_autocast
@@ -182,8 +209,7 @@ def kfc_factor_transpose(
     check_floating(x, "x")
     if tracing():
         return traced_input_factor(x, "expand", kernel_size, stride, padding, dilation, groups, bias, output_padding)
-    patches = input_patches_transpose(x.shape, kernel_size, stride, padding, output_padding, dilation, groups)
-    return _factor(x, patches, "expand", bias)
+    return _factor_runner("expand", x.shape, kernel_size, stride, padding, dilation, groups, bias, output_padding)(x)
 
 
 @float32_under_autocast
@@ -210,8 +236,7 @@ def kfac_reduce_factor_transpose(
     check_floating(x, "x")
     if tracing():
         return traced_input_factor(x, "reduce", kernel_size, stride, padding, dilation, groups, bias, output_padding)
-    patches = input_patches_transpose(x.shape, kernel_size, stride, padding, output_padding, dilation, groups)
-    return _factor(x, patches, "reduce", bias)
+    return _factor_runner("reduce", x.shape, kernel_size, stride, padding, dilation, groups, bias, output_padding)(x)
 
 
 @float32_under_autocast

@@ -117,3 +117,20 @@ def test_row_chunks_add_up_to_the_factor():
     recipe = u @ u.T * scale
     assert torch.equal(whole[0].isnan(), recipe.isnan()) and whole.isnan().any()
     torch.testing.assert_close(whole[0], recipe, equal_nan=True)
+
+
+def test_kfc_under_vmap_and_grad_matches_per_example_calls():
+    # under torch.func the chunked lowering's in-place writes into unbatched buffers are not
+    # possible: one out-of-place product of the window views instead
+    stack = torch.randn(3, 2, 4, 6, 6, dtype=torch.float64)
+    stack[1, 0, 1, 2, 3] = float("nan")
+    network = tnconv.networks.kfc(stack.shape[1:], 3, padding=1)
+    assert tnconv.explain(network).route == "im2col"
+    batched = torch.func.vmap(lambda xs: tnconv.kfc_factor(xs, 3, padding=1))(stack)
+    for i in range(3):
+        torch.testing.assert_close(batched[i], tnconv.kfc_factor(stack[i], 3, padding=1), equal_nan=True)
+    assert batched[1].isnan().any() and not batched[0].isnan().any()
+    x = stack[0].clone().requires_grad_()
+    tnconv.kfc_factor(x, 3, padding=1).pow(2).sum().backward()
+    grad = torch.func.grad(lambda xs: tnconv.kfc_factor(xs, 3, padding=1).pow(2).sum())(stack[0])
+    torch.testing.assert_close(grad, x.grad)

@@ -134,10 +134,16 @@ def im2col_gram(
     ``J Jᵀ`` is a sum over the summed legs, so the chunks' products add up."""
     x = tensors[plan.key].reshape(plan.x_shape)
     batch = x.shape[plan.batch_axis]
+    keep, outer = gram_shape[0], gram_shape[1]
+    if torch._C._are_functorch_transforms_active():
+        # vmap/grad: no in-place writes into buffers that are not batched like x; one
+        # out-of-place product (the chunking's memory bound does not hold here)
+        j = window_views(x, dict(plan.unfolds)).permute(plan.order).reshape(keep, outer, -1)
+        return torch.bmm(j, j.transpose(1, 2)) * scale
     budget = get_chunk_budget() if budget is None else budget
     chunk = batch_chunk(plan, x.element_size(), budget)
     rows = row_chunk(plan, x.element_size(), budget)
-    row_axis, keep, outer = plan.chunk_axis + 1, gram_shape[0], gram_shape[1]
+    row_axis = plan.chunk_axis + 1
     result = torch.zeros((keep, outer, outer), dtype=x.dtype, device=x.device)
     buffer = None
     steps = dict(plan.unfolds)

@@ -95,8 +95,11 @@ def _randomized(
     target = network_leg(leg)
     if target == TILES:
         v = tensors["v"]
-        weight_shape = network.output_shape if "x" in tensors else tuple(tensors["w"].shape)
-        layout = geometry.layout(tuple(v.shape), weight_shape, keep)
+        if "x" in tensors:
+            x_shape, weight_shape = tuple(tensors["x"].shape), network.output_shape
+        else:
+            x_shape, weight_shape = network.output_shape, tuple(tensors["w"].shape)
+        layout = geometry.layout(x_shape, tuple(v.shape), weight_shape, keep, v.element_size())
         draw = draw_units(v.shape[0], layout, keep, mode, generator)
         if draw is None:
             return v.new_zeros(network.output_shape)

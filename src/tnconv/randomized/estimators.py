@@ -25,7 +25,15 @@ from ..symbolic.network import TensorNetwork
 from .rewrites import materialize_slices, resized, restore_output, sliced_network, windows_network
 from .rows import row_input_vjp, row_weight_vjp
 from .sampling import JOINT, TILES, check_keep, check_leg, check_mode, network_leg, sample
-from .tiles import _Geometry, draw_units, exact_input_vjp, exact_weight_vjp, tile_input_vjp, tile_weight_vjp
+from .tiles import (
+    _Geometry,
+    draw_units,
+    exact_input_vjp,
+    exact_weight_vjp,
+    tile_input_vjp,
+    tile_setup,
+    tile_weight_vjp,
+)
 
 #: Named legs of each VJP and the network leg they slice (``"spatial:d"`` is added per dimension).
 
@@ -46,7 +54,7 @@ def _joint_positions(
     draw = sample(windows.size(JOINT), keep, mode, generator)
     if draw is None:
         return x.new_zeros(vjp.output_shape)
-    kept = torch.tensor(draw.indices, device=x.device)
+    kept = draw.index(x.device)
     patterns = tuple(node.pattern for node in vjp.nodes if node.kind == "pattern")
     u = gather_windows(x, patterns, kept)  # type: ignore[arg-type]
     # the kept positions are gathered: the network over them is the windows network with a
@@ -99,13 +107,13 @@ def _randomized(
             x_shape, weight_shape = tuple(tensors["x"].shape), network.output_shape
         else:
             x_shape, weight_shape = network.output_shape, tuple(tensors["w"].shape)
-        layout = geometry.layout(x_shape, tuple(v.shape), weight_shape, keep, v.element_size())
+        layout, plan = tile_setup(geometry, x_shape, tuple(v.shape), weight_shape, keep, v.element_size())
         draw = draw_units(v.shape[0], layout, keep, mode, generator)
         if draw is None:
             return v.new_zeros(network.output_shape)
         if "x" in tensors:
-            return tile_weight_vjp(tensors["x"], v, network.output_shape, geometry, layout, draw)
-        return tile_input_vjp(tensors["w"], v, network.output_shape, geometry, layout, draw)
+            return tile_weight_vjp(tensors["x"], v, network.output_shape, geometry, layout, draw, plan)
+        return tile_input_vjp(tensors["w"], v, network.output_shape, geometry, layout, draw, plan)
     if target is None:
         return _joint_positions(network, tensors["x"], tensors["v"], keep, mode, generator)
     draw = sample(network.size(target), keep, mode, generator)

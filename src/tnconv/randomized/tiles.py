@@ -234,8 +234,8 @@ def units(batch: int, layout: TileLayout) -> int:
 def draw_units(
     batch: int, layout: TileLayout, keep: float, mode: str, generator: torch.Generator | None
 ) -> Draw | None:
-    """A draw over the ``N·T`` units (``None`` when nothing is kept)."""
-    return sample(units(batch, layout), keep, mode, generator)
+    """A draw over the ``N·T`` units (``None`` when nothing is kept; ``generator`` already checked)."""
+    return sample(units(batch, layout), keep, mode, generator, checked=True)
 
 
 @dataclass(frozen=True)
@@ -547,7 +547,9 @@ def _pieces(
             if indices[end - 1] - indices[begin] + 1 == count:
                 yield call, first, count, None
             else:
-                index = draw.index(device)[begin:end]
+                index = draw.index(device)
+                if begin or end != len(indices):
+                    index = index[begin:end]
                 yield call, first, count, (index - offset if offset else index)
 
 
@@ -558,17 +560,29 @@ def _take(tensor: torch.Tensor, first: int, count: int, index: torch.Tensor | No
     return tensor if count == tensor.shape[0] else tensor.narrow(0, first, count)
 
 
+@cached(maxsize=1024, bypassable=False)
+def tile_setup(
+    geometry: _Geometry, x_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...],
+    keep: float, itemsize: int,
+) -> tuple[TileLayout, _CallPlan]:
+    """The layout (:meth:`_Geometry.layout`) and the call plan of a tile VJP at ``keep``: one
+    cache lookup per call of the estimators (``x_shape`` is the input's shape for either VJP)."""
+    layout = geometry.layout(x_shape, v_shape, weight_shape, keep, itemsize)
+    return layout, _call_plan(x_shape, v_shape, weight_shape, geometry, layout, itemsize)
+
+
 def tile_weight_vjp(
     x: torch.Tensor, v: torch.Tensor, weight_shape: tuple[int, ...], geometry: _Geometry, layout: TileLayout,
-    draw: Draw,
+    draw: Draw, plan: _CallPlan | None = None,
 ) -> torch.Tensor:
     """The weight VJP over the drawn units, rescaled: ``s · Σ_{u kept} G_u``.
 
     Kernel calls per tile with kept units (:func:`_call_ranges`), on the kept samples' slabs
     (a view of ``x`` and ``v`` narrowed to the tile's rows, the kept samples selected); the
-    VJP is additive over units.
+    VJP is additive over units. ``plan``: :func:`tile_setup`'s for this ``layout``.
     """
-    plan = _call_plan(tuple(x.shape), tuple(v.shape), tuple(weight_shape), geometry, layout, x.element_size())
+    if plan is None:
+        plan = _call_plan(tuple(x.shape), tuple(v.shape), tuple(weight_shape), geometry, layout, x.element_size())
     weight = v.new_empty(1).expand(weight_shape)
     dims = geometry.dims
     torch_kernel = _torch_kernel(dims, x.device)
@@ -589,17 +603,21 @@ def tile_weight_vjp(
         result = part if result is None else result + part
     if result is None:
         return x.new_zeros(weight_shape)
-    return result * draw.scale if draw.scale != 1.0 else result
+    if draw.scale == 1.0:
+        return result
+    # the kernel's fresh result is scaled in place (out of place under torch.func transforms)
+    return result * draw.scale if torch._C._are_functorch_transforms_active() else result.mul_(draw.scale)
 
 
 def tile_input_vjp(
     weight: torch.Tensor, v: torch.Tensor, input_shape: tuple[int, ...], geometry: _Geometry, layout: TileLayout,
-    draw: Draw,
+    draw: Draw, plan: _CallPlan | None = None,
 ) -> torch.Tensor:
     """The input VJP over the drawn units, rescaled: every kept slab of ``v`` goes through
     the input-VJP kernel, and its result is added into the input rows it covers."""
     input_shape = tuple(input_shape)
-    plan = _call_plan(input_shape, tuple(v.shape), tuple(weight.shape), geometry, layout, v.element_size())
+    if plan is None:
+        plan = _call_plan(input_shape, tuple(v.shape), tuple(weight.shape), geometry, layout, v.element_size())
     functional = torch._C._are_functorch_transforms_active()  # (vmap, grad: no in-place adds)
     result = v.new_zeros(input_shape)
     for call, first, count, index in _pieces(draw, v.shape[0], layout, plan, v.device):
@@ -672,6 +690,7 @@ __all__ = [
     "tile_input_vjp",
     "tile_layout",
     "tile_plan",
+    "tile_setup",
     "tile_weight_vjp",
     "units",
 ]

@@ -207,6 +207,10 @@ class _Geometry:
         ``weight_shape``, elements of ``itemsize`` bytes (:func:`tile_layout`; cached)."""
         return _layout(self, tuple(x_shape), tuple(v_shape), tuple(weight_shape), keep, itemsize)
 
+    def outputs(self, rows: int, padding: int) -> int:
+        """Output rows of dimension 1 for ``rows`` input rows padded by ``padding`` on both sides."""
+        return (rows + 2 * padding - self.dilation[0] * (self.kernel[0] - 1) - 1) // self.stride[0] + 1
+
     def slab(self, start: int, stop: int) -> tuple[int, int]:
         """Input rows ``[low, high)`` (unpadded coordinates, may reach into the padding) read by
         output rows ``[start, stop)`` of dimension 1."""
@@ -434,7 +438,12 @@ def _slabs(geometry: _Geometry, layout: TileLayout, in_rows: int) -> list[_Slab 
             # the whole dimension: rows past the last window are never read; torch's kernel
             # takes the whole input and its own (symmetric) padding
             inner_high, below = in_rows, geometry.right[0]
-        result.append(_Slab(start, stop, inner_low, inner_high, inner_low - low, below))
+        above = inner_low - low
+        if below < above and geometry.outputs(inner_high - inner_low, above) == stop - start:
+            # (a first tile at stride > padding: torch's symmetric padding supplies the rows
+            # above, and its extra rows below are never read; no zero-padded copy)
+            below = above
+        result.append(_Slab(start, stop, inner_low, inner_high, above, below))
     return result
 
 

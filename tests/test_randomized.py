@@ -238,6 +238,28 @@ def test_tile_estimators_unbiased_with_several_tiles(dims, kwargs, kernel, mode,
     assert_unbiased(samples, parts, 0.4, mode)
 
 
+@pytest.mark.parametrize("mode", R.MODES)
+@pytest.mark.parametrize("keep", [0.5, 0.25])
+def test_tiles_of_a_single_sample_depthwise_stride_two_layer_unbiased(mode, keep):
+    """The geometry of ``mobilenet_v2/features.2.conv.1.0`` (depthwise 3×3, stride 2,
+    padding 1) at ``N = 1``, where the tiles are the only units; its first tile goes to the
+    kernel with symmetric padding (no zero-padded copy)."""
+    from tnconv.randomized import tiles
+
+    generator = torch.Generator().manual_seed(4)
+    kwargs = dict(stride=2, padding=1, dilation=1, groups=4)
+    x = 2 + torch.randn(1, 4, 32, 6, dtype=DT, generator=generator)
+    w = torch.randn(4, 1, 3, 3, dtype=DT, generator=generator)
+    v = 2 + torch.randn(1, 4, 16, 3, dtype=DT, generator=generator)
+    layout = layout_of(x, w, v, kwargs, keep)
+    assert layout.tiles == 4
+    geometry = estimators._geometry((3, 3), 2, 1, 1, 4)
+    plan = tiles._call_plan(tuple(x.shape), tuple(v.shape), tuple(w.shape), geometry, layout, 8)
+    assert plan.tiles[0].explicit is None and plan.tiles[0].slab.above == 1
+    samples = draws("weight", x, w, v, kwargs, 200, keep=keep, leg="spatial", mode=mode, generator=generator)
+    assert_unbiased(samples, contributions("weight", "spatial", x, w, v, kwargs, keep), keep, mode)
+
+
 # ------------------------------------------------------------------ keep = 1 is exact
 @given(case=conv_cases(dims=st.integers(1, 3), max_size=6), data=st.data())
 def test_keep_one_is_the_exact_vjp(case, data):

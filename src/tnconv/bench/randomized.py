@@ -80,11 +80,11 @@ def _masked_vjp(
         geometry = estimators._geometry(
             case.kernel_size, case.stride, case.padding, case.dilation, case.groups
         )
-        layout = geometry.layout(tuple(v.shape), weight_shape, keep)
+        layout = geometry.layout(tuple(x.shape), tuple(v.shape), weight_shape, keep, v.element_size())
         draw = sampling.sample(v.shape[0] * layout.tiles, keep, mode, generator)
         per_unit = torch.zeros(layout.tiles * v.shape[0], dtype=v.dtype, device=v.device)
         if draw is not None:
-            per_unit[torch.tensor(draw.indices, device=v.device)] = draw.scale
+            per_unit[draw.index(v.device)] = draw.scale
         rows = torch.tensor(layout.row_tiles(), device=v.device)
         mask = per_unit.view(layout.tiles, v.shape[0])[rows].t()  # [N, O_1]
         mask = mask.reshape(v.shape[0], 1, v.shape[2], *([1] * (v.dim() - 3)))
@@ -101,7 +101,7 @@ def _masked_vjp(
     draw = sampling.sample(size, keep, mode, generator)
     mask = torch.zeros(size, dtype=v.dtype, device=v.device)
     if draw is not None:
-        mask[torch.tensor(draw.indices, device=v.device)] = draw.scale
+        mask[draw.index(v.device)] = draw.scale
     return vjp(x, weight_shape, v * mask.view(shape), **hyper)
 
 

@@ -11,6 +11,7 @@ from ..caching import cached
 from ..execute.dispatch import contract
 from ..execute.windows import gather_windows
 from ..spec.validation import (
+    UNSUPPORTED_DTYPES,
     IntOrTuple,
     Padding,
     check_generator,
@@ -24,8 +25,16 @@ from ..symbolic.builders.vjp import conv_input_vjp_network, conv_weight_vjp_netw
 from ..symbolic.network import TensorNetwork
 from .rewrites import materialize_slices, resized, restore_output, sliced_network, windows_network
 from .rows import row_input_vjp, row_weight_vjp
-from .sampling import JOINT, TILES, check_keep, check_leg, check_mode, network_leg, sample
-from .tiles import _Geometry, draw_units, exact_input_vjp, exact_weight_vjp, tile_input_vjp, tile_weight_vjp
+from .sampling import JOINT, MODES, TILES, check_keep, check_leg, check_mode, network_leg, sample
+from .tiles import (
+    _Geometry,
+    draw_units,
+    exact_input_vjp,
+    exact_weight_vjp,
+    tile_input_vjp,
+    tile_setup,
+    tile_weight_vjp,
+)
 
 #: Named legs of each VJP and the network leg they slice (``"spatial:d"`` is added per dimension).
 
@@ -46,7 +55,7 @@ def _joint_positions(
     draw = sample(windows.size(JOINT), keep, mode, generator)
     if draw is None:
         return x.new_zeros(vjp.output_shape)
-    kept = torch.tensor(draw.indices, device=x.device)
+    kept = draw.index(x.device)
     patterns = tuple(node.pattern for node in vjp.nodes if node.kind == "pattern")
     u = gather_windows(x, patterns, kept)  # type: ignore[arg-type]
     # the kept positions are gathered: the network over them is the windows network with a
@@ -95,14 +104,17 @@ def _randomized(
     target = network_leg(leg)
     if target == TILES:
         v = tensors["v"]
-        weight_shape = network.output_shape if "x" in tensors else tuple(tensors["w"].shape)
-        layout = geometry.layout(tuple(v.shape), weight_shape, keep)
+        if "x" in tensors:
+            x_shape, weight_shape = tuple(tensors["x"].shape), network.output_shape
+        else:
+            x_shape, weight_shape = network.output_shape, tuple(tensors["w"].shape)
+        layout, plan = tile_setup(geometry, x_shape, tuple(v.shape), weight_shape, keep, v.element_size())
         draw = draw_units(v.shape[0], layout, keep, mode, generator)
         if draw is None:
             return v.new_zeros(network.output_shape)
         if "x" in tensors:
-            return tile_weight_vjp(tensors["x"], v, network.output_shape, geometry, layout, draw)
-        return tile_input_vjp(tensors["w"], v, network.output_shape, geometry, layout, draw)
+            return tile_weight_vjp(tensors["x"], v, network.output_shape, geometry, layout, draw, plan)
+        return tile_input_vjp(tensors["w"], v, network.output_shape, geometry, layout, draw, plan)
     if target is None:
         return _joint_positions(network, tensors["x"], tensors["v"], keep, mode, generator)
     draw = sample(network.size(target), keep, mode, generator)
@@ -226,16 +238,38 @@ def conv_weight_vjp(
     >>> conv_weight_vjp(x, v, 3, keep=0.5, leg="batch", mode="fixed").shape
     torch.Size([3, 2, 3])
     """
-    keep, mode = check_keep(keep), check_mode(mode)
-    check_tensor(x, "x", min_dim=3)
-    check_tensor(v, "v")
-    check_same_dtype_device(x=x, v=v)
-    check_generator(generator, x.device)
+    if not _plainly_valid(keep, mode, x, v, generator, 3):  # the full checks, which raise
+        keep, mode = check_keep(keep), check_mode(mode)
+        check_tensor(x, "x", min_dim=3)
+        check_tensor(v, "v")
+        check_same_dtype_device(x=x, v=v)
+        check_generator(generator, x.device)
     setup = _weight_setup(tuple(x.shape), tuple(v.shape), kernel_size, stride, padding, dilation, groups, leg)
     if keep == 1.0 and setup.kernel is not None:  # the exact VJP, straight to torch's kernel
         weight = v.new_empty(1).expand(setup.network.output_shape)
         return torch.ops.aten.convolution_backward(v, x, weight, None, *setup.kernel, (False, True, False))[1]
     return _randomized(setup.network, leg, {"x": x, "v": v}, keep, mode, generator, setup.geometry)
+
+
+def _plainly_valid(
+    keep: object, mode: object, first: object, v: object, generator: object, min_dim: int
+) -> bool:
+    """The common case of the arguments' checks in a few comparisons (a float ``keep`` in
+    ``(0, 1]``, a known mode, two tensors of one supported dtype and device, no generator or
+    one on that device type): ``False`` sends the call through the full checks, which name
+    the bad argument. (The checks cost as much as a small layer's draw.)"""
+    return (
+        type(keep) is float
+        and 0.0 < keep <= 1.0
+        and mode in MODES
+        and isinstance(first, torch.Tensor)
+        and isinstance(v, torch.Tensor)
+        and first.dim() >= min_dim
+        and first.dtype == v.dtype
+        and first.dtype not in UNSUPPORTED_DTYPES
+        and first.device == v.device
+        and (generator is None or (isinstance(generator, torch.Generator) and generator.device.type == v.device.type))
+    )
 
 
 @dataclass(frozen=True)
@@ -319,11 +353,12 @@ def conv_input_vjp(
     >>> conv_input_vjp(w, v, (8, 8), keep=0.25, mode="fixed").shape
     torch.Size([2, 2, 8, 8])
     """
-    keep, mode = check_keep(keep), check_mode(mode)
-    check_tensor(weight, "weight", min_dim=3)
-    check_tensor(v, "v")
-    check_same_dtype_device(weight=weight, v=v)
-    check_generator(generator, v.device)
+    if not _plainly_valid(keep, mode, weight, v, generator, 3):  # the full checks, which raise
+        keep, mode = check_keep(keep), check_mode(mode)
+        check_tensor(weight, "weight", min_dim=3)
+        check_tensor(v, "v")
+        check_same_dtype_device(weight=weight, v=v)
+        check_generator(generator, v.device)
     size = tuple(input_size) if isinstance(input_size, (tuple, list, torch.Size)) else input_size
     setup = _input_setup(
         tuple(weight.shape), tuple(v.shape), size, stride, padding, dilation, groups, leg  # type: ignore[arg-type]

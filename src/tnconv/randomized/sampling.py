@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
+import array
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -68,10 +69,35 @@ def network_leg(leg: str) -> str | None:
 
 @dataclass(frozen=True)
 class Draw:
-    """A sampled subset of a leg: the kept positions (sorted) and the rescaling factor."""
+    """A sampled subset of a leg: the kept positions (sorted) and the rescaling factor.
+
+    ``kept`` is the same positions as an int64 tensor on the draw's device (made by
+    :func:`sample`; built from ``indices`` on first use otherwise): the estimators index
+    with it directly instead of converting the tuple at every call.
+
+    >>> Draw((1, 4), 2.0).index(torch.device("cpu"))
+    tensor([1, 4])
+    """
 
     indices: tuple[int, ...]
     scale: float
+    kept: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    def index(self, device: torch.device) -> torch.Tensor:
+        """The kept positions as an int64 tensor on ``device`` (made once per draw)."""
+        kept = self.kept
+        if kept is None or kept.device != device:
+            if device.type == "cpu":  # (a view of an array: a third of torch.tensor(list)'s cost)
+                kept = torch.frombuffer(array.array("q", self.indices), dtype=torch.long)
+            else:
+                kept = torch.tensor(self.indices, dtype=torch.long, device=device)
+            object.__setattr__(self, "kept", kept)  # (a cache of the frozen draw's own indices)
+        return kept
+
+
+#: A fixed-size draw of at most this many values is sorted in Python (its index tensor made on
+#: first use), a larger one by ``torch.sort``.
+SORT_IN_PYTHON = 1024
 
 
 def fixed_count(size: int, keep: float) -> int:
@@ -79,13 +105,17 @@ def fixed_count(size: int, keep: float) -> int:
     return max(1, min(size, math.ceil(keep * size - 1e-9 * size)))
 
 
-def sample(size: int, keep: float, mode: str, generator: torch.Generator | None = None) -> Draw | None:
-    """Draw the kept subset of a leg of ``size`` values; ``None`` when nothing is kept.
+def sample(
+    size: int, keep: float, mode: str, generator: torch.Generator | None = None, *, checked: bool = False
+) -> Draw | None:
+    """Draw the kept subset of a leg of ``size`` values; ``None`` when nothing is kept
+    (``checked``: the caller has validated ``generator`` already).
 
     >>> sample(10, 0.3, "fixed", torch.Generator().manual_seed(0)).scale
     3.3333333333333335
     """
-    check_generator(generator)
+    if not checked:
+        check_generator(generator)
     # the draw is made outside any torch.func transform (vmap would refuse a random op): it
     # is shared by the vmapped examples, like the rest of the draw's bookkeeping
     with torch._C._DisableFuncTorch():
@@ -97,6 +127,9 @@ def _sample(size: int, keep: float, mode: str, generator: torch.Generator | None
     if mode == "fixed":
         count = fixed_count(size, keep)
         kept = torch.randperm(size, generator=generator, device=device)[:count]
-        return Draw(tuple(sorted(kept.tolist())), size / count)
+        if count <= SORT_IN_PYTHON:  # (a few values: sorting them in Python saves two torch ops)
+            return Draw(tuple(sorted(kept.tolist())), size / count)
+        kept = kept.sort().values
+        return Draw(tuple(kept.tolist()), size / count, kept)
     kept = (torch.rand(size, generator=generator, device=device) < keep).nonzero().flatten()
-    return Draw(tuple(kept.tolist()), 1.0 / keep) if kept.numel() else None
+    return Draw(tuple(kept.tolist()), 1.0 / keep, kept) if kept.numel() else None

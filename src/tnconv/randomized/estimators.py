@@ -238,12 +238,7 @@ def conv_weight_vjp(
     >>> conv_weight_vjp(x, v, 3, keep=0.5, leg="batch", mode="fixed").shape
     torch.Size([3, 2, 3])
     """
-    if not _plainly_valid(keep, mode, x, v, generator, 3):  # the full checks, which raise
-        keep, mode = check_keep(keep), check_mode(mode)
-        check_tensor(x, "x", min_dim=3)
-        check_tensor(v, "v")
-        check_same_dtype_device(x=x, v=v)
-        check_generator(generator, x.device)
+    keep, mode = _checked(keep, mode, "x", x, v, generator)
     setup = _weight_setup(tuple(x.shape), tuple(v.shape), kernel_size, stride, padding, dilation, groups, leg)
     if keep == 1.0 and setup.kernel is not None:  # the exact VJP, straight to torch's kernel
         weight = v.new_empty(1).expand(setup.network.output_shape)
@@ -251,25 +246,32 @@ def conv_weight_vjp(
     return _randomized(setup.network, leg, {"x": x, "v": v}, keep, mode, generator, setup.geometry)
 
 
-def _plainly_valid(
-    keep: object, mode: object, first: object, v: object, generator: object, min_dim: int
-) -> bool:
-    """The common case of the arguments' checks in a few comparisons (a float ``keep`` in
+def _checked(
+    keep: object, mode: object, name: str, first: object, v: object, generator: object
+) -> tuple[float, str]:
+    """``(keep, mode)`` once the arguments are valid: the common case (a float ``keep`` in
     ``(0, 1]``, a known mode, two tensors of one supported dtype and device, no generator or
-    one on that device type): ``False`` sends the call through the full checks, which name
-    the bad argument. (The checks cost as much as a small layer's draw.)"""
-    return (
+    one on that device type) in a few comparisons, anything else through the full checks,
+    which name the bad argument. (The full checks cost as much as a small layer's draw.)"""
+    if (
         type(keep) is float
         and 0.0 < keep <= 1.0
         and mode in MODES
         and isinstance(first, torch.Tensor)
         and isinstance(v, torch.Tensor)
-        and first.dim() >= min_dim
+        and first.dim() >= 3
         and first.dtype == v.dtype
         and first.dtype not in UNSUPPORTED_DTYPES
         and first.device == v.device
         and (generator is None or (isinstance(generator, torch.Generator) and generator.device.type == v.device.type))
-    )
+    ):
+        return keep, mode  # type: ignore[return-value]
+    keep, mode = check_keep(keep), check_mode(mode)
+    check_tensor(first, name, min_dim=3)
+    check_tensor(v, "v")
+    check_same_dtype_device(**{name: first, "v": v})  # type: ignore[arg-type]
+    check_generator(generator, v.device)  # type: ignore[union-attr]
+    return keep, mode
 
 
 @dataclass(frozen=True)
@@ -353,12 +355,7 @@ def conv_input_vjp(
     >>> conv_input_vjp(w, v, (8, 8), keep=0.25, mode="fixed").shape
     torch.Size([2, 2, 8, 8])
     """
-    if not _plainly_valid(keep, mode, weight, v, generator, 3):  # the full checks, which raise
-        keep, mode = check_keep(keep), check_mode(mode)
-        check_tensor(weight, "weight", min_dim=3)
-        check_tensor(v, "v")
-        check_same_dtype_device(weight=weight, v=v)
-        check_generator(generator, v.device)
+    keep, mode = _checked(keep, mode, "weight", weight, v, generator)
     size = tuple(input_size) if isinstance(input_size, (tuple, list, torch.Size)) else input_size
     setup = _input_setup(
         tuple(weight.shape), tuple(v.shape), size, stride, padding, dilation, groups, leg  # type: ignore[arg-type]

@@ -194,10 +194,37 @@ def test_kfac_reduce_under_vmap_and_autograd_matches_per_example_calls():
     # exact lowering runs, with torch's NaN pattern
     stack = torch.randn(2, 4, 3, 5, 5, dtype=torch.float64)
     stack[1, 0, 0, 2, 2] = float("nan")
-    batched = torch.func.vmap(lambda xs: tnconv.kfac_reduce_factor(xs, 3))(stack)
-    for i in range(2):
-        torch.testing.assert_close(batched[i], tnconv.kfac_reduce_factor(stack[i], 3), equal_nan=True)
-    assert batched[1].isnan().any() and not batched[0].isnan().any()
+    for bias in (False, True):
+        batched = torch.func.vmap(lambda xs: tnconv.kfac_reduce_factor(xs, 3, bias=bias))(stack)
+        for i in range(2):
+            torch.testing.assert_close(batched[i], tnconv.kfac_reduce_factor(stack[i], 3, bias=bias), equal_nan=True)
+        assert batched[1].isnan().any() and not batched[0].isnan().any()
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
     tnconv.kfac_reduce_factor(x, 3).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_kfac_reduce_with_bias_reads_x_once():
+    # the bias row and corner come from the same window sums as ū ūᵀ: one pass over x (one
+    # evaluation of Σ_o u through the dispatcher), and the corner is exactly 1
+    x = torch.randn(3, 4, 9, 9, dtype=torch.float64)
+    calls = []
+    original = tnconv.execute.separable._run
+
+    def counting(plan, tensors, matrices=None):
+        calls.append(plan.x_shape)
+        return original(plan, tensors, matrices)
+
+    tnconv.kfac_reduce_factor(x, 3, stride=2, bias=True)  # the runner is built (and cached) here
+    try:
+        tnconv.execute.separable._run = counting
+        factor = tnconv.kfac_reduce_factor(x, 3, stride=2, bias=True)
+    finally:
+        tnconv.execute.separable._run = original
+    assert len(calls) == 1
+    assert factor[0, -1, -1].item() == 1.0
+    u = F.unfold(x, 3, stride=2).mean(-1)  # ū by torch, [N, d]
+    expected_row = u.mean(0)
+    torch.testing.assert_close(factor[0, -1, :-1], expected_row)
+    torch.testing.assert_close(factor[0, :-1, -1], expected_row)
+    torch.testing.assert_close(factor[0, :-1, :-1], u.T @ u / 3)

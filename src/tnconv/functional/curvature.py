@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+from torch._C._functorch import is_functorch_wrapped_tensor
 
 from ..caching import cached
 from ..execute.dispatch import bind
@@ -94,8 +95,10 @@ def _factor_runner(
     run_square = bind(square, checked)
     if not bias:
         return lambda x: run_square({"x": x}, None)
-    run_sum = bind(feature_sum_network(patches), checked)
     batch, positions = patches.size("n"), _positions(patches)
+    if approx == "reduce":
+        return _reduce_with_bias(bind(base, checked), batch, group_count, d, positions, scale)
+    run_sum = bind(feature_sum_network(patches), checked)
     divisor, corner = (batch * positions, 1.0) if approx == "reduce" else (batch, float(positions))
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -108,6 +111,29 @@ def _factor_runner(
         full[:, d, :d] = mean
         full[:, d, d] = corner
         return full
+
+    return run
+
+
+def _reduce_with_bias(
+    run_sums: Callable[..., torch.Tensor], batch: int, groups: int, d: int, positions: int, scale: float
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """KFAC-reduce ``A`` of a layer with bias from one evaluation of ``Σ_o u`` (``[N, G, d]``):
+    the constant feature's sum over the positions is ``|O|``, so ``A = scale · s̃ᵀ s̃`` with
+    ``s̃ = [Σ_o u, |O|]`` per group — one pass over ``x`` and one GEMM (the bias row is then
+    ``(1/N) Σ_n ū``). The corner is set to its exact value 1."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        sums = run_sums({"x": x}, None)
+        extended = torch.cat([sums, sums.new_full((batch, groups, 1), float(positions))], dim=2)
+        rows = extended.permute(1, 2, 0)  # [G, d+1, N], a view: the GEMM takes it transposed
+        if is_functorch_wrapped_tensor(rows):  # torch.func: out of place
+            factor = torch.baddbmm(rows.new_zeros(()), rows, rows.transpose(1, 2), beta=0, alpha=scale)
+        else:
+            factor = torch.empty((groups, d + 1, d + 1), dtype=rows.dtype, device=rows.device)
+            factor.baddbmm_(rows, rows.transpose(1, 2), beta=0, alpha=scale)
+        factor[:, d, d] = 1.0
+        return factor
 
     return run
 

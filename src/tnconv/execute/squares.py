@@ -189,23 +189,26 @@ def square_runner(network: SquareNetwork, itemsize: int) -> Callable[[Mapping[st
 
         return run_squares
 
-    keep, outer, _ = gram_shape
-
     def run(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        # ``J`` may be a strided view (KFAC-reduce's ``[G, d, N]`` read from ``[N, G, d]``):
-        # the batched GEMM takes it as a transposed operand, and the scale rides in its
-        # ``alpha`` (no pass over ``J`` or over the result to scale)
-        value = factor(tensors, None).reshape(gram_shape)
-        if value.stride(2) != 1 and value.stride(1) != 1:  # no BLAS layout: one copy, not bmm's slow loop
-            value = value.contiguous()
-        if is_functorch_wrapped_tensor(value):  # torch.func: out of place (no write into a plain tensor)
-            result = torch.baddbmm(value.new_zeros(()), value, value.transpose(1, 2), beta=0, alpha=scale)
-        else:
-            result = torch.empty((keep, outer, outer), dtype=value.dtype, device=value.device)
-            result.baddbmm_(value, value.transpose(1, 2), beta=0, alpha=scale)
-        return result.reshape(output_shape)
+        return scaled_gram(factor(tensors, None).reshape(gram_shape), scale).reshape(output_shape)
 
     return run
+
+
+def scaled_gram(value: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale · value @ valueᵀ`` per batch entry: ``[B, r, s] -> [B, r, r]``, one batched GEMM.
+
+    ``value`` may be a strided view (KFAC-reduce's ``[G, d, N]`` read from ``[N, G, d]``): the
+    GEMM takes it as a transposed operand, and the scale rides in its ``alpha`` (no pass over
+    ``value`` or over the result to scale). Out of place under ``torch.func``.
+    """
+    if value.stride(2) != 1 and value.stride(1) != 1:  # no BLAS layout: one copy, not bmm's slow loop
+        value = value.contiguous()
+    if is_functorch_wrapped_tensor(value):  # torch.func: out of place (no write into a plain tensor)
+        return torch.baddbmm(value.new_zeros(()), value, value.transpose(1, 2), beta=0, alpha=scale)
+    batch, rows, _ = value.shape
+    result = torch.empty((batch, rows, rows), dtype=value.dtype, device=value.device)
+    return result.baddbmm_(value, value.transpose(1, 2), beta=0, alpha=scale)
 
 
 def contract_square_network(network: TensorNetwork, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
@@ -239,4 +242,12 @@ register_strategy(
     bind=_bind_square,
 )
 
-__all__ = ["FLOPS_PER_BYTE", "SquareRecipe", "contract_square", "cost", "square_recipe", "square_runner"]
+__all__ = [
+    "FLOPS_PER_BYTE",
+    "SquareRecipe",
+    "contract_square",
+    "cost",
+    "scaled_gram",
+    "square_recipe",
+    "square_runner",
+]

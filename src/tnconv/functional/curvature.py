@@ -41,11 +41,11 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from torch._C._functorch import is_functorch_wrapped_tensor
 
 from ..caching import cached
 from ..execute.dispatch import bind
 from ..execute.ops import float32_under_autocast, traced_input_factor, tracing
+from ..execute.squares import scaled_gram
 from ..spec.validation import IntOrTuple, Padding, check_floating, check_tensor, normalize_groups
 from ..symbolic.builders.curvature import (
     _positions,
@@ -90,26 +90,24 @@ def _factor_runner(
     if patches.size("n") == 0:  # a mean over no samples: NaN, as torch's mean of an empty batch
         return lambda x: x.new_full((group_count, d + bias, d + bias), math.nan)
     base, scale = _square_base(patches, approx)
-    square = square_network(base, keep=(1,), outer=(2,), scale=scale)
-    checked = square.input_shapes
-    run_square = bind(square, checked)
+    checked = base.input_shapes
+    batch, positions = patches.size("n"), _positions(patches)
+    if bias and approx == "reduce":
+        return _reduce_with_bias(bind(base, checked), batch, group_count, d, positions, scale)
+    run_square = bind(square_network(base, keep=(1,), outer=(2,), scale=scale), checked)
     if not bias:
         return lambda x: run_square({"x": x}, None)
-    batch, positions = patches.size("n"), _positions(patches)
-    if approx == "reduce":
-        return _reduce_with_bias(bind(base, checked), batch, group_count, d, positions, scale)
-    run_sum = bind(feature_sum_network(patches), checked)
-    divisor, corner = (batch * positions, 1.0) if approx == "reduce" else (batch, float(positions))
+    run_sum = bind(feature_sum_network(patches), checked)  # expand: Σ_{n,o} u, the bias row
 
     def run(x: torch.Tensor) -> torch.Tensor:
         tensors = {"x": x}
         factor = run_square(tensors, None)
-        mean = run_sum(tensors, None) / divisor
+        mean = run_sum(tensors, None) / batch
         full = factor.new_empty(group_count, d + 1, d + 1)
         full[:, :d, :d] = factor
         full[:, :d, d] = mean
         full[:, d, :d] = mean
-        full[:, d, d] = corner
+        full[:, d, d] = float(positions)
         return full
 
     return run
@@ -126,12 +124,7 @@ def _reduce_with_bias(
     def run(x: torch.Tensor) -> torch.Tensor:
         sums = run_sums({"x": x}, None)
         extended = torch.cat([sums, sums.new_full((batch, groups, 1), float(positions))], dim=2)
-        rows = extended.permute(1, 2, 0)  # [G, d+1, N], a view: the GEMM takes it transposed
-        if is_functorch_wrapped_tensor(rows):  # torch.func: out of place
-            factor = torch.baddbmm(rows.new_zeros(()), rows, rows.transpose(1, 2), beta=0, alpha=scale)
-        else:
-            factor = torch.empty((groups, d + 1, d + 1), dtype=rows.dtype, device=rows.device)
-            factor.baddbmm_(rows, rows.transpose(1, 2), beta=0, alpha=scale)
+        factor = scaled_gram(extended.permute(1, 2, 0), scale)  # [G, d+1, N], a view
         factor[:, d, d] = 1.0
         return factor
 

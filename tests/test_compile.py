@@ -120,6 +120,11 @@ def test_double_backward_through_the_operators():
         ("conv_weight_vjp", lambda t: (t(2, 4, 7), t(2, 6, 4), [6, 2, 3], [2], [1], "", [1], 2, "auto")),
         ("unfold", lambda t: (t(2, 3, 5, 4), [2, 2], [1, 1], [1, 0], "", [2, 1], "auto")),
         ("fold", lambda t: (t(2, 12, 9), [5, 4], [2, 2], [1, 1], [1, 0], "", [2, 1], "auto")),
+        ("unfold_transpose", lambda t: (t(2, 3, 4, 5), [3, 2], [2, 1], [1, 0], [1, 0], [1, 2], "auto")),
+        (
+            "unfold_transpose_vjp",
+            lambda t: (t(2, 18, 56), [2, 3, 4, 5], [3, 2], [2, 1], [1, 0], [1, 0], [1, 2], "auto"),
+        ),
     ],
 )
 def test_operators_pass_torch_library_opcheck(op, args):
@@ -213,3 +218,126 @@ def test_jit_trace_of_padding_modes_records_no_tracer_warning(mode):
         assert [str(w.message) for w in caught if "deprecated" not in str(w.message)] == []
         x2 = torch.randn(2, 2, *[5] * dims)
         torch.testing.assert_close(traced(x2), ref(x2))
+
+
+def test_weight_statistics_and_unfold_transpose_compile_without_graph_breaks():
+    # per-sample gradients, their second moment, the GGN diagonal / Gram matrix (with and
+    # without bias) and unfold_transpose: one operator each under dynamo, values as eager.
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 4, 7, 6, dtype=DT, generator=gen)
+    v = torch.randn(3, 6, 4, 7, dtype=DT, generator=gen)  # stride (2, 1), padding 1, kernel (3, 2)
+    s = torch.randn(2, 3, 6, 4, 7, dtype=DT, generator=gen)
+    options = {"stride": (2, 1), "padding": 1, "groups": 2}
+
+    def statistics(x, v, s):
+        return (
+            tnconv.per_sample_weight_grad(x, v, (3, 2), **options, bias=True),
+            tnconv.grad_second_moment(x, v, (3, 2), **options),
+            tnconv.ggn_diagonal(x, s, (3, 2), **options, bias=True),
+            tnconv.ggn_gram(x, s, (3, 2), **options, bias=True),
+            tnconv.unfold_transpose(x, (3, 2), stride=2, padding=1, output_padding=(1, 0), dilation=(1, 2)),
+        )
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explanation = torch._dynamo.explain(statistics)(x, v, s)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert [str(w.message) for w in caught] == []
+    called = {str(node.target).removesuffix(".default") for graph in explanation.graphs for node in graph.graph.nodes}
+    assert {"tnconv.weight_statistic", "tnconv.unfold_transpose"} <= called, called
+    compiled = torch.compile(statistics, fullgraph=True, backend="aot_eager")
+    got, expected = compiled(x, v, s), statistics(x, v, s)
+    torch.testing.assert_close(got, expected)
+    # independent of tnconv's eager path: the per-sample gradients sum to torch's weight gradient
+    torch.testing.assert_close(got[0][0].sum(0), torch.nn.grad.conv2d_weight(x, (6, 2, 3, 2), v, **options))
+    torch.testing.assert_close(got[1], got[0][0].square().sum(0))
+
+
+def test_unfold_transpose_operator_backward_equals_eager_and_is_twice_differentiable():
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 3, 4, 5, dtype=DT, generator=gen, requires_grad=True)
+
+    def cols(x):
+        return tnconv.unfold_transpose(x, (3, 2), stride=(2, 1), padding=(1, 0), output_padding=(1, 0))
+
+    compiled = torch.compile(cols, fullgraph=True, backend="aot_eager")
+    (got,) = torch.autograd.grad(compiled(x).square().sum(), x)
+    (expected,) = torch.autograd.grad(cols(x).square().sum(), x)
+    torch.testing.assert_close(got, expected)
+    arguments = ([3, 2], [2, 1], [1, 0], [1, 0], [1, 1], "auto")
+    torch.autograd.gradgradcheck(lambda x: tnconv.execute.ops.unfold_transpose(x, *arguments), (x,))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        lambda t: (t(2, 4, 6), t(2, 6, 3), "per_sample_weight_grad", [3], [2], [1], "", [1], 2),
+        lambda t: (t(2, 4, 6), t(2, 6, 6), "grad_second_moment", [3], [1], [0], "same", [1], 1),
+        lambda t: (t(2, 4, 5, 5), t(3, 2, 2, 4, 4), "ggn_diagonal", [2, 2], [1, 1], [0, 0], "", [1, 1], 2),
+        lambda t: (t(2, 4, 5), t(3, 2, 6, 3), "ggn_gram", [3], [1], [0], "", [1], 1),
+    ],
+)
+def test_weight_statistic_operator_passes_opcheck(args):
+    # statistics, not differentiated (no autograd formula, as the input factors): plain tensors
+    gen = torch.Generator().manual_seed(9)
+    arguments = args(lambda *shape: torch.randn(shape, dtype=DT, generator=gen))
+    torch.library.opcheck(torch.ops.tnconv.weight_statistic.default, arguments)
+
+
+def test_weight_statistic_operator_rejects_an_unknown_statistic():
+    x, v = torch.randn(2, 3, 6), torch.randn(2, 4, 4)
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        torch.ops.tnconv.weight_statistic(x, v, "hessian", [3], [1], [0], "", [1], 1)
+
+
+def test_unfold_transpose_adjoint_operator_names_a_wrongly_shaped_grad():
+    with pytest.raises(ValueError, match=r"grad must have shape \(2, 9, 8\)"):
+        torch.ops.tnconv.unfold_transpose_vjp(torch.randn(2, 9, 7), [2, 3, 6], [3], [1], [0], [0], [1], "auto")
+
+
+def test_weight_statistics_export_and_jit_trace():
+    class Statistics(torch.nn.Module):
+        def forward(self, x, s):
+            return tnconv.ggn_diagonal(x, s, 3, padding=1, bias=True), tnconv.grad_second_moment(x, s[0], 3, padding=1)
+
+    gen = torch.Generator().manual_seed(10)
+    x, s = torch.randn(2, 3, 6, 6, dtype=DT, generator=gen), torch.randn(4, 2, 5, 6, 6, dtype=DT, generator=gen)
+    x2 = torch.randn(2, 3, 6, 6, dtype=DT, generator=gen)
+    exported = torch.export.export(Statistics(), (x, s))
+    traced = torch.jit.trace(Statistics(), (x, s))
+    for module in (exported.module(), traced):
+        torch.testing.assert_close(module(x2, s), Statistics()(x2, s))
+
+
+def test_kfac_optimizer_steps_a_compiled_model_as_an_eager_one():
+    # KFAC's update runs its own eager passes on the model; the training step itself may be compiled
+    def build():
+        torch.manual_seed(11)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 10)
+        )
+        net = tnconv.nn.convert(net.to(DT))
+        loss_fn = torch.nn.CrossEntropyLoss()
+        optimizer = tnconv.kfac.KFACOptimizer(
+            net, loss_fn, torch.optim.SGD(net.parameters(), lr=0.1), approx="reduce", T_stats=1, T_inv=1
+        )
+        return net, loss_fn, optimizer
+
+    gen = torch.Generator().manual_seed(12)
+    x, y = torch.randn(16, 1, 4, 4, dtype=DT, generator=gen), torch.randint(0, 10, (16,), generator=gen)
+    torch._dynamo.reset()
+    results = []
+    for compile_it in (False, True):
+        net, loss_fn, optimizer = build()
+        forward = torch.compile(net, fullgraph=True, backend="aot_eager") if compile_it else net
+        for _ in range(2):
+            optimizer.zero_grad()
+            loss_fn(forward(x), y).backward()
+            optimizer.step(x, y)
+        results.append([p.detach().clone() for p in net.parameters()])
+    initial = [p.detach() for p in build()[0].parameters()]
+    for eager, compiled, start in zip(*results, initial):
+        torch.testing.assert_close(compiled, eager)
+        assert not torch.equal(eager, start)  # the steps moved the parameters

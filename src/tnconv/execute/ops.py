@@ -41,7 +41,7 @@ from ..spec.convspec import ConvSpec
 from ..spec.validation import check_bias
 from ..symbolic.builders.conv import conv_network
 from ..symbolic.builders.transpose import conv_transpose_network
-from ..symbolic.builders.unfold import fold_network, unfold_network
+from ..symbolic.builders.unfold import fold_network, unfold_network, unfold_transpose_network
 from ..symbolic.derive import vjp_network
 from .autodiff import complex_safe
 from .dispatch import contract as _dispatch
@@ -341,6 +341,82 @@ unfold.register_autograd(_unfold_backward, setup_context=_unfold_setup)
 fold.register_autograd(_fold_backward, setup_context=_unfold_setup)
 
 
+# ------------------------------------------------------------------ unfold_transpose and its adjoint
+def _unfold_transpose_net(shape, kernel_size, stride, padding, output_padding, dilation):  # type: ignore[no-untyped-def]
+    return unfold_transpose_network(
+        shape, tuple(kernel_size), tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation)
+    )
+
+
+@torch.library.custom_op("tnconv::unfold_transpose", mutates_args=())
+def unfold_transpose(
+    input: Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    dilation: list[int],
+    strategy: str,
+) -> Tensor:
+    """:func:`tnconv.unfold_transpose` of a batched ``[N, C, O…]`` input."""
+    network = _unfold_transpose_net(_shape(input), kernel_size, stride, padding, output_padding, dilation)
+    return _own(dispatch(network, {"x": input}, strategy), input)
+
+
+@unfold_transpose.register_fake
+def _(input, kernel_size, stride, padding, output_padding, dilation, strategy):  # type: ignore[no-untyped-def]
+    network = _unfold_transpose_net(_shape(input), kernel_size, stride, padding, output_padding, dilation)
+    return input.new_empty(network.output_shape)
+
+
+@torch.library.custom_op("tnconv::unfold_transpose_vjp", mutates_args=())
+def unfold_transpose_vjp(
+    grad: Tensor,
+    input_size: list[int],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    dilation: list[int],
+    strategy: str,
+) -> Tensor:
+    """The adjoint of ``tnconv::unfold_transpose``: ``grad [N, C·∏K, ∏I']`` back to the input
+    ``input_size = [N, C, O…]`` (the VJP network of its network; Π is real, so complex
+    tensors need no conjugate)."""
+    network = _unfold_transpose_adjoint_net(grad, input_size, kernel_size, stride, padding, output_padding, dilation)
+    adjoint, vector = vjp_network(network, "x")
+    return _own(dispatch(adjoint, {vector: grad}, strategy), grad)
+
+
+def _unfold_transpose_adjoint_net(grad, input_size, kernel_size, stride, padding, output_padding, dilation):  # type: ignore[no-untyped-def]
+    network = _unfold_transpose_net(tuple(input_size), kernel_size, stride, padding, output_padding, dilation)
+    if _shape(grad) != tuple(network.output_shape):
+        raise ValueError(f"grad must have shape {tuple(network.output_shape)}, got {_shape(grad)}")
+    return network
+
+
+@unfold_transpose_vjp.register_fake
+def _(grad, input_size, kernel_size, stride, padding, output_padding, dilation, strategy):  # type: ignore[no-untyped-def]
+    _unfold_transpose_adjoint_net(grad, input_size, kernel_size, stride, padding, output_padding, dilation)
+    return grad.new_empty(tuple(input_size))
+
+
+def _unfold_transpose_backward(ctx, grad):  # type: ignore[no-untyped-def]
+    return unfold_transpose_vjp(grad, list(ctx.input_shape), *ctx.arguments), None, None, None, None, None, None
+
+
+def _unfold_transpose_vjp_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    ctx.arguments = inputs[2:]
+
+
+def _unfold_transpose_vjp_backward(ctx, grad):  # type: ignore[no-untyped-def]
+    return (unfold_transpose(grad, *ctx.arguments), *[None] * 7)
+
+
+unfold_transpose.register_autograd(_unfold_transpose_backward, setup_context=_unfold_setup)
+unfold_transpose_vjp.register_autograd(_unfold_transpose_vjp_backward, setup_context=_unfold_transpose_vjp_setup)
+
+
 # ------------------------------------------------------------------ front-end helpers
 def int_list(value: object, dims: int) -> list[int]:
     """An int or a sequence of ints as the ``int[]`` of an operator (an int repeated ``dims``
@@ -389,6 +465,25 @@ def traced_input_factor(
     return torch.ops.tnconv.input_factor_transpose(
         x, approx, kernel, strides, int_list(padding, dims), int_list(output_padding, dims), dilations, groups, bias
     )
+
+
+def traced_weight_statistic(
+    x: Tensor,
+    v: Tensor,
+    statistic: str,
+    kernel_size: object,
+    stride: object,
+    padding: object,
+    dilation: object,
+    groups: int,
+) -> Tensor:
+    """The weight statistics (``"per_sample_weight_grad"``, ``"grad_second_moment"``,
+    ``"ggn_diagonal"``, ``"ggn_gram"``) as ``torch.ops.tnconv.weight_statistic``, for the
+    front-ends while compiling or tracing (registered by :mod:`tnconv.functional.curvature_ops`)."""
+    dims = x.dim() - 2
+    kernel, strides, dilations = (int_list(a, dims) for a in (kernel_size, stride, dilation))
+    pads, name = padding_arguments(padding, dims)
+    return torch.ops.tnconv.weight_statistic(x, v, statistic, kernel, strides, pads, name, dilations, groups)
 
 
 def float32_under_autocast(function):  # type: ignore[no-untyped-def]

@@ -1,4 +1,6 @@
-"""The KFAC input factors as ``torch.library`` custom operators (see :mod:`tnconv.execute.ops`).
+"""The curvature statistics as ``torch.library`` custom operators (see :mod:`tnconv.execute.ops`).
+
+The KFAC input factors:
 
 ``tnconv::input_factor`` and ``tnconv::input_factor_transpose`` run the eager front-ends of
 :mod:`tnconv.functional.curvature` (which call them by name while compiling or tracing, so
@@ -12,6 +14,17 @@ arguments through the factor's network builder.
 >>> a = torch.ops.tnconv.input_factor(x, "expand", [3, 3], [1, 1], [1, 1], "", [1, 1], 2, False)
 >>> torch.allclose(a, tnconv.kfc_factor(x, 3, padding=1, groups=2))
 True
+
+The weight statistics of :mod:`tnconv.functional.gradients` and :mod:`tnconv.functional.ggn`
+(per-sample gradients, their second moment, the GGN diagonal and Gram matrix) are one
+operator ``tnconv::weight_statistic``, the statistic named by a string; like the factors it
+has no autograd formula, and the bias parts, a few plain torch ops on ``v``/``s``, stay in
+the front-ends' graph:
+
+>>> v = torch.randn(2, 4, 6, 6)
+>>> m = torch.ops.tnconv.weight_statistic(x, v, "grad_second_moment", [3, 3], [1, 1], [1, 1], "", [1, 1], 2)
+>>> torch.allclose(m, tnconv.grad_second_moment(x, v, 3, padding=1, groups=2))
+True
 """
 
 from __future__ import annotations
@@ -21,7 +34,11 @@ import math
 import torch
 
 from ..symbolic.builders.curvature import input_patches, input_patches_transpose
+from ..symbolic.builders.ggn import ggn_factor_network
+from ..symbolic.builders.gradients import per_sample_weight_grad_network
 from .curvature import kfac_reduce_factor, kfac_reduce_factor_transpose, kfc_factor, kfc_factor_transpose
+from .ggn import ggn_diagonal, ggn_gram
+from .gradients import grad_second_moment, per_sample_weight_grad
 
 _FORWARD = {"expand": kfc_factor, "reduce": kfac_reduce_factor}
 _TRANSPOSE = {"expand": kfc_factor_transpose, "reduce": kfac_reduce_factor_transpose}
@@ -91,3 +108,52 @@ def _(x, approx, kernel_size, stride, padding, output_padding, dilation, groups,
     )
     d = shape[1] // groups * math.prod(kernel_size) + bool(bias)
     return x.new_empty(groups, d, d)
+
+
+# ------------------------------------------------------------------ weight statistics
+_STATISTICS = {
+    "per_sample_weight_grad": per_sample_weight_grad,
+    "grad_second_moment": grad_second_moment,
+    "ggn_diagonal": ggn_diagonal,
+    "ggn_gram": ggn_gram,
+}
+
+
+def _statistic(statistic: str) -> str:
+    if statistic not in _STATISTICS:
+        raise ValueError(f"statistic must be one of {sorted(_STATISTICS)}, got {statistic!r}")
+    return statistic
+
+
+@torch.library.custom_op("tnconv::weight_statistic", mutates_args=())
+def weight_statistic(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    statistic: str,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    padding_name: str,
+    dilation: list[int],
+    groups: int,
+) -> torch.Tensor:
+    """The weight part of ``tnconv.<statistic>(x, v, …)`` (``v`` is ``s`` for the GGN ones)."""
+    function = _STATISTICS[_statistic(statistic)]
+    arguments = (tuple(kernel_size), tuple(stride), _padding(padding, padding_name), tuple(dilation), groups)
+    return function(x, v, *arguments).contiguous()  # type: ignore[union-attr]
+
+
+@weight_statistic.register_fake
+def _(x, v, statistic, kernel_size, stride, padding, padding_name, dilation, groups):  # type: ignore[no-untyped-def]
+    _statistic(statistic)
+    x_shape, v_shape = tuple(int(s) for s in x.shape), tuple(int(s) for s in v.shape)
+    arguments = (tuple(kernel_size), tuple(stride), _padding(padding, padding_name), tuple(dilation), groups)
+    if statistic.startswith("ggn"):
+        network = ggn_factor_network(x_shape, v_shape, *arguments, merged=False)
+        if statistic == "ggn_gram":
+            rows = v_shape[0] * v_shape[1]
+            return x.new_empty(rows, rows)
+        return x.new_empty(network.output_shape[2:])
+    network = per_sample_weight_grad_network(x_shape, v_shape, *arguments)
+    shape = network.output_shape if statistic == "per_sample_weight_grad" else network.output_shape[1:]
+    return x.new_empty(shape)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ..execute.ops import traced_weight_statistic, tracing
 from ..execute.squares import contract_square
 from ..spec.validation import IntOrTuple, Padding, check_data_pair
 from ..symbolic.builders.ggn import _diagonal_axes, ggn_factor_network
@@ -51,8 +52,11 @@ def ggn_diagonal(
     (torch.Size([5, 3, 3, 3]), torch.Size([5]))
     """
     check_data_pair(x, s, "s")
-    factor = ggn_factor_network(x.shape, s.shape, kernel_size, stride, padding, dilation, groups, merged=False)
-    diagonal = contract_square(factor, {"x": x, "s": s}, keep=_diagonal_axes(factor))
+    if tracing():  # torch.compile / export / jit.trace: one operator (tnconv.functional.curvature_ops)
+        diagonal = traced_weight_statistic(x, s, "ggn_diagonal", kernel_size, stride, padding, dilation, groups)
+    else:
+        factor = ggn_factor_network(x.shape, s.shape, kernel_size, stride, padding, dilation, groups, merged=False)
+        diagonal = contract_square(factor, {"x": x, "s": s}, keep=_diagonal_axes(factor))
     if not bias:
         return diagonal
     return diagonal, s.flatten(3).sum(-1).square().sum((0, 1))
@@ -84,8 +88,11 @@ def ggn_gram(
     torch.Size([8, 8])
     """
     check_data_pair(x, s, "s")
-    factor = ggn_factor_network(x.shape, s.shape, kernel_size, stride, padding, dilation, groups, merged=True)
-    gram = contract_square(factor, {"x": x, "s": s}, outer=(0,))
+    if tracing():
+        gram = traced_weight_statistic(x, s, "ggn_gram", kernel_size, stride, padding, dilation, groups)
+    else:
+        factor = ggn_factor_network(x.shape, s.shape, kernel_size, stride, padding, dilation, groups, merged=True)
+        gram = contract_square(factor, {"x": x, "s": s}, outer=(0,))
     if not bias:
         return gram
     sums = s.flatten(3).sum(-1).flatten(0, 1)  # [M·N, C_out]

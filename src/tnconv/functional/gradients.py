@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..execute.ops import traced_weight_statistic, tracing
 from ..execute.squares import contract_square
 from ..spec.validation import IntOrTuple, Padding, check_data_pair
 from ..symbolic.builders.gradients import _moment_axes, per_sample_weight_grad_network
@@ -47,8 +48,11 @@ def per_sample_weight_grad(
     True
     """
     check_data_pair(x, v, "v")
-    network = per_sample_weight_grad_network(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
-    grads = network.simplify().contract(x=x, v=v)
+    if tracing():  # torch.compile / export / jit.trace: one operator (tnconv.functional.curvature_ops)
+        grads = traced_weight_statistic(x, v, "per_sample_weight_grad", kernel_size, stride, padding, dilation, groups)
+    else:
+        network = per_sample_weight_grad_network(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
+        grads = network.simplify().contract(x=x, v=v)
     if not bias:
         return grads
     return grads, v.flatten(2).sum(-1)
@@ -80,8 +84,11 @@ def grad_second_moment(
     True
     """
     check_data_pair(x, v, "v")
-    per_sample = per_sample_weight_grad_network(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
-    moment = contract_square(per_sample, {"x": x, "v": v}, keep=_moment_axes(per_sample))
+    if tracing():
+        moment = traced_weight_statistic(x, v, "grad_second_moment", kernel_size, stride, padding, dilation, groups)
+    else:
+        per_sample = per_sample_weight_grad_network(x.shape, v.shape, kernel_size, stride, padding, dilation, groups)
+        moment = contract_square(per_sample, {"x": x, "v": v}, keep=_moment_axes(per_sample))
     if not bias:
         return moment
     return moment, v.flatten(2).sum(-1).square().sum(0)

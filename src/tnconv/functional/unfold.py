@@ -147,5 +147,8 @@ def unfold_transpose(
     True
     """
     check_tensor(input, "input", min_dim=3)
+    if ops.tracing():
+        sizes = [ops.int_list(a, input.dim() - 2) for a in (kernel_size, stride, padding, output_padding, dilation)]
+        return ops.unfold_transpose(input, *sizes, strategy)
     network = unfold_transpose_network(input.shape, kernel_size, stride, padding, output_padding, dilation)
     return contract(network, strategy, x=input)

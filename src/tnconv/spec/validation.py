@@ -132,6 +132,21 @@ UNSUPPORTED_DTYPES = {
 def check_same_dtype_device(**tensors: torch.Tensor | None) -> None:
     """Raise ``TypeError``/``ValueError`` if the given tensors differ in dtype or device, or
     one is no tensor, or has a dtype no convolution exists for (:data:`UNSUPPORTED_DTYPES`)."""
+    first = None
+    for t in tensors.values():  # the common case in a few comparisons (front-ends call this per call)
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            break
+        if first is None:
+            first = t
+            if t.dtype in UNSUPPORTED_DTYPES:
+                break
+        elif t.dtype != first.dtype or t.device != first.device:
+            break
+    else:
+        if first is not None:
+            return
     items = [(name, t) for name, t in tensors.items() if t is not None]
     for name, t in items:
         check_tensor(t, name)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -282,9 +283,14 @@ def measure(
 
 
 def run(
-    cases: Iterable[Case], keeps: Sequence[float] = KEEPS, legs: Sequence[str] = ("spatial",), **options: object
+    cases: Iterable[Case],
+    keeps: Sequence[float] = KEEPS,
+    legs: Sequence[str] = ("spatial",),
+    progress: Callable[[dict[str, object]], None] | None = None,
+    **options: object,
 ) -> list[dict[str, object]]:
-    """:func:`measure` every non-transposed case with ``D ≤ 3`` at every ``keep``, per leg."""
+    """:func:`measure` every non-transposed case with ``D ≤ 3`` at every ``keep``, per leg
+    (``progress(row)`` after each row)."""
     rows = []
     for case in cases:
         if not applies(case):
@@ -294,6 +300,8 @@ def run(
                 continue  # (a 1-d layer has no second dimension to sample)
             for keep in keeps:
                 rows.append(measure(case, keep, leg=leg, **options))  # type: ignore[arg-type]
+                if progress is not None:
+                    progress(rows[-1])
     return rows
 
 
@@ -444,7 +452,19 @@ def run_from_args(args: argparse.Namespace) -> int:
         wanted = args.only.split(",") if args.only else (None if args.cases else list(DEFAULT_LAYERS))
         if wanted is not None:
             cases = [case for case in cases if case.model in wanted or case.label in wanted]
-    rows = run(cases, keeps, legs, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device)
+    begin = time.perf_counter()
+
+    def progress(row: dict[str, object]) -> None:  # one line per row on stderr (the table comes at the end)
+        print(
+            f"[{time.perf_counter() - begin:7.1f} s] {row['case']} {row['leg']} keep {row['keep']}: "
+            f"/exact {row['vs_exact']:.2f}, {row['rounds']} rounds",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    rows = run(
+        cases, keeps, legs, progress, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device
+    )
     print(format_table(rows))
     return 0
 

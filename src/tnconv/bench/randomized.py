@@ -165,14 +165,17 @@ def paired_ratios(times: dict[str, list[float]], numerator: str, denominator: st
 
 
 def spread(ratios: Sequence[float]) -> float:
-    """Half the interquartile range of ``ratios`` over their median (0 for a single ratio).
+    """Half the interquartile range of ``ratios`` over their median (0 for a single ratio;
+    infinite for a zero median and a non-zero range: calls that took no measurable time).
 
-    >>> spread([1.0, 1.0, 1.0]), round(spread([0.9, 1.0, 1.1, 1.2, 1.0]), 3)
-    (0.0, 0.05)
+    >>> spread([1.0, 1.0, 1.0]), round(spread([0.9, 1.0, 1.1, 1.2, 1.0]), 3), spread([0.0, 0.0, 0.0, 1.0])
+    (0.0, 0.05, inf)
     """
     if len(ratios) < 2:
         return 0.0
     q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    if median == 0:
+        return 0.0 if q3 == q1 else math.inf
     return (q3 - q1) / (2 * median)
 
 

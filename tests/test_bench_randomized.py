@@ -69,6 +69,45 @@ def test_small_calls_get_enough_rounds_for_min_seconds(fake_clock):
     assert len(bench._timed(tiny, 5, torch.device("cpu"), lambda times: False)["exact"]) == bench.MAX_ROUNDS
 
 
+def test_rounds_are_not_sized_on_a_call_whose_time_depends_on_the_draw(fake_clock):
+    # A Bernoulli draw that keeps nothing makes the randomized call (almost) free: one such
+    # call must not buy MAX_ROUNDS rounds of the exact VJP and masking.
+    state, thunk = fake_clock
+    draws = [1e-9, 1e-9, 0.5, 1e-9, 0.5, 0.5, 1e-9, 0.5] * 50  # kept counts vary from call to call
+    thunks = {
+        "randomized": thunk("randomized", lambda i: draws[i - 1] * bench.MIN_SECONDS),
+        "exact": thunk("exact", lambda i: bench.MIN_SECONDS),
+        "masked": thunk("masked", lambda i: bench.MIN_SECONDS),
+    }
+    steady = ("exact", "masked")
+    times = bench._timed(thunks, 4, torch.device("cpu"), lambda times: False, steady=steady)
+    assert {name: len(values) for name, values in times.items()} == {"randomized": 4, "exact": 4, "masked": 4}
+    # always noisy: still bounded by the extensions, whatever the draws
+    times = bench._timed(thunks, 4, torch.device("cpu"), lambda times: True, steady=steady)
+    assert len(times["exact"]) == 4 * (bench.MAX_EXTENSIONS + 1)
+    with pytest.raises(ValueError, match="steady"):
+        bench._timed(thunks, 4, torch.device("cpu"), lambda times: False, steady=("nope",))
+
+
+def test_measure_sizes_bernoulli_rounds_on_the_exact_vjp(fake_clock, monkeypatch):
+    # measure() itself: the randomized estimator free (empty draws), the exact VJP and masking
+    # taking MIN_SECONDS each: `repeats` rounds, not MAX_ROUNDS.
+    state, _ = fake_clock
+    real = bench.estimators.conv_weight_vjp
+    real_masked = bench._masked_vjp
+
+    def masked(*args, **kwargs):
+        state["now"] += bench.MIN_SECONDS
+        return real_masked(*args, **kwargs)
+
+    monkeypatch.setattr(bench.estimators, "conv_weight_vjp", lambda *args, **kwargs: real(*args, **kwargs))
+    monkeypatch.setattr(bench, "_masked_vjp", masked)
+    case = bench.Case("demo", "0", (1, 3, 8, 8), 4, (3, 3), (1, 1), (1, 1), (1, 1))
+    row = bench.measure(case, 0.1, mode="bernoulli", repeats=3, batch=2)
+    assert row["rounds"] == 3
+    assert row["vs_exact_mean"] >= 0.0
+
+
 def test_spread_is_half_the_interquartile_range_over_the_median():
     assert bench.spread([1.0]) == 0.0
     assert bench.spread([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx((4.0 - 2.0) / (2 * 3.0))

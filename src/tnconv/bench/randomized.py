@@ -4,11 +4,14 @@ For every case and ``keep`` it times three implementations of the weight VJP in 
 process: after a warm-up, rounds that call each once, in an order that rotates from round
 to round. The ratios (``/exact``, ``/mask``) are the medians of the *per-round* ratios, the
 two calls of a ratio having run next to each other (``spread``: half the interquartile range
-of the per-round ``randomized/exact`` over their median). A case measured while the
+of the per-round ``randomized/exact`` over their median; ``mean``: their mean, the expected
+cost of a draw, which in Bernoulli mode — skewed kept counts, e.g. mostly empty draws of
+the few units of an ``N = 1`` layer at low keep — can lie well above the median). A case measured while the
 machine was noisy (``masked/exact`` spreading by more than :data:`NOISE`) is re-measured
 with as many rounds again, at most :data:`MAX_EXTENSIONS` times
 (``rnds``: the rounds taken). Small layers get more than ``repeats`` rounds, enough for
-:data:`MIN_SECONDS` of calls. The implementations:
+:data:`MIN_SECONDS` of calls of the exact VJP or masking (never sized on the randomized
+call, whose time varies with the draw in Bernoulli mode). The implementations:
 
 - ``randomized``: :func:`tnconv.randomized.conv_weight_vjp` (a new draw every run; at
   ``keep = 1`` PyTorch's kernel, called directly);
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -143,8 +147,9 @@ _clock = time.perf_counter
 #: whose kept count varies from draw to draw.)
 NOISE = 0.05
 MAX_EXTENSIONS = 2
-#: At least this many seconds of calls of the fastest implementation are timed per case and
-#: ``keep`` (more rounds than ``repeats`` for small layers), in at most :data:`MAX_ROUNDS` rounds.
+#: At least this many seconds of calls of the fastest implementation whose work does not
+#: depend on the draw (the exact VJP or masking) are timed per case and ``keep`` (more rounds
+#: than ``repeats`` for small layers), in at most :data:`MAX_ROUNDS` rounds.
 MIN_SECONDS = 0.2
 MAX_ROUNDS = 200
 
@@ -160,26 +165,40 @@ def paired_ratios(times: dict[str, list[float]], numerator: str, denominator: st
 
 
 def spread(ratios: Sequence[float]) -> float:
-    """Half the interquartile range of ``ratios`` over their median (0 for a single ratio).
+    """Half the interquartile range of ``ratios`` over their median (0 for a single ratio;
+    infinite for a zero median and a non-zero range: calls that took no measurable time).
 
-    >>> spread([1.0, 1.0, 1.0]), round(spread([0.9, 1.0, 1.1, 1.2, 1.0]), 3)
-    (0.0, 0.05)
+    >>> spread([1.0, 1.0, 1.0]), round(spread([0.9, 1.0, 1.1, 1.2, 1.0]), 3), spread([0.0, 0.0, 0.0, 1.0])
+    (0.0, 0.05, inf)
     """
     if len(ratios) < 2:
         return 0.0
     q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    if median == 0:
+        return 0.0 if q3 == q1 else math.inf
     return (q3 - q1) / (2 * median)
 
 
 def _timed(
-    thunks: dict[str, Callable[[], object]], repeats: int, device: torch.device, noisy: Callable[[dict], bool]
+    thunks: dict[str, Callable[[], object]],
+    repeats: int,
+    device: torch.device,
+    noisy: Callable[[dict], bool],
+    steady: Sequence[str] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of every implementation: a warm-up, then rounds that call each once,
     in an order that rotates from round to round (none always runs right after another).
-    ``repeats`` rounds, or as many as take :data:`MIN_SECONDS` of the fastest implementation
-    (by its warm-up, at most :data:`MAX_ROUNDS`: small layers are cheap to time often and
-    noisy to time rarely); then as many more while ``noisy(times)``, at most
-    :data:`MAX_EXTENSIONS` times."""
+    ``repeats`` rounds, or as many as take :data:`MIN_SECONDS` of the fastest of the
+    ``steady`` implementations (default: all) by its warm-up, at most :data:`MAX_ROUNDS`
+    (small layers are cheap to time often and noisy to time rarely); then as many more
+    while ``noisy(times)``, at most :data:`MAX_EXTENSIONS` times.
+
+    ``steady`` names the implementations whose work does not depend on a random draw: the
+    round count must not be sized on one call of a randomized estimator in Bernoulli mode,
+    whose kept count varies from call to call — one lucky draw that keeps (almost) nothing
+    takes microseconds and would buy :data:`MAX_ROUNDS` rounds of the exact VJP. (Measured:
+    ``vgg16/features.2``, ``N = 1``, at keep 0.1, 200 rounds and 29 s for one row instead of
+    5 rounds; it is why the Bernoulli ``--full`` run did not finish.)"""
 
     def sync() -> None:
         if device.type == "cuda":
@@ -193,9 +212,12 @@ def _timed(
         return _clock() - start
 
     names = list(thunks)
-    for name in names:  # warm-up (first calls build caches and primitives), then an estimate
+    sizing = list(steady) if steady is not None else names
+    if not sizing or any(name not in thunks for name in sizing):
+        raise ValueError(f"steady must name some of the implementations {names}, got {steady}")
+    for name in names:  # warm-up (first calls build caches and primitives)
         call(name)
-    fastest = min(call(name) for name in names)
+    fastest = min(call(name) for name in sizing)  # an estimate, from calls that do not draw
     rounds = max(repeats, min(MAX_ROUNDS, math.ceil(MIN_SECONDS / max(fastest, 1e-9))))
     times: dict[str, list[float]] = {name: [] for name in names}
     for extension in range(MAX_EXTENSIONS + 1):
@@ -240,6 +262,7 @@ def measure(
         repeats,
         device,
         lambda times: spread(paired_ratios(times, "masked", "exact")) > NOISE,
+        steady=("exact", "masked"),  # their work does not depend on the draw
     )
     times = {name: statistics.median(values) for name, values in rounds.items()}
     vs_exact = paired_ratios(rounds, "randomized", "exact")
@@ -253,6 +276,7 @@ def measure(
         "rounds": len(vs_exact),
         "spread": spread(vs_exact),
         "vs_exact": statistics.median(vs_exact),
+        "vs_exact_mean": statistics.fmean(vs_exact),
         "vs_masked": statistics.median(paired_ratios(rounds, "randomized", "masked")),
         "masked_vs_exact": statistics.median(paired_ratios(rounds, "masked", "exact")),
         "flops_fraction": _plan_flops_fraction(case, x, v, keep, leg),
@@ -262,9 +286,14 @@ def measure(
 
 
 def run(
-    cases: Iterable[Case], keeps: Sequence[float] = KEEPS, legs: Sequence[str] = ("spatial",), **options: object
+    cases: Iterable[Case],
+    keeps: Sequence[float] = KEEPS,
+    legs: Sequence[str] = ("spatial",),
+    progress: Callable[[dict[str, object]], None] | None = None,
+    **options: object,
 ) -> list[dict[str, object]]:
-    """:func:`measure` every non-transposed case with ``D ≤ 3`` at every ``keep``, per leg."""
+    """:func:`measure` every non-transposed case with ``D ≤ 3`` at every ``keep``, per leg
+    (``progress(row)`` after each row)."""
     rows = []
     for case in cases:
         if not applies(case):
@@ -274,6 +303,8 @@ def run(
                 continue  # (a 1-d layer has no second dimension to sample)
             for keep in keeps:
                 rows.append(measure(case, keep, leg=leg, **options))  # type: ignore[arg-type]
+                if progress is not None:
+                    progress(rows[-1])
     return rows
 
 
@@ -281,7 +312,7 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
     """A plain-text table of :func:`run`'s rows and the median ratios per ``keep``."""
     header = (
         f"{'case':<34} {'leg':<10} {'N':>3} {'keep':>5} {'rand ms':>9} {'exact ms':>9} {'mask ms':>9} "
-        f"{'/exact':>7} {'spread':>6} {'rnds':>4} {'/mask':>7} {'FLOPs':>6} {'rel.err':>8} {'eq.time':>8}"
+        f"{'/exact':>7} {'mean':>6} {'spread':>6} {'rnds':>4} {'/mask':>7} {'FLOPs':>6} {'rel.err':>8} {'eq.time':>8}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -289,13 +320,14 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
             f"{row['case']:<34} {row['leg']:<10} {row['batch']:>3} {row['keep']:>5.2f} "
             f"{1e3 * row['randomized_s']:>9.2f} "  # type: ignore[operator]
             f"{1e3 * row['exact_s']:>9.2f} {1e3 * row['masked_s']:>9.2f} {row['vs_exact']:>7.2f} "  # type: ignore[operator]
-            f"{row['spread']:>6.3f} {row['rounds']:>4} "
+            f"{row['vs_exact_mean']:>6.2f} {row['spread']:>6.3f} {row['rounds']:>4} "
             f"{row['vs_masked']:>7.2f} {row['flops_fraction']:>6.3f} {row['relative_error']:>8.3f} "
             f"{row['equal_time_error']:>8.3f}"
         )
     lines.append("")
     lines.append(
-        "median over cases:  leg        keep   rand/exact (max)   rand/masked   FLOPs   rel. error   at equal time"
+        "median over cases:  leg        keep   rand/exact (max)   mean (max)   rand/masked   FLOPs   rel. error"
+        "   at equal time"
     )
     for leg in dict.fromkeys(row["leg"] for row in rows):
         for keep in sorted({row["keep"] for row in rows if row["leg"] == leg}, reverse=True):  # type: ignore[type-var]
@@ -305,8 +337,10 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
                 return statistics.median(float(row[key]) for row in some)
 
             worst = max(float(row["vs_exact"]) for row in some)
+            worst_mean = max(float(row["vs_exact_mean"]) for row in some)
             lines.append(
                 f"{'':<20}{leg:<10} {keep:>5.2f} {median('vs_exact'):>10.2f} ({worst:>4.2f}) "
+                f"{median('vs_exact_mean'):>6.2f} ({worst_mean:>4.2f}) "
                 f"{median('vs_masked'):>13.2f} {median('flops_fraction'):>7.3f} {median('relative_error'):>12.3f} "
                 f"{median('equal_time_error'):>15.3f}"
             )
@@ -421,7 +455,19 @@ def run_from_args(args: argparse.Namespace) -> int:
         wanted = args.only.split(",") if args.only else (None if args.cases else list(DEFAULT_LAYERS))
         if wanted is not None:
             cases = [case for case in cases if case.model in wanted or case.label in wanted]
-    rows = run(cases, keeps, legs, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device)
+    begin = time.perf_counter()
+
+    def progress(row: dict[str, object]) -> None:  # one line per row on stderr (the table comes at the end)
+        print(
+            f"[{time.perf_counter() - begin:7.1f} s] {row['case']} {row['leg']} keep {row['keep']}: "
+            f"/exact {row['vs_exact']:.2f}, {row['rounds']} rounds",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    rows = run(
+        cases, keeps, legs, progress, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device
+    )
     print(format_table(rows))
     return 0
 

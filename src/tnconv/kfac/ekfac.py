@@ -26,7 +26,22 @@ each arriving output gradient ``b[n, g, co, o]`` of a layer with unfolded input
   ``Σ_o b̃ ãᵀ``: ``N·|O|·(d² + c² + cd)``, cheaper when ``|O|`` is small against ``d``.
 
 The squares are summed into ``S`` and every per-vector tensor is released; per-sample
-gradients of all vectors are never held together.
+gradients of all vectors are never held together. The rotated per-sample gradients of one
+vector are formed, squared (in place) and summed in chunks of samples of at most
+:data:`chunk_bytes` each (at least one sample), so that a wide layer's ``[N, G, C_out/G, d]``
+never exists at once (ResNet-18's ``512 × 4608`` layers at batch 8: 75 MB, and as much again
+for its square, when formed whole).
+
+What is live at once
+--------------------
+Without an EMA (``ema=None``) and with ``nonfinite="raise"`` an update replaces the factors,
+eigenbases and corrections, so :meth:`EKFAC.update` releases the old ones before it forms
+the new ones (as :class:`~tnconv.kfac.KFAC` does for its factors): one set of factors and
+bases is live, never two. With an EMA, or ``nonfinite="skip"``, the old ones survive until
+they are replaced (an EMA reads the old factors and corrections; a skipped update must leave
+them as they were). Inverses from :meth:`EKFAC.invert` hold the bases they were made from
+(``precondition(refresh=False)`` and the optimizer's ``T_inv`` reuse them), so they keep an
+old basis alive until the next :meth:`EKFAC.invert`.
 
 Example:
     >>> import torch, tnconv
@@ -56,6 +71,9 @@ from .per_sample import per_sample_gradients
 ORDERS = ("auto", "gradient", "rotate")
 #: contraction order of the corrections: ``"auto"`` (cheapest), or one forced (tests use it)
 order = "auto"
+#: at most this many bytes of rotated per-sample gradients exist at once (at least one
+#: sample's); tests set it to 1 to force one sample per chunk
+chunk_bytes = 8 * 2**20
 
 
 @dataclass
@@ -108,15 +126,34 @@ def rotated_gradient_squares(
     rotate_first = positions * (d * d + c * c + c * d)
     if order not in ORDERS:
         raise ValueError(f"tnconv.kfac.ekfac.order must be one of {ORDERS}, got {order!r}")
+    if not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool) or chunk_bytes < 1:
+        raise ValueError(f"tnconv.kfac.ekfac.chunk_bytes must be a positive int, got {chunk_bytes!r}")
     if order == "rotate" or (order == "auto" and rotate_first < gradient_first):
         a = layer.unfolded(x, output_shape)  # [N, G, d, O]
-        a_rot = torch.einsum("ngjo,gjq->ngqo", a, qa)
+        a_rot = torch.einsum("ngjo,gjq->ngoq", a, qa)
+        del a
         b_rot = torch.einsum("ngco,gcp->ngpo", b, qb)
-        rotated = torch.einsum("ngpo,ngqo->ngpq", b_rot, a_rot)
+
+        def rotate(s: slice) -> torch.Tensor:
+            return b_rot[s] @ a_rot[s]  # [n, G, c, d]
+
     else:
-        per_sample = per_sample_gradients(layer, x, output_shape, g)  # [N, G, c, d]
-        rotated = qb.transpose(1, 2).unsqueeze(0) @ per_sample @ qa.unsqueeze(0)
-    return (rotated * rotated).sum(0)
+        per_sample = per_sample_gradients(layer, x, output_shape, g)  # [N, G, c, d] (no larger than a)
+        qb_t, qa_1 = qb.transpose(1, 2).unsqueeze(0), qa.unsqueeze(0)
+
+        def rotate(s: slice) -> torch.Tensor:
+            return qb_t @ per_sample[s] @ qa_1
+
+    samples = b.shape[0]
+    step = max(1, chunk_bytes // (qa.shape[0] * c * d * qa.element_size()))
+    total = qa.new_zeros(qa.shape[0], c, d) if samples == 0 else None
+    for start in range(0, samples, step):
+        rotated = rotate(slice(start, start + step))
+        part = rotated.mul_(rotated).sum(0)  # squared in place: no second chunk-sized buffer
+        del rotated
+        total = part if total is None else total.add_(part)
+    assert total is not None
+    return total
 
 
 class EKFAC(KFAC):
@@ -199,6 +236,11 @@ class EKFAC(KFAC):
         Returns the loss (detached).
         """
         self._new_roots = {}
+        if self.ema is None and self.nonfinite == "raise":
+            # replaced by this update anyway (as the factors, which _factor_pass releases): gone
+            # before the new factors and bases exist, they never add to their peak (module docs)
+            self.eigenbases.clear()
+            self.corrections.clear()
         try:
             result = self._factor_pass(inputs, targets)
             if result is None:

@@ -249,3 +249,58 @@ def test_a_failed_update_after_released_bases_asks_for_an_update():
     assert not ekfac.factors and not ekfac.eigenbases and not ekfac.corrections
     with pytest.raises(RuntimeError, match="update"):
         ekfac.precondition()
+
+
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+def test_keep_factors_false_releases_each_factor_before_the_correction_pass_with_equal_results(approx):
+    """keep_factors=False: every factor of the update is gone by the correction pass's forward
+    (keep_factors=True: all alive), and bases, corrections, preconditioned gradients and the
+    operator algebra equal those of keep_factors=True."""
+    import weakref
+
+    g = torch.Generator().manual_seed(4)
+    x, t = torch.randn(4, 2, 7, 7, generator=g, dtype=DTYPE), torch.randint(0, 3, (4,), generator=g)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    runs = {}
+    for keep in (True, False):
+        model = mixed_net()
+        ekfac = EKFAC(model, loss_fn, approx=approx, damping=0.1, keep_factors=keep)
+        refs, forwards = [], []
+        bases_of = ekfac._bases
+
+        def spy(factors, *args, refs=refs, bases_of=bases_of, **kwargs):
+            refs += [weakref.ref(t_) for f in factors.values() for t_ in (f.A, f.B)]
+            return bases_of(factors, *args, **kwargs)
+
+        ekfac._bases = spy
+        handle = model.conv2d.register_forward_hook(
+            lambda *_, refs=refs, forwards=forwards: forwards.append([r() is not None for r in refs])
+        )
+        ekfac.update(x, t)
+        handle.remove()
+        # forward 0: the factor pass (nothing captured yet); forward 1: the correction pass
+        assert len(forwards) == 2 and len(refs) == 8
+        assert forwards[1] == [keep] * len(refs)
+        assert bool(ekfac.factors) == keep
+        model.zero_grad()
+        loss_fn(model(x), t).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        runs[keep] = (ekfac, ekfac.precondition(grads), ekfac.trace(), ekfac.inverse_operator().logdet())
+    (kept, out_kept, tr_kept, ld_kept), (dropped, out_dropped, tr_dropped, ld_dropped) = runs[True], runs[False]
+    for name, S in kept.corrections.items():
+        torch.testing.assert_close(dropped.corrections[name], S, rtol=0, atol=0)
+        torch.testing.assert_close(dropped.eigenbases[name].A_eigvecs, kept.eigenbases[name].A_eigvecs, rtol=0, atol=0)
+    for name, value in out_kept.items():
+        torch.testing.assert_close(out_dropped[name], value, rtol=0, atol=0)
+    torch.testing.assert_close(tr_dropped, tr_kept, rtol=0, atol=0)
+    torch.testing.assert_close(ld_dropped, ld_kept, rtol=0, atol=0)
+
+
+def test_keep_factors_argument():
+    with pytest.raises(TypeError, match="keep_factors"):
+        EKFAC(torch.nn.Linear(2, 2), torch.nn.MSELoss(), keep_factors="no")
+    with pytest.raises(ValueError, match="keep_factors"):
+        EKFAC(torch.nn.Linear(2, 2), torch.nn.MSELoss(), ema=0.5, keep_factors=False)
+    ekfac = EKFAC(torch.nn.Linear(2, 2), torch.nn.MSELoss(), keep_factors=False)
+    with pytest.raises(RuntimeError, match="update"):
+        ekfac.precondition()

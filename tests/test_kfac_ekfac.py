@@ -164,14 +164,15 @@ def test_ekfac_arguments_and_skip():
         ekfac.precondition()
 
 
-def test_optimizer_with_ekfac_steps_along_the_preconditioned_gradient_and_round_trips():
+@pytest.mark.parametrize("keep_factors", [True, False])
+def test_optimizer_with_ekfac_steps_along_the_preconditioned_gradient_and_round_trips(keep_factors):
     from tnconv.kfac import KFACOptimizer
 
     model = mixed_net()
     g = torch.Generator().manual_seed(0)
     x, t = torch.randn(4, 2, 7, 7, generator=g, dtype=DTYPE), torch.randint(0, 3, (4,), generator=g)
     loss_fn = torch.nn.CrossEntropyLoss()
-    opt = KFACOptimizer(model, loss_fn, lr=0.5, damping=0.1, ekfac=True)
+    opt = KFACOptimizer(model, loss_fn, lr=0.5, damping=0.1, ekfac=True, keep_factors=keep_factors)
     assert isinstance(opt.kfac, EKFAC)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt.zero_grad()
@@ -184,7 +185,8 @@ def test_optimizer_with_ekfac_steps_along_the_preconditioned_gradient_and_round_
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), before[n] - 0.5 * expected[n])
     state = opt.state_dict()
-    fresh = KFACOptimizer(model, loss_fn, lr=0.5, damping=0.1, ekfac=True)
+    assert bool(opt.kfac.factors) == keep_factors
+    fresh = KFACOptimizer(model, loss_fn, lr=0.5, damping=0.1, ekfac=True, keep_factors=keep_factors)
     fresh.load_state_dict(state)
     for name, s in opt.kfac.corrections.items():
         torch.testing.assert_close(fresh.kfac.corrections[name], s)

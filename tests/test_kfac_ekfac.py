@@ -50,12 +50,15 @@ def brute_force(ekfac, model, x, targets, vectors):
     return sums
 
 
+@pytest.mark.parametrize("chunk", ["default", "one sample"])
 @pytest.mark.parametrize("order", ["auto", "gradient", "rotate"])
 @pytest.mark.parametrize("fisher", ["type-2", "mc", "empirical"])
 @pytest.mark.parametrize("approx", ["expand", "reduce"])
 @pytest.mark.parametrize("net", ["mixed", "all-kinds"])
-def test_corrections_and_preconditioning_match_brute_force(net, approx, fisher, order, monkeypatch):
+def test_corrections_and_preconditioning_match_brute_force(net, approx, fisher, order, chunk, monkeypatch):
     monkeypatch.setattr(ekfac_module, "order", order)
+    if chunk == "one sample":  # every sample's rotated gradient is squared and summed on its own
+        monkeypatch.setattr(ekfac_module, "chunk_bytes", 1)
     g = torch.Generator().manual_seed(5)
     if net == "mixed":
         model, x = mixed_net(), torch.randn(3, 2, 7, 7, generator=g, dtype=DTYPE)
@@ -161,14 +164,15 @@ def test_ekfac_arguments_and_skip():
         ekfac.precondition()
 
 
-def test_optimizer_with_ekfac_steps_along_the_preconditioned_gradient_and_round_trips():
+@pytest.mark.parametrize("keep_factors", [True, False])
+def test_optimizer_with_ekfac_steps_along_the_preconditioned_gradient_and_round_trips(keep_factors):
     from tnconv.kfac import KFACOptimizer
 
     model = mixed_net()
     g = torch.Generator().manual_seed(0)
     x, t = torch.randn(4, 2, 7, 7, generator=g, dtype=DTYPE), torch.randint(0, 3, (4,), generator=g)
     loss_fn = torch.nn.CrossEntropyLoss()
-    opt = KFACOptimizer(model, loss_fn, lr=0.5, damping=0.1, ekfac=True)
+    opt = KFACOptimizer(model, loss_fn, lr=0.5, damping=0.1, ekfac=True, keep_factors=keep_factors)
     assert isinstance(opt.kfac, EKFAC)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt.zero_grad()
@@ -181,8 +185,124 @@ def test_optimizer_with_ekfac_steps_along_the_preconditioned_gradient_and_round_
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), before[n] - 0.5 * expected[n])
     state = opt.state_dict()
-    fresh = KFACOptimizer(model, loss_fn, lr=0.5, damping=0.1, ekfac=True)
+    assert bool(opt.kfac.factors) == keep_factors
+    fresh = KFACOptimizer(model, loss_fn, lr=0.5, damping=0.1, ekfac=True, keep_factors=keep_factors)
     fresh.load_state_dict(state)
     for name, s in opt.kfac.corrections.items():
         torch.testing.assert_close(fresh.kfac.corrections[name], s)
     torch.testing.assert_close(fresh.kfac.precondition(grads), opt.kfac.precondition(grads))
+
+
+def test_chunk_bytes_must_be_a_positive_int(monkeypatch):
+    model = mixed_net()
+    x, t = torch.randn(2, 2, 7, 7, dtype=DTYPE), torch.tensor([0, 1])
+    ekfac = EKFAC(model, torch.nn.CrossEntropyLoss())
+    for bad in (0, -3, 1.5, True):
+        monkeypatch.setattr(ekfac_module, "chunk_bytes", bad)
+        with pytest.raises(ValueError, match="chunk_bytes"):
+            ekfac.update(x, t)
+
+
+@pytest.mark.parametrize(
+    "ema, nonfinite, released", [(None, "raise", True), (0.5, "raise", False), (None, "skip", False)]
+)
+def test_old_bases_are_released_before_the_new_factors_exist_when_an_update_replaces_them(ema, nonfinite, released):
+    """Without an EMA an update replaces bases and corrections: the old ones must be gone by
+    the time the next factor pass runs (two sets are never live together). With an EMA, or
+    with nonfinite="skip" (a skipped update keeps them), they must survive."""
+    import weakref
+
+    model = mixed_net()
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(4, 2, 7, 7, generator=g, dtype=DTYPE), torch.randint(0, 3, (4,), generator=g)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    ekfac = EKFAC(model, loss_fn, ema=ema, nonfinite=nonfinite, damping=0.1)
+    ekfac.update(x, t)
+    old = [weakref.ref(t_) for b in ekfac.eigenbases.values() for t_ in (b.A_eigvecs, b.B_eigvecs)]
+    old += [weakref.ref(s) for s in ekfac.corrections.values()]
+    alive_in_forward = []
+    handle = model.conv1d.register_forward_hook(lambda *_: alive_in_forward.append([r() is not None for r in old]))
+    try:
+        ekfac.update(x, t)
+    finally:
+        handle.remove()
+    # the first forward of the second update is its factor pass (the second its correction pass)
+    assert alive_in_forward[0] == [not released] * len(old)
+    # and the result is that of a fresh object (no EMA) or of the EMA of both updates
+    reference = EKFAC(model, loss_fn, ema=ema, damping=0.1)
+    reference.update(x, t)
+    if ema is not None:
+        reference.update(x, t)
+    for name, S in reference.corrections.items():
+        torch.testing.assert_close(ekfac.corrections[name], S, rtol=1e-12, atol=1e-14)
+
+
+def test_a_failed_update_after_released_bases_asks_for_an_update():
+    """The release must not leave bases missing beside stored factors: a non-finite loss
+    (ema=None, nonfinite="raise") leaves no factors, and precondition() says to update."""
+    from tnconv.kfac import NonFiniteError
+
+    model = mixed_net()
+    x, t = torch.randn(2, 2, 7, 7, dtype=DTYPE), torch.tensor([0, 1])
+    ekfac = EKFAC(model, torch.nn.CrossEntropyLoss())
+    ekfac.update(x, t)
+    with pytest.raises(NonFiniteError):
+        ekfac.update(torch.full_like(x, float("nan")), t)
+    assert not ekfac.factors and not ekfac.eigenbases and not ekfac.corrections
+    with pytest.raises(RuntimeError, match="update"):
+        ekfac.precondition()
+
+
+@pytest.mark.parametrize("approx", ["expand", "reduce"])
+def test_keep_factors_false_releases_each_factor_before_the_correction_pass_with_equal_results(approx):
+    """keep_factors=False: every factor of the update is gone by the correction pass's forward
+    (keep_factors=True: all alive), and bases, corrections, preconditioned gradients and the
+    operator algebra equal those of keep_factors=True."""
+    import weakref
+
+    g = torch.Generator().manual_seed(4)
+    x, t = torch.randn(4, 2, 7, 7, generator=g, dtype=DTYPE), torch.randint(0, 3, (4,), generator=g)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    runs = {}
+    for keep in (True, False):
+        model = mixed_net()
+        ekfac = EKFAC(model, loss_fn, approx=approx, damping=0.1, keep_factors=keep)
+        refs, forwards = [], []
+        bases_of = ekfac._bases
+
+        def spy(factors, *args, refs=refs, bases_of=bases_of, **kwargs):
+            refs += [weakref.ref(t_) for f in factors.values() for t_ in (f.A, f.B)]
+            return bases_of(factors, *args, **kwargs)
+
+        ekfac._bases = spy
+        handle = model.conv2d.register_forward_hook(
+            lambda *_, refs=refs, forwards=forwards: forwards.append([r() is not None for r in refs])
+        )
+        ekfac.update(x, t)
+        handle.remove()
+        # forward 0: the factor pass (nothing captured yet); forward 1: the correction pass
+        assert len(forwards) == 2 and len(refs) == 8
+        assert forwards[1] == [keep] * len(refs)
+        assert bool(ekfac.factors) == keep
+        model.zero_grad()
+        loss_fn(model(x), t).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        runs[keep] = (ekfac, ekfac.precondition(grads), ekfac.trace(), ekfac.inverse_operator().logdet())
+    (kept, out_kept, tr_kept, ld_kept), (dropped, out_dropped, tr_dropped, ld_dropped) = runs[True], runs[False]
+    for name, S in kept.corrections.items():
+        torch.testing.assert_close(dropped.corrections[name], S, rtol=0, atol=0)
+        torch.testing.assert_close(dropped.eigenbases[name].A_eigvecs, kept.eigenbases[name].A_eigvecs, rtol=0, atol=0)
+    for name, value in out_kept.items():
+        torch.testing.assert_close(out_dropped[name], value, rtol=0, atol=0)
+    torch.testing.assert_close(tr_dropped, tr_kept, rtol=0, atol=0)
+    torch.testing.assert_close(ld_dropped, ld_kept, rtol=0, atol=0)
+
+
+def test_keep_factors_argument():
+    with pytest.raises(TypeError, match="keep_factors"):
+        EKFAC(torch.nn.Linear(2, 2), torch.nn.MSELoss(), keep_factors="no")
+    with pytest.raises(ValueError, match="keep_factors"):
+        EKFAC(torch.nn.Linear(2, 2), torch.nn.MSELoss(), ema=0.5, keep_factors=False)
+    ekfac = EKFAC(torch.nn.Linear(2, 2), torch.nn.MSELoss(), keep_factors=False)
+    with pytest.raises(RuntimeError, match="update"):
+        ekfac.precondition()

@@ -134,16 +134,20 @@ def _kfac_params(model: nn.Module) -> list[nn.Parameter]:
     return [p for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) for p in m.parameters(recurse=False)]
 
 
-def _runner(library: str, method: str, model: nn.Module, fisher: str, approx: str, x, y):  # type: ignore[no-untyped-def]
-    """A function computing the factors once."""
+def _runner(  # type: ignore[no-untyped-def]
+    library: str, method: str, model: nn.Module, fisher: str, approx: str, x, y, keep_factors: bool = False
+):
+    """A function computing the factors once (tnconv's EKFAC keeps its factors only with
+    ``keep_factors``: curvlinops' ``EKFACLinearOperator`` drops its factors once decomposed)."""
     loss_fn = nn.CrossEntropyLoss()
     if library == "tnconv":
         import tnconv
 
+        options = {"keep_factors": keep_factors} if method == "ekfac" else {}
         cls = tnconv.kfac.EKFAC if method == "ekfac" else tnconv.kfac.KFAC
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            kfac = cls(model, loss_fn, approx=approx, fisher=fisher, inverse_dtype=None)
+            kfac = cls(model, loss_fn, approx=approx, fisher=fisher, inverse_dtype=None, **options)
         return lambda: kfac.update(x, y)
     if library == "floor":
         import tnconv
@@ -206,7 +210,7 @@ def child(args: argparse.Namespace) -> None:
     x = torch.randn(args.batch, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch,))
     try:
-        run = _runner(args.library, args.method, model, args.fisher, args.approx, x, y)
+        run = _runner(args.library, args.method, model, args.fisher, args.approx, x, y, args.keep_factors)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for _ in range(args.warmup):
             run()
@@ -245,6 +249,7 @@ def _spawn(library: str, method: str, model: str, fisher: str, approx: str, opti
         str(options.warmup),
         "--threads",
         str(options.threads),
+        *(["--keep-factors"] if options.keep_factors else []),
     ]
     try:
         env = dict(os.environ)
@@ -295,6 +300,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="batch 16, 2 reps (for a first look)")
     parser.add_argument("--no-backpack", action="store_true")
+    parser.add_argument(
+        "--keep-factors",
+        action="store_true",
+        help="tnconv's EKFAC keeps its KFAC factors (EKFAC's default; without it they are released "
+        "as curvlinops' EKFACLinearOperator does)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
     parser.add_argument("--child", choices=LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--library", help=argparse.SUPPRESS)
@@ -329,6 +340,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"tnconv bench-kfac: batch {args.batch}, 32x32, float32, {args.threads} thread(s), {args.clock} time, median "
         f"of {args.reps} after {args.warmup} warm-up, one child process per run"
+        f"{'; EKFAC keeps its factors' if args.keep_factors and 'ekfac' in methods else ''}"
         f"{f', MALLOC_MMAP_THRESHOLD_={args.malloc_threshold}' if args.malloc_threshold else ''}; baselines: "
         f"{', '.join(others) or 'none installed'}",
         flush=True,

@@ -435,9 +435,15 @@ class KFAC:
 
     # ------------------------------------------------------------------ inverses
 
+    def _curvature_names(self) -> list[str]:
+        """The layers the stored curvature covers (those with factors)."""
+        return list(self.factors)
+
     def _require_factors(self, method: str) -> None:
-        if not self.factors:
-            raise RuntimeError(f"KFAC.{method}() needs Kronecker factors: call update(inputs, targets) first")
+        if not self._curvature_names():
+            raise RuntimeError(
+                f"{type(self).__name__}.{method}() needs Kronecker factors: call update(inputs, targets) first"
+            )
 
     def _invert_one(self, name: str) -> KroneckerInverse:
         factors = self.factors[name]
@@ -487,7 +493,8 @@ class KFAC:
     def operator(self) -> CurvatureOperator:
         """The curvature as a linear operator (see :mod:`tnconv.kfac.operator`)."""
         self._require_factors("operator")
-        layers = {name: layer for name, layer in self.layers.items() if name in self.factors}
+        names = set(self._curvature_names())
+        layers = {name: layer for name, layer in self.layers.items() if name in names}
         return CurvatureOperator(layers, self._forward_blocks(), self)
 
     def _forward_blocks(self) -> dict[str, object]:
@@ -563,7 +570,7 @@ class KFAC:
             RuntimeError: before the first :meth:`update`.
         """
         self._require_factors("precondition")
-        if (refresh and self._stale) or any(name not in self.inverses for name in self.factors):
+        if (refresh and self._stale) or any(name not in self.inverses for name in self._curvature_names()):
             self.invert()
         if grads is None:
             self._precondition_in_place()

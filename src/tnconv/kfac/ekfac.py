@@ -26,7 +26,22 @@ each arriving output gradient ``b[n, g, co, o]`` of a layer with unfolded input
   ``Σ_o b̃ ãᵀ``: ``N·|O|·(d² + c² + cd)``, cheaper when ``|O|`` is small against ``d``.
 
 The squares are summed into ``S`` and every per-vector tensor is released; per-sample
-gradients of all vectors are never held together.
+gradients of all vectors are never held together. The rotated per-sample gradients of one
+vector are formed, squared (in place) and summed in chunks of samples of at most
+:data:`chunk_bytes` each (at least one sample), so that a wide layer's ``[N, G, C_out/G, d]``
+never exists at once (ResNet-18's ``512 × 4608`` layers at batch 8: 75 MB, and as much again
+for its square, when formed whole).
+
+What is live at once
+--------------------
+Without an EMA (``ema=None``) and with ``nonfinite="raise"`` an update replaces the factors,
+eigenbases and corrections, so :meth:`EKFAC.update` releases the old ones before it forms
+the new ones (as :class:`~tnconv.kfac.KFAC` does for its factors): one set of factors and
+bases is live, never two. With an EMA, or ``nonfinite="skip"``, the old ones survive until
+they are replaced (an EMA reads the old factors and corrections; a skipped update must leave
+them as they were). Inverses from :meth:`EKFAC.invert` hold the bases they were made from
+(``precondition(refresh=False)`` and the optimizer's ``T_inv`` reuse them), so they keep an
+old basis alive until the next :meth:`EKFAC.invert`.
 
 Example:
     >>> import torch, tnconv
@@ -56,6 +71,9 @@ from .per_sample import per_sample_gradients
 ORDERS = ("auto", "gradient", "rotate")
 #: contraction order of the corrections: ``"auto"`` (cheapest), or one forced (tests use it)
 order = "auto"
+#: at most this many bytes of rotated per-sample gradients exist at once (at least one
+#: sample's); tests set it to 1 to force one sample per chunk
+chunk_bytes = 8 * 2**20
 
 
 @dataclass
@@ -108,15 +126,34 @@ def rotated_gradient_squares(
     rotate_first = positions * (d * d + c * c + c * d)
     if order not in ORDERS:
         raise ValueError(f"tnconv.kfac.ekfac.order must be one of {ORDERS}, got {order!r}")
+    if not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool) or chunk_bytes < 1:
+        raise ValueError(f"tnconv.kfac.ekfac.chunk_bytes must be a positive int, got {chunk_bytes!r}")
     if order == "rotate" or (order == "auto" and rotate_first < gradient_first):
         a = layer.unfolded(x, output_shape)  # [N, G, d, O]
-        a_rot = torch.einsum("ngjo,gjq->ngqo", a, qa)
+        a_rot = torch.einsum("ngjo,gjq->ngoq", a, qa)
+        del a
         b_rot = torch.einsum("ngco,gcp->ngpo", b, qb)
-        rotated = torch.einsum("ngpo,ngqo->ngpq", b_rot, a_rot)
+
+        def rotate(s: slice) -> torch.Tensor:
+            return b_rot[s] @ a_rot[s]  # [n, G, c, d]
+
     else:
-        per_sample = per_sample_gradients(layer, x, output_shape, g)  # [N, G, c, d]
-        rotated = qb.transpose(1, 2).unsqueeze(0) @ per_sample @ qa.unsqueeze(0)
-    return (rotated * rotated).sum(0)
+        per_sample = per_sample_gradients(layer, x, output_shape, g)  # [N, G, c, d] (no larger than a)
+        qb_t, qa_1 = qb.transpose(1, 2).unsqueeze(0), qa.unsqueeze(0)
+
+        def rotate(s: slice) -> torch.Tensor:
+            return qb_t @ per_sample[s] @ qa_1
+
+    samples = b.shape[0]
+    step = max(1, chunk_bytes // (qa.shape[0] * c * d * qa.element_size()))
+    total = qa.new_zeros(qa.shape[0], c, d) if samples == 0 else None
+    for start in range(0, samples, step):
+        rotated = rotate(slice(start, start + step))
+        part = rotated.mul_(rotated).sum(0)  # squared in place: no second chunk-sized buffer
+        del rotated
+        total = part if total is None else total.add_(part)
+    assert total is not None
+    return total
 
 
 class EKFAC(KFAC):
@@ -124,15 +161,29 @@ class EKFAC(KFAC):
     :meth:`invert` and the operator algebra are :class:`~tnconv.kfac.KFAC`'s (``inverse``
     and ``pi_correction`` do not apply: damping is always added to the corrections).
 
+    Args:
+        keep_factors: keep the KFAC factors in :attr:`factors` after an update (``True``, the
+            default) or release each one as soon as its eigenbasis is formed (``False``; needs
+            ``ema=None``, since an EMA reads the old factors). Preconditioning and the operator
+            algebra need only the bases and corrections, and the factors are as large as the
+            bases (ResNet-18: 359 MB of float32 each); curvlinops' ``EKFACLinearOperator``, too,
+            drops its factors once decomposed. :attr:`factors` is then empty.
+        The other arguments are :class:`~tnconv.kfac.KFAC`'s.
+
     Attributes:
         corrections: ``{layer name: S [G, C_out/G, d]}`` after the first :meth:`update`.
         eigenbases: ``{layer name: EigenBasis}`` of the factors of the last update.
     """
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, keep_factors: bool = True, **kwargs) -> None:  # type: ignore[no-untyped-def]
         if kwargs.get("inverse", "eigen") != "eigen" or kwargs.get("pi_correction", False):
             raise ValueError("EKFAC adds the damping to its corrections: inverse must be 'eigen', pi_correction False")
+        if not isinstance(keep_factors, bool):
+            raise TypeError(f"keep_factors must be a bool, got {type(keep_factors).__name__}")
         super().__init__(*args, **kwargs)
+        if not keep_factors and self.ema is not None:
+            raise ValueError("keep_factors=False needs ema=None: the EMA of the factors reads the old ones")
+        self.keep_factors = keep_factors
         self.corrections: dict[str, torch.Tensor] = {}
         self.eigenbases: dict[str, EigenBasis] = {}
         #: roots ``J`` (``A = Jᵀ J``) of the stored input factors, where short (kept with an EMA only)
@@ -173,11 +224,22 @@ class EKFAC(KFAC):
         return EigenBasis(A_eigvecs, torch.linalg.eigh(B.to(dtype)).eigenvectors)
 
     def _bases(
-        self, factors: dict[str, KroneckerFactors], roots: dict[str, torch.Tensor] | None = None
+        self,
+        factors: dict[str, KroneckerFactors],
+        roots: dict[str, torch.Tensor] | None = None,
+        release: bool = False,
     ) -> dict[str, EigenBasis]:
+        """The eigenbases of ``factors``; ``release``: drop each layer's entry from ``factors``
+        once its basis is formed (the caller holds no other reference), so that all the
+        factors and all the bases are never live together."""
         roots = roots or {}
         if not self._distributed():
-            return {name: self._basis_of(f, roots.get(name)) for name, f in factors.items()}
+            bases = {}
+            for name in list(factors):
+                bases[name] = self._basis_of(factors[name], roots.get(name))
+                if release:
+                    del factors[name]
+            return bases
 
         def template(name: str) -> EigenBasis:
             f = factors[name]
@@ -190,7 +252,10 @@ class EKFAC(KFAC):
             f = factors[name]
             return (f.A.shape[0] if f.A.dim() == 3 else 1) * (f.A.shape[-1] ** 3 + f.B.shape[-1] ** 3)
 
-        return invert_distributed(list(factors), cost, lambda n: self._basis_of(factors[n]), template)
+        bases = invert_distributed(list(factors), cost, lambda n: self._basis_of(factors[n]), template)
+        if release:
+            factors.clear()
+        return bases
 
     def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """KFAC factors, their eigenbases, then the corrections on the same batch and vectors.
@@ -199,15 +264,22 @@ class EKFAC(KFAC):
         Returns the loss (detached).
         """
         self._new_roots = {}
+        if self.ema is None and self.nonfinite == "raise":
+            # replaced by this update anyway (as the factors, which _factor_pass releases): gone
+            # before the new factors and bases exist, they never add to their peak (module docs)
+            self.eigenbases.clear()
+            self.corrections.clear()
         try:
             result = self._factor_pass(inputs, targets)
             if result is None:
                 return self._last_loss
             new, vectors, _ = result
+            del result
             merged, roots = self._merged(new), self._merged_roots(new)
+            del new  # merged holds the same factors: released with it (keep_factors=False)
         finally:
             self._new_roots = {}
-        bases = self._bases(merged, roots)
+        bases = self._bases(merged, roots, release=not self.keep_factors)
         squares = self._correction_pass(inputs, vectors, bases)
         if self._distributed():
             names = sorted(squares)
@@ -220,7 +292,11 @@ class EKFAC(KFAC):
             if self.ema is not None and old is not None:
                 s = self.ema * old + (1 - self.ema) * s
             self.corrections[name] = s
-        self._store(merged, merged=True)
+        if self.keep_factors:
+            self._store(merged, merged=True)
+        else:
+            self.factors.clear()
+            self._stale = True
         self.eigenbases.update(bases)
         # without an EMA the next update replaces the factors: no root needs to survive
         self._roots = roots if self.ema is not None else {}
@@ -251,13 +327,17 @@ class EKFAC(KFAC):
                 sums[name] = basis.A_eigvecs.new_zeros(groups, c, d)
         return {name: sums[name] for name in bases}
 
+    def _curvature_names(self) -> list[str]:
+        """The layers with eigenbases and corrections (the factors may be released)."""
+        return [name for name in self.eigenbases if name in self.corrections]
+
     def _forward_blocks(self) -> dict[str, object]:
         bases = {n: (b.A_eigvecs, b.B_eigvecs) for n, b in self.eigenbases.items()}
-        return eigen_blocks(bases, {n: self.corrections[n] for n in self.factors})
+        return eigen_blocks(bases, {n: self.corrections[n] for n in self._curvature_names()})
 
     def _inverse_blocks(self, damping: float) -> dict[str, object]:
         bases = {n: (b.A_eigvecs, b.B_eigvecs) for n, b in self.eigenbases.items()}
-        return eigen_blocks(bases, {n: 1.0 / (self.corrections[n] + damping) for n in self.factors})
+        return eigen_blocks(bases, {n: 1.0 / (self.corrections[n] + damping) for n in self._curvature_names()})
 
     def _invert_one(self, name: str) -> EigenCorrectedInverse:  # type: ignore[override]
         basis = self.eigenbases[name]
@@ -267,6 +347,6 @@ class EKFAC(KFAC):
         """Package the eigenbases and corrections with the damping (no decomposition needed:
         :meth:`update` computed the eigenbases)."""
         self._require_factors("invert")
-        for name in self.factors:
+        for name in self._curvature_names():
             self.inverses[name] = self._invert_one(name)  # type: ignore[assignment]
         self._stale = False

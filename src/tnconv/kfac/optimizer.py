@@ -140,5 +140,5 @@ class KFACOptimizer:
         if isinstance(self.kfac, EKFAC):
             self.kfac.corrections = dict(state["corrections"])
             self.kfac.eigenbases = {n: EigenBasis(qa, qb) for n, (qa, qb) in state["eigenbases"].items()}
-        if self.kfac.factors:
+        if self.kfac._curvature_names():
             self.kfac.invert()

@@ -48,10 +48,15 @@ def _padding(padding: list[int], name: str) -> object:
     return name if name else tuple(padding)
 
 
+def _one_of(value: str, choices: dict, name: str) -> str:
+    """``value`` if it names one of ``choices``, else a ``ValueError`` naming ``name``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
 def _approx(approx: str) -> str:
-    if approx not in _FORWARD:
-        raise ValueError(f"approx must be 'expand' or 'reduce', got {approx!r}")
-    return approx
+    return _one_of(approx, _FORWARD, "approx")
 
 
 @torch.library.custom_op("tnconv::input_factor", mutates_args=())
@@ -120,9 +125,7 @@ _STATISTICS = {
 
 
 def _statistic(statistic: str) -> str:
-    if statistic not in _STATISTICS:
-        raise ValueError(f"statistic must be one of {sorted(_STATISTICS)}, got {statistic!r}")
-    return statistic
+    return _one_of(statistic, _STATISTICS, "statistic")
 
 
 @torch.library.custom_op("tnconv::weight_statistic", mutates_args=())

@@ -5,6 +5,8 @@ No time is asserted: a fake clock makes every call's duration known.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -106,6 +108,46 @@ def test_measure_sizes_bernoulli_rounds_on_the_exact_vjp(fake_clock, monkeypatch
     row = bench.measure(case, 0.1, mode="bernoulli", repeats=3, batch=2)
     assert row["rounds"] == 3
     assert row["vs_exact_mean"] >= 0.0
+
+
+def test_draw_dependent_calls_get_min_draws_per_case_and_a_round_records_their_mean(fake_clock):
+    state, thunk = fake_clock
+    durations = [0.0, 2.0, 4.0] * 40  # kept counts vary: the mean per round is what a draw costs
+    thunks = {
+        "randomized": thunk("randomized", lambda i: durations[i - 1]),
+        "exact": thunk("exact", lambda i: bench.MIN_SECONDS),
+    }
+    times = bench._timed(
+        thunks, 4, torch.device("cpu"), lambda times: False, steady=("exact",), draws={"randomized": 30}
+    )
+    calls = state["order"].count("randomized")
+    assert calls == 1 + 4 * 8  # the warm-up, then ceil(30 / 4) = 8 per round in 4 rounds
+    assert len(times["randomized"]) == len(times["exact"]) == 4
+    # round r's value is the mean of its 8 calls (call 1 was the warm-up)
+    expected = [sum(durations[1 + 8 * r : 1 + 8 * (r + 1)]) / 8 for r in range(4)]
+    assert times["randomized"] == pytest.approx(expected)
+    assert state["order"].count("exact") == 1 + 1 + 4  # warm-up, the sizing call, the rounds
+    with pytest.raises(ValueError, match="draws"):
+        bench._timed(thunks, 4, torch.device("cpu"), lambda times: False, draws={"randomized": 0})
+
+
+@pytest.mark.parametrize("mode", ["fixed", "bernoulli"])
+def test_measure_draws_the_bernoulli_estimator_at_least_min_draws_times(mode, monkeypatch):
+    real = bench.estimators.conv_weight_vjp
+    count = [0]
+
+    def counted(*args, **kwargs):
+        count[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench.estimators, "conv_weight_vjp", counted)
+    monkeypatch.setattr(bench, "MIN_SECONDS", 0.0)  # `repeats` rounds, whatever the machine
+    case = bench.Case("demo", "0", (1, 3, 8, 8), 4, (3, 3), (1, 1), (1, 1), (1, 1))
+    monkeypatch.setattr(bench, "NOISE", float("inf"))  # no re-measurement
+    row = bench.measure(case, 0.5, mode=mode, repeats=3, batch=2)
+    assert row["rounds"] == 3
+    timed = count[0] - 2  # one draw for the error, one warm-up
+    assert timed == (3 * math.ceil(bench.MIN_DRAWS / 3) if mode == "bernoulli" else 3)
 
 
 def test_spread_is_half_the_interquartile_range_over_the_median():

@@ -11,7 +11,8 @@ machine was noisy (``masked/exact`` spreading by more than :data:`NOISE`) is re-
 with as many rounds again, at most :data:`MAX_EXTENSIONS` times
 (``rnds``: the rounds taken). Small layers get more than ``repeats`` rounds, enough for
 :data:`MIN_SECONDS` of calls of the exact VJP or masking (never sized on the randomized
-call, whose time varies with the draw in Bernoulli mode). The implementations:
+call, whose time varies with the draw in Bernoulli mode); in Bernoulli mode the estimator
+is called at least :data:`MIN_DRAWS` times (a round's cell the mean of its calls). The implementations:
 
 - ``randomized``: :func:`tnconv.randomized.conv_weight_vjp` (a new draw every run; at
   ``keep = 1`` PyTorch's kernel, called directly);
@@ -42,7 +43,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -152,6 +153,12 @@ MAX_EXTENSIONS = 2
 #: than ``repeats`` for small layers), in at most :data:`MAX_ROUNDS` rounds.
 MIN_SECONDS = 0.2
 MAX_ROUNDS = 200
+#: In Bernoulli mode the randomized estimator is called at least this many times per case
+#: and ``keep`` (several calls per round when there are fewer rounds, a round recording
+#: their mean): its cost varies with the kept count, and a handful of draws of a layer with
+#: few units (``N = 1``, mostly empty draws at low keep) would say what those draws cost,
+#: not what a draw costs on average.
+MIN_DRAWS = 30
 
 
 def paired_ratios(times: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
@@ -185,6 +192,7 @@ def _timed(
     device: torch.device,
     noisy: Callable[[dict], bool],
     steady: Sequence[str] | None = None,
+    draws: Mapping[str, int] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of every implementation: a warm-up, then rounds that call each once,
     in an order that rotates from round to round (none always runs right after another).
@@ -198,7 +206,11 @@ def _timed(
     whose kept count varies from call to call — one lucky draw that keeps (almost) nothing
     takes microseconds and would buy :data:`MAX_ROUNDS` rounds of the exact VJP. (Measured:
     ``vgg16/features.2``, ``N = 1``, at keep 0.1, 200 rounds and 29 s for one row instead of
-    5 rounds; it is why the Bernoulli ``--full`` run did not finish.)"""
+    5 rounds; it is why the Bernoulli ``--full`` run did not finish.)
+
+    ``draws`` gives implementations (those whose time depends on the draw) a minimum number
+    of calls over the rounds: each round calls such an implementation ``ceil(draws / rounds)``
+    times, next to each other, and records their mean."""
 
     def sync() -> None:
         if device.type == "cuda":
@@ -219,6 +231,9 @@ def _timed(
         call(name)
     fastest = min(call(name) for name in sizing)  # an estimate, from calls that do not draw
     rounds = max(repeats, min(MAX_ROUNDS, math.ceil(MIN_SECONDS / max(fastest, 1e-9))))
+    if draws is not None and any(name not in thunks or count < 1 for name, count in draws.items()):
+        raise ValueError(f"draws must map some of the implementations {names} to positive counts, got {draws}")
+    calls = {name: math.ceil((draws or {}).get(name, 1) / rounds) for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     for extension in range(MAX_EXTENSIONS + 1):
         if extension and not noisy(times):
@@ -226,7 +241,7 @@ def _timed(
         for _ in range(rounds):
             shift = len(times[names[0]]) % len(names)
             for name in names[shift:] + names[:shift]:
-                times[name].append(call(name))
+                times[name].append(statistics.fmean(call(name) for _ in range(calls[name])))
     return times
 
 
@@ -263,6 +278,7 @@ def measure(
         device,
         lambda times: spread(paired_ratios(times, "masked", "exact")) > NOISE,
         steady=("exact", "masked"),  # their work does not depend on the draw
+        draws={"randomized": MIN_DRAWS} if mode == "bernoulli" and keep < 1 else None,  # keep 1 keeps all
     )
     times = {name: statistics.median(values) for name, values in rounds.items()}
     vs_exact = paired_ratios(rounds, "randomized", "exact")

@@ -48,7 +48,7 @@ def tiles_on_small_tensors(monkeypatch):
     is tested in tests/test_randomized_structured.py)."""
     from tnconv.randomized import tiles
 
-    def most_tiles(geometry, x_shape, v_shape, weight_shape, keep, itemsize):
+    def most_tiles(geometry, x_shape, v_shape, weight_shape, keep, itemsize, mode="fixed"):
         halo = geometry.dilation[0] * (geometry.kernel[0] - 1)
         height = max(1, math.ceil(halo / (tiles.HALO_FRACTION * geometry.stride[0])))
         return tiles.TileLayout(v_shape[2], max(1, min(tiles.MAX_TILES, v_shape[2] // height)))

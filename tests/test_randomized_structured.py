@@ -7,6 +7,7 @@ layout of its units: this checks the slab, window and padding arithmetic of
 against torch's autograd VJPs (float64).
 """
 
+import itertools
 import math
 
 import pytest
@@ -155,6 +156,38 @@ def test_cost_model_prices_calls_and_bytes():
     assert seconds == pytest.approx(
         calls * tiles.CALL_SECONDS + 0.25 * (small / tiles.FLOP_RATE + streamed / tiles.BYTE_RATE), rel=1e-12
     )
+
+
+@pytest.mark.parametrize("batch, tiles_, keep", [(1, 2, 0.5), (3, 4, 0.25), (5, 3, 0.1), (2, 1, 0.7)])
+def test_bernoulli_expected_calls_and_kept_fraction_by_enumeration(batch, tiles_, keep):
+    """A Bernoulli draw over the ``N·T`` units (tile-major): the expected number of tiles with
+    a kept unit and the expected kept fraction, summed over every subset with its probability."""
+    count = batch * tiles_
+    calls = kept = 0.0
+    for subset in itertools.product((False, True), repeat=count):
+        p = math.prod(keep if k else 1 - keep for k in subset)
+        calls += p * sum(any(subset[t * batch : (t + 1) * batch]) for t in range(tiles_))
+        kept += p * sum(subset) / count
+    assert tiles.expected_calls(batch, tiles_, keep, "bernoulli") == pytest.approx(calls, rel=1e-12)
+    assert tiles.kept_fraction(count, keep, "bernoulli") == pytest.approx(kept, rel=1e-12)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.25, 0.1])
+def test_bernoulli_draws_keep_one_tile_per_sample(keep):
+    """Tiles buy a fixed-size draw a kept fraction nearer ``keep``; a Bernoulli draw keeps
+    ``keep`` of the work in expectation with any number of tiles, so the model gives it one
+    tile per sample (more would add halos and calls) — where fixed draws of the same layer
+    (``mobilenet_v2/features.2.conv.1.0`` at ``N = 1``) get 2–4 — and its plan's expected
+    FLOPs are ``keep`` of the exact VJP's."""
+    geometry = estimators._geometry((3, 3), 2, 1, 1, 96)
+    shapes = (1, 96, 112, 112), (1, 96, 56, 56), (96, 1, 3, 3)
+    assert geometry.layout(*shapes, keep).tiles >= 2
+    assert geometry.layout(*shapes, keep, mode="bernoulli").tiles == 1
+    plan = tiles.tile_plan(*shapes, geometry, keep, mode="bernoulli")
+    assert plan.flops / tiles.tile_plan(*shapes, geometry, 1.0).flops == pytest.approx(keep, rel=1e-12)
+    for t in (1, 2, 3):  # the estimate grows with the tiles
+        args = dict(batch=1, keep=keep, flops=5.4e6, x_bytes=4.8e6, v_bytes=1.2e6, mode="bernoulli")
+        assert tiles.layout_seconds(56, t, 2, 2, **args) < tiles.layout_seconds(56, t + 1, 2, 2, **args)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.25, 0.1])

@@ -85,7 +85,7 @@ def _masked_vjp(
         geometry = estimators._geometry(
             case.kernel_size, case.stride, case.padding, case.dilation, case.groups
         )
-        layout = geometry.layout(tuple(x.shape), tuple(v.shape), weight_shape, keep, v.element_size())
+        layout = geometry.layout(tuple(x.shape), tuple(v.shape), weight_shape, keep, v.element_size(), mode)
         draw = sampling.sample(v.shape[0] * layout.tiles, keep, mode, generator)
         per_unit = torch.zeros(layout.tiles * v.shape[0], dtype=v.dtype, device=v.device)
         if draw is not None:
@@ -110,7 +110,9 @@ def _masked_vjp(
     return vjp(x, weight_shape, v * mask.view(shape), **hyper)
 
 
-def _plan_flops_fraction(case: Case, x: torch.Tensor, v: torch.Tensor, keep: float, leg: str) -> float:
+def _plan_flops_fraction(
+    case: Case, x: torch.Tensor, v: torch.Tensor, keep: float, leg: str, mode: str = "fixed"
+) -> float:
     """FLOPs of the plan that contracts ``ceil(keep·size)`` kept values, over that of all kept."""
     network = estimators.weight_vjp_network(
         x.shape, v.shape, case.kernel_size, case.stride, case.padding, case.dilation, case.groups
@@ -119,7 +121,7 @@ def _plan_flops_fraction(case: Case, x: torch.Tensor, v: torch.Tensor, keep: flo
     if target == sampling.TILES:
         geometry = estimators._geometry(case.kernel_size, case.stride, case.padding, case.dilation, case.groups)
         shapes = (tuple(x.shape), tuple(v.shape), network.output_shape, geometry)
-        return tiles.tile_plan(*shapes, keep).flops / tiles.tile_plan(*shapes, 1.0).flops
+        return tiles.tile_plan(*shapes, keep, mode=mode).flops / tiles.tile_plan(*shapes, 1.0).flops
     if leg.startswith("spatial:"):  # rows of one dimension: the kernel's work is kept/size of it
         size = network.size(target)  # type: ignore[arg-type]
         return sampling.fixed_count(size, keep) / size
@@ -295,7 +297,7 @@ def measure(
         "vs_exact_mean": statistics.fmean(vs_exact),
         "vs_masked": statistics.median(paired_ratios(rounds, "randomized", "masked")),
         "masked_vs_exact": statistics.median(paired_ratios(rounds, "masked", "exact")),
-        "flops_fraction": _plan_flops_fraction(case, x, v, keep, leg),
+        "flops_fraction": _plan_flops_fraction(case, x, v, keep, leg, mode),
         "relative_error": error,
         "equal_time_error": error * math.sqrt(statistics.median(vs_exact)),
     }

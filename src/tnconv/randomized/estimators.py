@@ -108,7 +108,7 @@ def _randomized(
             x_shape, weight_shape = tuple(tensors["x"].shape), network.output_shape
         else:
             x_shape, weight_shape = network.output_shape, tuple(tensors["w"].shape)
-        layout, plan = tile_setup(geometry, x_shape, tuple(v.shape), weight_shape, keep, v.element_size())
+        layout, plan = tile_setup(geometry, x_shape, tuple(v.shape), weight_shape, keep, v.element_size(), mode)
         draw = draw_units(v.shape[0], layout, keep, mode, generator)
         if draw is None:
             return v.new_zeros(network.output_shape)

@@ -27,7 +27,9 @@ their results are added into the rows they cover.
 kernel calls (a fixed cost each), its multiply-adds and the bytes of ``x`` and ``v`` it
 streams (halos included), and ``T`` is the number of tiles with the lowest estimate: tiles
 buy finer units, so that a fixed-size draw keeps about ``keep`` of the units (with ``N = 1``
-and ``T = 1`` it would keep everything), and cost halo reads and calls. At most
+and ``T = 1`` it would keep everything), and cost halo reads and calls. A Bernoulli draw
+keeps ``keep`` of the units in expectation for any ``T``: the model then gives it one tile
+per sample (tiles would only add halos and calls). At most
 ``MAX_TILES``, each at least ``ceil(d·(K − 1)/(HALO_FRACTION·s))`` rows high.
 
 >>> tile_layout(32, 3, 1, 1, batch=3, keep=0.5), tile_layout(32, 3, 1, 1, batch=32, keep=0.5)
@@ -97,19 +99,23 @@ class TileLayout:
         return tuple(t for t in range(self.tiles) for _ in range(*self.bounds(t)))
 
 
-def kept_fraction(units: int, keep: float) -> float:
-    """The fraction ``ceil(keep·U)/U`` of ``U`` units that a fixed-size draw keeps."""
-    return fixed_count(units, keep) / units
+def kept_fraction(units: int, keep: float, mode: str = "fixed") -> float:
+    """The fraction ``ceil(keep·U)/U`` of ``U`` units that a fixed-size draw keeps; a Bernoulli
+    draw keeps ``keep`` of them in expectation, however many units there are."""
+    return keep if mode == "bernoulli" else fixed_count(units, keep) / units
 
 
-def expected_calls(batch: int, tiles: int, keep: float) -> float:
+def expected_calls(batch: int, tiles: int, keep: float, mode: str = "fixed") -> float:
     """The expected number of tiles with a kept unit (one kernel call each) when a fixed-size
     draw keeps ``m = ceil(keep·U)`` of the ``U = batch·tiles`` units: ``T·(1 − P[empty])``,
-    ``P[empty] = Π_{i<N} (U − m − i)/(U − i)`` (none of the tile's ``N`` units drawn).
+    ``P[empty] = Π_{i<N} (U − m − i)/(U − i)`` (none of the tile's ``N`` units drawn); for
+    a Bernoulli draw ``P[empty] = (1 − keep)^N``.
 
-    >>> expected_calls(1, 4, 0.25), expected_calls(2, 2, 0.5)
-    (1.0, 1.6666666666666667)
+    >>> expected_calls(1, 4, 0.25), expected_calls(2, 2, 0.5), expected_calls(1, 2, 0.5, "bernoulli")
+    (1.0, 1.6666666666666667, 1.0)
     """
+    if mode == "bernoulli":
+        return tiles * (1.0 - (1.0 - keep) ** batch)
     count = batch * tiles
     kept = fixed_count(count, keep)
     empty = 1.0
@@ -120,16 +126,18 @@ def expected_calls(batch: int, tiles: int, keep: float) -> float:
 
 def layout_seconds(
     rows: int, tiles: int, halo: int, stride: int, *, batch: int, keep: float, flops: float, x_bytes: float,
-    v_bytes: float,
+    v_bytes: float, mode: str = "fixed",
 ) -> float:
-    """The cost model's estimate of a fixed-size draw's time with ``tiles`` tiles (seconds):
+    """The cost model's estimate of a draw's (expected) time with ``tiles`` tiles (seconds):
     ``E[calls]·CALL_SECONDS + kept·(flops/FLOP_RATE + bytes/BYTE_RATE)``, where ``kept`` is
     :func:`kept_fraction`, ``E[calls]`` :func:`expected_calls` and ``bytes`` the slabs of
     ``x`` (its ``x_bytes`` grown by the halos: ``s·O + T·halo`` input rows read instead of
     ``s·O + halo``) and ``v`` (``v_bytes``). A call's time is thus estimated from its
     multiply-adds *and* the bytes it streams (a roofline sum): a depthwise or a 1×1 layer
     with few output channels is byte-bound, and its few FLOPs alone would make it look too
-    small to be worth cutting into tiles.
+    small to be worth cutting into tiles. ``mode="bernoulli"``: the kept fraction and the calls
+    of a Bernoulli draw, whose expected kept work is ``keep`` for any ``T`` — so more tiles
+    only add halos and calls, and one tile per sample is the cheapest.
 
     >>> round(1e3 * layout_seconds(56, 1, 2, 2, batch=1, keep=0.5, flops=5.4e6, x_bytes=4.8e6, v_bytes=1.2e6), 2)
     1.71
@@ -139,12 +147,13 @@ def layout_seconds(
     own = stride * rows + halo
     streamed = x_bytes * (stride * rows + tiles * halo) / own + v_bytes
     work = flops / FLOP_RATE + streamed / BYTE_RATE
-    return expected_calls(batch, tiles, keep) * CALL_SECONDS + kept_fraction(batch * tiles, keep) * work
+    calls = expected_calls(batch, tiles, keep, mode)
+    return calls * CALL_SECONDS + kept_fraction(batch * tiles, keep, mode) * work
 
 
 def tile_layout(
     rows: int, kernel: int, stride: int, dilation: int, *, batch: int, keep: float, flops: float = math.inf,
-    x_bytes: float = 0.0, v_bytes: float = 0.0,
+    x_bytes: float = 0.0, v_bytes: float = 0.0, mode: str = "fixed",
 ) -> TileLayout:
     """The tiles of ``rows`` output rows of a dimension with this kernel, stride, dilation, for
     a fixed-size draw of ``keep`` of ``batch`` samples' tiles of a VJP of ``flops`` FLOPs that
@@ -175,16 +184,23 @@ def tile_layout(
     >>> [tile_layout(56, 3, 2, 1, batch=1, keep=keep, flops=5.4e6, x_bytes=4.8e6, v_bytes=1.2e6).tiles
     ...  for keep in (0.5, 0.25, 0.1)]
     [2, 4, 4]
+
+    A Bernoulli draw (``mode="bernoulli"``) keeps ``keep`` of the work in expectation with any
+    number of tiles, so tiles would only cost halos and calls:
+
+    >>> tile_layout(56, 3, 2, 1, batch=1, keep=0.5, flops=5.4e6, x_bytes=4.8e6, v_bytes=1.2e6, mode="bernoulli").tiles
+    1
     """
     halo = dilation * (kernel - 1)
     min_height = max(1, math.ceil(halo / (HALO_FRACTION * stride)))
     most = max(1, min(MAX_TILES, rows // min_height))
     if math.isinf(flops):
-        return TileLayout(rows, min(range(1, most + 1), key=lambda t: (kept_fraction(batch * t, keep), t)))
+        return TileLayout(rows, min(range(1, most + 1), key=lambda t: (kept_fraction(batch * t, keep, mode), t)))
 
     def seconds(tiles: int) -> float:
         return layout_seconds(
-            rows, tiles, halo, stride, batch=batch, keep=keep, flops=flops, x_bytes=x_bytes, v_bytes=v_bytes
+            rows, tiles, halo, stride, batch=batch, keep=keep, flops=flops, x_bytes=x_bytes, v_bytes=v_bytes,
+            mode=mode,
         )
 
     estimates = [seconds(t) for t in range(1, most + 1)]
@@ -209,11 +225,11 @@ class _Geometry:
 
     def layout(
         self, x_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...], keep: float,
-        itemsize: int = 4,
+        itemsize: int = 4, mode: str = "fixed",
     ) -> TileLayout:
         """The tiles for a VJP of input ``x_shape``, vector ``v`` of ``v_shape``, weight of
-        ``weight_shape``, elements of ``itemsize`` bytes (:func:`tile_layout`; cached)."""
-        return _layout(self, tuple(x_shape), tuple(v_shape), tuple(weight_shape), keep, itemsize)
+        ``weight_shape``, elements of ``itemsize`` bytes, draws of ``mode`` (:func:`tile_layout`; cached)."""
+        return _layout(self, tuple(x_shape), tuple(v_shape), tuple(weight_shape), keep, itemsize, mode)
 
     def outputs(self, rows: int, padding: int) -> int:
         """Output rows of dimension 1 for ``rows`` input rows padded by ``padding`` on both sides."""
@@ -229,12 +245,12 @@ class _Geometry:
 @cached(maxsize=1024, bypassable=False)
 def _layout(
     geometry: _Geometry, x_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...],
-    keep: float, itemsize: int,
+    keep: float, itemsize: int, mode: str = "fixed",
 ) -> TileLayout:
     flops = 2 * math.prod(v_shape[:1] + tuple(v_shape[2:])) * math.prod(weight_shape)
     return tile_layout(
         v_shape[2], geometry.kernel[0], geometry.stride[0], geometry.dilation[0], batch=v_shape[0], keep=keep,
-        flops=flops, x_bytes=itemsize * math.prod(x_shape), v_bytes=itemsize * math.prod(v_shape),
+        flops=flops, x_bytes=itemsize * math.prod(x_shape), v_bytes=itemsize * math.prod(v_shape), mode=mode,
     )
 
 
@@ -252,10 +268,10 @@ def draw_units(
 
 @dataclass(frozen=True)
 class TilePlan:
-    """The expected work of a tile weight VJP (``mode="fixed"``, ``kept`` of the ``units``
-    drawn uniformly): the kernel calls' multiply-adds (``2·C_out·C_in/G·∏K`` per output
+    """The expected work of a tile weight VJP (``kept``: how many of the ``units`` a fixed-size
+    draw keeps, uniformly): the kernel calls' multiply-adds (``2·C_out·C_in/G·∏K`` per output
     position of the kept tiles) and the elements of ``x`` and ``v`` they read (the kept
-    slabs, halos included)."""
+    slabs, halos included) — for a Bernoulli draw, ``keep`` of them in expectation."""
 
     kept: int
     units: int
@@ -265,7 +281,7 @@ class TilePlan:
 
 def tile_plan(
     input_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...], geometry: _Geometry,
-    keep: float, itemsize: int = 4,
+    keep: float, itemsize: int = 4, mode: str = "fixed",
 ) -> TilePlan:
     """:class:`TilePlan` of :func:`tile_weight_vjp` at ``keep`` (fixed mode: ``ceil(keep·U)``
     of the ``U = N·T`` units, each equally likely to be kept, so the plan is ``kept/U`` of
@@ -279,7 +295,7 @@ def tile_plan(
     (4, 2, True)
     """
     batch, rest_in, rest_out = v_shape[0], math.prod(input_shape[3:]), math.prod(v_shape[3:])
-    layout = geometry.layout(input_shape, v_shape, weight_shape, keep, itemsize)
+    layout = geometry.layout(input_shape, v_shape, weight_shape, keep, itemsize, mode)
     flops = 2 * batch * v_shape[2] * rest_out * math.prod(weight_shape)
     read = 0
     for tile in range(layout.tiles):
@@ -289,7 +305,8 @@ def tile_plan(
         read += batch * (input_shape[1] * rows * rest_in + v_shape[1] * (stop - start) * rest_out)
     count = units(batch, layout)
     kept = fixed_count(count, keep)
-    return TilePlan(kept, count, flops * kept / count, read * kept / count)
+    fraction = kept_fraction(count, keep, mode)  # Bernoulli: keep, in expectation
+    return TilePlan(kept, count, flops * fraction, read * fraction)
 
 
 def _kept_ranges(indices: tuple[int, ...], batch: int, tiles: int) -> list[tuple[int, int, int]]:
@@ -580,11 +597,12 @@ def _take(tensor: torch.Tensor, first: int, count: int, index: torch.Tensor | No
 @cached(maxsize=1024, bypassable=False)
 def tile_setup(
     geometry: _Geometry, x_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...],
-    keep: float, itemsize: int,
+    keep: float, itemsize: int, mode: str = "fixed",
 ) -> tuple[TileLayout, _CallPlan]:
-    """The layout (:meth:`_Geometry.layout`) and the call plan of a tile VJP at ``keep``: one
-    cache lookup per call of the estimators (``x_shape`` is the input's shape for either VJP)."""
-    layout = geometry.layout(x_shape, v_shape, weight_shape, keep, itemsize)
+    """The layout (:meth:`_Geometry.layout`) and the call plan of a tile VJP at ``keep`` for
+    draws of ``mode``: one cache lookup per call of the estimators (``x_shape`` is the input's
+    shape for either VJP)."""
+    layout = geometry.layout(x_shape, v_shape, weight_shape, keep, itemsize, mode)
     return layout, _call_plan(x_shape, v_shape, weight_shape, geometry, layout, itemsize)
 
 

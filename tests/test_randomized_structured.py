@@ -282,3 +282,10 @@ def test_call_budget_splits_a_memory_bound_draw_but_not_a_large_weight():
     assert tiles.call_count(20, 6e5, 9.4e6) == 1
     calls = tiles._calls(list(range(8)), tiles.CALL_BYTES / 2, 0)
     assert [s for c in calls for s in c] == list(range(8)) and len(calls) == 4
+
+
+def test_cost_model_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="mode must be one of .* got 'Bernoulli'"):
+        tiles.tile_layout(32, 3, 1, 1, batch=1, keep=0.5, flops=1e6, mode="Bernoulli")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        tiles.layout_seconds(32, 1, 2, 1, batch=1, keep=0.5, flops=1e6, x_bytes=1e5, v_bytes=1e5, mode="exact")

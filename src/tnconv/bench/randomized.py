@@ -229,12 +229,12 @@ def _timed(
     sizing = list(steady) if steady is not None else names
     if not sizing or any(name not in thunks for name in sizing):
         raise ValueError(f"steady must name some of the implementations {names}, got {steady}")
+    if draws is not None and any(name not in thunks or count < 1 for name, count in draws.items()):
+        raise ValueError(f"draws must map some of the implementations {names} to positive counts, got {draws}")
     for name in names:  # warm-up (first calls build caches and primitives)
         call(name)
     fastest = min(call(name) for name in sizing)  # an estimate, from calls that do not draw
     rounds = max(repeats, min(MAX_ROUNDS, math.ceil(MIN_SECONDS / max(fastest, 1e-9))))
-    if draws is not None and any(name not in thunks or count < 1 for name, count in draws.items()):
-        raise ValueError(f"draws must map some of the implementations {names} to positive counts, got {draws}")
     calls = {name: math.ceil((draws or {}).get(name, 1) / rounds) for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     for extension in range(MAX_EXTENSIONS + 1):

@@ -33,6 +33,7 @@ import math
 
 import torch
 
+from ..spec.validation import check_choice
 from ..symbolic.builders.curvature import input_patches, input_patches_transpose
 from ..symbolic.builders.ggn import ggn_factor_network
 from ..symbolic.builders.gradients import per_sample_weight_grad_network
@@ -48,15 +49,8 @@ def _padding(padding: list[int], name: str) -> object:
     return name if name else tuple(padding)
 
 
-def _one_of(value: str, choices: dict, name: str) -> str:
-    """``value`` if it names one of ``choices``, else a ``ValueError`` naming ``name``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
-    return value
-
-
 def _approx(approx: str) -> str:
-    return _one_of(approx, _FORWARD, "approx")
+    return check_choice(approx, tuple(_FORWARD), "approx")
 
 
 @torch.library.custom_op("tnconv::input_factor", mutates_args=())
@@ -125,7 +119,7 @@ _STATISTICS = {
 
 
 def _statistic(statistic: str) -> str:
-    return _one_of(statistic, _STATISTICS, "statistic")
+    return check_choice(statistic, tuple(_STATISTICS), "statistic")
 
 
 @torch.library.custom_op("tnconv::weight_statistic", mutates_args=())

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from ..caching import cached
 from ..execute.dispatch import contract
 from ..symbolic.builders.vjp import conv_input_vjp_network, conv_weight_vjp_network
-from .sampling import Draw, fixed_count, sample
+from .sampling import Draw, check_mode, fixed_count, sample
 
 #: At most this many tiles per sample (more units lower the variance, but cost kernel calls).
 MAX_TILES = 4
@@ -144,6 +144,7 @@ def layout_seconds(
     >>> round(1e3 * layout_seconds(56, 2, 2, 2, batch=1, keep=0.5, flops=5.4e6, x_bytes=4.8e6, v_bytes=1.2e6), 2)
     0.9
     """
+    check_mode(mode)
     own = stride * rows + halo
     streamed = x_bytes * (stride * rows + tiles * halo) / own + v_bytes
     work = flops / FLOP_RATE + streamed / BYTE_RATE
@@ -191,6 +192,7 @@ def tile_layout(
     >>> tile_layout(56, 3, 2, 1, batch=1, keep=0.5, flops=5.4e6, x_bytes=4.8e6, v_bytes=1.2e6, mode="bernoulli").tiles
     1
     """
+    check_mode(mode)
     halo = dilation * (kernel - 1)
     min_height = max(1, math.ceil(halo / (HALO_FRACTION * stride)))
     most = max(1, min(MAX_TILES, rows // min_height))

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tnconv
-from tnconv.execute import contract
+from tnconv.execute import contract, separable
 from tnconv.execute.separable import kron_count_matrix, reduce_windows, separable_plan, window_count_matrix
 from tnconv.spec import IndexPattern
 from tnconv.symbolic.builders.curvature import _square_base, feature_sum_network, input_patches, input_patches_transpose
@@ -88,17 +88,34 @@ def test_every_lowering_of_the_window_sums_matches_einsum_transposed(case):
     _check_every_lowering(x, patches)
 
 
-def test_lowering_is_chosen_by_multiply_adds():
+def test_lowering_is_chosen_by_the_time_model():
     one_by_one = separable_plan(_square_base(input_patches((2, 8, 6, 6), 1, stride=2), "reduce")[0])
     assert one_by_one.lowering == "kron"  # one column: ∏K = 1 multiply-add per element
     three = separable_plan(_square_base(input_patches((2, 8, 6, 6), 3, padding=1), "reduce")[0])
     assert three.lowering == "kron"  # 6×6 maps: the 16 small matrices of the per-axis products cost more
     wide = separable_plan(_square_base(input_patches((2, 8, 64, 64), 3, padding=1), "reduce")[0])
     assert wide.lowering == "axes"  # K_1 = 3 < ∏K = 9 multiply-adds per element, 64-wide rows
-    assert wide.flops == wide.counts()["axes"][0] < wide.counts()["kron"][0]
-    assert three.flops == three.counts()["kron"][0] < three.counts()["axes"][0]
+    for plan in (three, wide):
+        counts = plan.counts()
+        assert plan.flops == counts[plan.lowering][0]
+        other = "axes" if plan.lowering == "kron" else "kron"
+        assert plan.seconds(plan.lowering) < plan.seconds(other)
+        # the model: multiply-adds at each lowering's rate plus a fixed cost per batched matrix
+        madds, _, _, matrices = counts["axes"]
+        assert plan.seconds("axes") == pytest.approx(
+            madds * separable.MADD_SECONDS + matrices * separable.SMALL_GEMM_SECONDS
+        )
+        assert counts["kron"][3] == 0
+        assert plan.madd_equivalents == pytest.approx(plan.seconds(plan.lowering) / separable.MADD_SECONDS)
+    assert wide.flops < wide.counts()["kron"][0]  # fewer multiply-adds wins on wide maps
+    assert three.flops > three.counts()["axes"][0]  # ... but not when the batched matrices dominate
+    # 14×14 maps with many channels: the axes lowering counts fewer multiply-adds, but its
+    # thousands of batched matrices make the single GEMM faster (measured 2×, docs/performance.md)
+    small_maps = separable_plan(_square_base(input_patches((32, 256, 14, 14), 3, padding=1), "reduce")[0])
+    assert small_maps.counts()["axes"][0] < small_maps.counts()["kron"][0]
+    assert small_maps.lowering == "kron"
     plain = separable_plan(_square_base(input_patches((2, 8, 6, 6), 1), "reduce")[0])
-    assert plain.lowering == "sum" and plain.flops == 0
+    assert plain.lowering == "sum" and plain.flops == 0 and plain.madd_equivalents == 0
 
 
 def test_kron_count_matrix_is_the_kronecker_product():

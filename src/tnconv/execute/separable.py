@@ -9,9 +9,10 @@ is ``o``, ``M_d[o, k] = Σ_i Π_d[i, o, k]``), built from the hyper-parameters w
 
 1. trailing axes whose ``M`` is all ones (``K = 1``, stride 1, no padding: 1×1 layers) are
    summed together with one ``sum`` (a read of ``x`` in memory order);
-2. the other axes by one of two lowerings, whichever the plan counts fewer multiply-adds
-   for (:attr:`SeparablePlan.lowering`; a batched product also pays
-   :data:`SMALL_GEMM_MADDS` per matrix; a tie goes to the single call):
+2. the other axes by one of two lowerings, whichever the plan's time model estimates
+   faster (:attr:`SeparablePlan.lowering`, :meth:`SeparablePlan.seconds`: multiply-adds
+   at each lowering's measured rate, plus a fixed cost per matrix of a batched product;
+   a tie goes to the single call):
 
    - ``"kron"``: one GEMM ``x[rows, ∏I] @ (M_1 ⊗ ⋯ ⊗ M_D)[∏I, ∏K]`` over the flattened
      trailing axes (``∏K`` multiply-adds per element: the choice for 1×1 layers of any
@@ -55,11 +56,16 @@ from ..symbolic.network import TensorNetwork
 from .dispatch import contract, known_finite, register_strategy
 from .windows import Unfold, window_views
 
-#: What one matrix of a batched product of small matrices costs beyond its multiply-adds, in
-#: multiply-adds (about 0.5 µs per matrix against a GEMM's 2.5·10⁹ multiply-adds/s on one
-#: core): on small maps (7×7, thousands of channels) the per-axis lowering's batched left
-#: products are dominated by it, and the single Kronecker GEMM is faster despite more flops.
-SMALL_GEMM_MADDS = 1000
+#: The time model that picks the lowering (one core, float32, MKL; fitted to interleaved
+#: timings of both lowerings of ū on the 57 bundled layers they both apply to and on 57
+#: random 2-d layers, docs/performance.md "Window sums"): a multiply-add of either lowering
+#: costs this many seconds ...
+MADD_SECONDS = 4.3e-11
+#: ... and each matrix of a batched product this many more (its share of the batched
+#: GEMM's calls, ≈ 3600 multiply-adds): on small maps with many channels (16×16 and below)
+#: the per-axis lowering's thousands of batched products are dominated by it, and the single
+#: Kronecker GEMM is faster despite 2–3× the multiply-adds.
+SMALL_GEMM_SECONDS = 1.55e-7
 
 
 @dataclass(frozen=True)
@@ -109,10 +115,10 @@ class SeparablePlan:
         end = len(self.x_shape) - self.ones
         return bool(axes) and axes == list(range(end - len(axes), end))
 
-    def counts(self) -> dict[str, tuple[int, int, int]]:
-        """``lowering -> (multiply-adds, elements read, elements written)`` of each lowering of
-        step 2 that applies (``"kron"`` only when the window axes are the trailing block).
-        A batched left product is also charged :data:`SMALL_GEMM_MADDS` per matrix."""
+    def counts(self) -> dict[str, tuple[int, int, int, int]]:
+        """``lowering -> (multiply-adds, elements read, elements written, batched matrices)``
+        of each lowering of step 2 that applies (``"kron"`` only when the window axes are the
+        trailing block; its one GEMM has no batched matrices)."""
         shape = list(self.x_shape)
         ones = self.ones
         reads = writes = 0
@@ -124,26 +130,33 @@ class SeparablePlan:
         if self.trailing_block:
             size = math.prod(shape)
             taps = math.prod(s.pattern.kernel_size for s in rest)
-            counts["kron"] = (size * taps, reads + size, writes + size * taps // math.prod(shape[s.axis] for s in rest))
-        flops, r, w = 0, reads, writes
+            written = size * taps // math.prod(shape[s.axis] for s in rest)
+            counts["kron"] = (size * taps, reads + size, writes + written, 0)
+        flops, r, w, matrices = 0, reads, writes, 0
         for step in rest:
             size = math.prod(shape)
             flops += size * step.pattern.kernel_size
             if math.prod(shape[step.axis + 1 :]) > 1:  # a batched left product: one small GEMM per row
-                flops += SMALL_GEMM_MADDS * math.prod(shape[: step.axis])
+                matrices += math.prod(shape[: step.axis])
             r += size
             shape[step.axis] = step.pattern.kernel_size
             w += math.prod(shape)
-        counts["axes"] = (flops, r, w)
+        counts["axes"] = (flops, r, w, matrices)
         return counts
+
+    def seconds(self, lowering: str) -> float:
+        """The time model's estimate for ``lowering`` (``"kron"`` or ``"axes"``, one core):
+        :data:`MADD_SECONDS` per multiply-add plus :data:`SMALL_GEMM_SECONDS` per batched
+        matrix (both lowerings read ``x`` once, so its bytes do not tell them apart)."""
+        madds, _, _, matrices = self.counts()[lowering]
+        return madds * MADD_SECONDS + matrices * SMALL_GEMM_SECONDS
 
     @cached_property
     def lowering(self) -> str:
         """``"sum"`` (all axes all-ones), ``"kron"`` or ``"axes"`` (see the module docs)."""
         if not self.rest:
             return "sum"
-        counts = self.counts()
-        return min(counts, key=lambda name: (counts[name][0], name != "kron"))
+        return min(self.counts(), key=lambda name: (self.seconds(name), name != "kron"))
 
     @property
     def flops(self) -> int:
@@ -151,12 +164,19 @@ class SeparablePlan:
         return 0 if self.lowering == "sum" else self.counts()[self.lowering][0]
 
     @property
+    def madd_equivalents(self) -> float:
+        """The chosen lowering's estimated time in multiply-adds (what the other routes of a
+        square network are counted in): its multiply-adds plus its batched matrices' fixed
+        costs."""
+        return 0.0 if self.lowering == "sum" else self.seconds(self.lowering) / MADD_SECONDS
+
+    @property
     def bytes_per_element(self) -> tuple[int, int]:
         """Elements read and written: ``x`` once, plus the (small) intermediates."""
         if self.lowering == "sum":
             shape = self.x_shape
             return math.prod(shape), math.prod(shape[: len(shape) - self.ones])
-        return self.counts()[self.lowering][1:]
+        return self.counts()[self.lowering][1:3]
 
 
 @cached(maxsize=1024)

@@ -106,7 +106,8 @@ def square_recipe(
     plan = separable_plan(network)
     if plan is not None:
         reads, writes = plan.bytes_per_element
-        estimates.append(("separable", plan.flops + product_flops, itemsize * (reads + writes + out_elements)))
+        moved = itemsize * (reads + writes + out_elements)
+        estimates.append(("separable", plan.madd_equivalents + product_flops, moved))
     summed_legs = {leg for a in summed for leg in network.output[a]}
     im2col = im2col_plan(ordered) if "n" in summed_legs else None
     if im2col is not None:

@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tnconv.randomized import estimators, rows, tiles
+from tnconv.randomized import estimators, rows, sampling, tiles
 from tnconv.randomized.sampling import Draw, fixed_count
 
 from .strategies import conv_cases
@@ -289,3 +289,20 @@ def test_cost_model_rejects_an_unknown_mode():
         tiles.tile_layout(32, 3, 1, 1, batch=1, keep=0.5, flops=1e6, mode="Bernoulli")
     with pytest.raises(ValueError, match="mode must be one of"):
         tiles.layout_seconds(32, 1, 2, 1, batch=1, keep=0.5, flops=1e6, x_bytes=1e5, v_bytes=1e5, mode="exact")
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, sampling.KEEP_IN_PYTHON, sampling.KEEP_IN_PYTHON + 1, 5000])
+@pytest.mark.parametrize("keep", [0.05, 0.5, 1 - 1e-9])
+def test_bernoulli_draw_keeps_the_values_below_keep(size, keep):
+    """Small CPU draws keep their values in Python, larger ones with ``nonzero``: either way
+    the kept values are exactly those whose uniform number is below ``keep`` (so a seed gives
+    the same draw as before and on every path)."""
+    for seed in range(3):
+        uniform = torch.rand(size, generator=torch.Generator().manual_seed(seed))
+        expected = tuple(i for i in range(size) if uniform[i].item() < keep)
+        draw = sampling.sample(size, keep, "bernoulli", torch.Generator().manual_seed(seed))
+        if not expected:
+            assert draw is None
+            continue
+        assert draw.indices == expected and draw.scale == 1 / keep
+        assert draw.index(torch.device("cpu")).tolist() == list(expected)

@@ -98,6 +98,11 @@ class Draw:
 #: A fixed-size draw of at most this many values is sorted in Python (its index tensor made on
 #: first use), a larger one by ``torch.sort``.
 SORT_IN_PYTHON = 1024
+#: A Bernoulli draw of at most this many values on the CPU picks its kept values in Python
+#: (its index tensor made on first use), a larger one or one on an accelerator with
+#: ``nonzero``. Measured (one thread): a whole draw of 16 / 64 values 5.2 / 7.7 µs in Python
+#: against 10.7 / 11.4 µs with ``nonzero``; at 256 values Python is the slower (17 / 13 µs).
+KEEP_IN_PYTHON = 128
 
 
 def fixed_count(size: int, keep: float) -> int:
@@ -131,5 +136,9 @@ def _sample(size: int, keep: float, mode: str, generator: torch.Generator | None
             return Draw(tuple(sorted(kept.tolist())), size / count)
         kept = kept.sort().values
         return Draw(tuple(kept.tolist()), size / count, kept)
-    kept = (torch.rand(size, generator=generator, device=device) < keep).nonzero().flatten()
+    uniform = torch.rand(size, generator=generator, device=device)
+    if device.type == "cpu" and size <= KEEP_IN_PYTHON:  # the same values as below, in Python
+        indices = tuple(i for i, u in enumerate(uniform.tolist()) if u < keep)
+        return Draw(indices, 1.0 / keep) if indices else None
+    kept = (uniform < keep).nonzero().flatten()
     return Draw(tuple(kept.tolist()), 1.0 / keep, kept) if kept.numel() else None

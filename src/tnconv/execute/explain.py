@@ -89,10 +89,19 @@ def _separable_steps(plan: SeparablePlan) -> list[str]:
         for s in plan.rest:
             shape[s.axis] = s.pattern.kernel_size
         taps = [s.pattern.kernel_size for s in plan.rest]
-        lines.append(
-            f"ū: one GEMM {before} @ (M_1 ⊗ … ⊗ M_D)[{math.prod(sizes)}, {math.prod(taps)}] over the flattened "
-            f"window axes (Σ of the windows, x read once in memory order) -> {shape}"
-        )
+        step = plan.row_step
+        if step > 1:
+            first = plan.rest[0]
+            lines.append(
+                f"ū: one GEMM over the rows of {before} that windows read (axis {first.axis}: rows {step}·o only, "
+                f"a view; the others are never read) @ (M_2 ⊗ … ⊗ M_D)[{math.prod(sizes[1:])}, {math.prod(taps)}], "
+                f"then the sum over its {first.pattern.output_size} rows -> {shape}"
+            )
+        else:
+            lines.append(
+                f"ū: one GEMM {before} @ (M_1 ⊗ … ⊗ M_D)[{math.prod(sizes)}, {math.prod(taps)}] over the flattened "
+                f"window axes (Σ of the windows, x read once in memory order) -> {shape}"
+            )
     elif plan.lowering == "axes":
         for s in plan.rest:
             size, taps = shape[s.axis], s.pattern.kernel_size

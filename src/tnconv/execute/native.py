@@ -32,7 +32,7 @@ from ..caching import cached
 from ..spec.pattern import IndexPattern
 from ..symbolic.derive import merge_identities
 from ..symbolic.network import Axes, TensorNetwork
-from . import pointwise
+from . import pointwise, small_vjp
 from .dispatch import add_bias, register_strategy
 from .windows import Unfold, window_views
 
@@ -93,6 +93,13 @@ class NativeCall:
         if self.kind == "forward":
             conv = _CONV[d]
             return lambda tensors, bias: conv(tensors[a], tensors[b], bias, stride, padding, dilation, groups)
+        if self.kind == "weight_vjp" and d == 1 and groups == 1:  # small 1-d ones: maybe one GEMM
+            shape = self.output_shape
+
+            def small_weight_vjp(tensors, bias):  # type: ignore[no-untyped-def]
+                return add_bias(small_vjp.weight_vjp(tensors[b], tensors[a], shape, stride, padding, dilation, 1), bias)
+
+            return small_weight_vjp
         if self.kind == "weight_vjp":
             shape = self.output_shape
             zeros, mask = (0,) * d, (False, True, False)
@@ -269,9 +276,8 @@ def run_native(
         if not call.symmetric:
             x, padding = _pad_to_footprint(x, ps), (0,) * d
         # torch.nn.grad.conv{d}d_weight's own kernel call, without its Python argument parsing
-        weight = v.new_empty(1).expand(shape)
-        mask = (False, True, False)
-        result = _BACKWARD(v, x, weight, None, stride, padding, dilation, False, (0,) * d, call.groups, mask)[1]
+        # (or one GEMM for a small 1-d one: small_vjp)
+        result = small_vjp.weight_vjp(v, x, shape, stride, padding, dilation, call.groups)
     if bias is not None and call.kind == "input_vjp":  # not fused (explicitly padded geometry)
         result = result + bias.view(-1, *[1] * d)
     if reshape and result.shape != call.output_shape:

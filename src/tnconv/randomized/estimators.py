@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..caching import cached
+from ..execute import small_vjp
 from ..execute.dispatch import contract
 from ..execute.windows import gather_windows
 from ..spec.validation import (
@@ -241,8 +242,8 @@ def conv_weight_vjp(
     keep, mode = _checked(keep, mode, "x", x, v, generator)
     setup = _weight_setup(tuple(x.shape), tuple(v.shape), kernel_size, stride, padding, dilation, groups, leg)
     if keep == 1.0 and setup.kernel is not None:  # the exact VJP, straight to torch's kernel
-        weight = v.new_empty(1).expand(setup.network.output_shape)
-        return torch.ops.aten.convolution_backward(v, x, weight, None, *setup.kernel, (False, True, False))[1]
+        stride, padding, dilation, _, _, groups = setup.kernel
+        return small_vjp.weight_vjp(v, x, setup.network.output_shape, stride, padding, dilation, groups)
     return _randomized(setup.network, leg, {"x": x, "v": v}, keep, mode, generator, setup.geometry)
 
 

@@ -16,7 +16,8 @@ halo of ``d·(K − 1)``. Per tile, the slabs of its kept samples are one stride
 ``x`` (rows narrowed) from which the kept samples are selected — a view when they are a
 contiguous run (every sample kept, or one tile per sample and a run drawn), one
 ``index_select`` copy of ``p`` of the tile otherwise — and go through *one* call of
-PyTorch's weight-VJP kernel (``aten.convolution_backward``); only slabs whose padding is
+PyTorch's weight-VJP kernel (``aten.convolution_backward``; for a small 1-d call one GEMM
+where :mod:`tnconv.execute.small_vjp` estimates that faster); only slabs whose padding is
 asymmetric (the first and last tiles of a padded dimension when ``T > 1``) are zero-padded.
 So the kernel's multiply-adds are exactly ``p`` times the exact VJP's (the halo adds reads,
 not multiply-adds) and no im2col buffer is built. The input VJP (:func:`tile_input_vjp`)
@@ -47,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from ..caching import cached
+from ..execute import small_vjp
 from ..execute.dispatch import contract
 from ..symbolic.builders.vjp import conv_input_vjp_network, conv_weight_vjp_network
 from .sampling import Draw, check_mode, fixed_count, sample
@@ -482,14 +484,11 @@ def exact_weight_vjp(
     x: torch.Tensor, v: torch.Tensor, weight_shape: tuple[int, ...], stride, padding, dilation, groups: int
 ) -> torch.Tensor:
     """The exact weight VJP (symmetric ``padding`` per dimension): PyTorch's kernel for
-    ``D ≤ 3``, the tnconv network otherwise."""
+    ``D ≤ 3`` (or one GEMM where :mod:`tnconv.execute.small_vjp` estimates it faster), the
+    tnconv network otherwise."""
     dims = x.dim() - 2
     if _torch_kernel(dims, x.device):
-        weight = v.new_empty(1).expand(weight_shape)
-        return torch.ops.aten.convolution_backward(
-            v, x, weight, None, list(stride), list(padding), list(dilation), False, [0] * dims, groups,
-            (False, True, False),
-        )[1]
+        return small_vjp.weight_vjp(v, x, weight_shape, stride, padding, dilation, groups)
     network = conv_weight_vjp_network(
         tuple(x.shape), tuple(weight_shape), tuple(stride), tuple(padding), tuple(dilation), groups
     )
@@ -620,23 +619,14 @@ def tile_weight_vjp(
     """
     if plan is None:
         plan = _call_plan(tuple(x.shape), tuple(v.shape), tuple(weight_shape), geometry, layout, x.element_size())
-    weight = v.new_empty(1).expand(weight_shape)
-    dims = geometry.dims
-    torch_kernel = _torch_kernel(dims, x.device)
     result = None
     for call, first, count, index in _pieces(draw, x.shape[0], layout, plan, x.device):
         xs = _take(call.take(x, True), first, count, index)
         vs = _take(call.take(v, False), first, count, index)
         if call.explicit is not None:
             xs = F.pad(xs, call.explicit)
-        if torch_kernel:
-            part = torch.ops.aten.convolution_backward(
-                vs, xs, weight, None, geometry.stride, call.pad, geometry.dilation, False, [0] * dims,
-                geometry.groups, (False, True, False),
-            )[1]
-        else:
-            part = exact_weight_vjp(xs, vs, weight_shape, geometry.stride, call.pad, geometry.dilation,
-                                    geometry.groups)
+        # torch's kernel (or one GEMM for a small 1-d call, execute.small_vjp); tnconv's network for D > 3
+        part = exact_weight_vjp(xs, vs, weight_shape, geometry.stride, call.pad, geometry.dilation, geometry.groups)
         result = part if result is None else result + part
     if result is None:
         return x.new_zeros(weight_shape)

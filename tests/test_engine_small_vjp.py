@@ -90,3 +90,10 @@ def test_tile_estimator_calls_the_gemm_on_its_kept_samples(gemm_calls):
     kept = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:32].sort().values
     expected = 2 * torch.nn.grad.conv1d_weight(x[kept], (64, 64, 3), v[kept])
     torch.testing.assert_close(estimate, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_keep_one_is_the_exact_vjp_on_the_gemm_route(gemm_calls):
+    x, v = torch.randn(8, 64, 7), torch.randn(8, 64, 5)
+    exact = tnconv.conv_weight_vjp(x, v, 3)
+    assert torch.equal(estimators.conv_weight_vjp(x, v, 3, keep=1.0), exact)
+    assert len(gemm_calls) == 2  # both took the GEMM

@@ -10,13 +10,14 @@ is ``o``, ``M_d[o, k] = Σ_i Π_d[i, o, k]``), built from the hyper-parameters w
 1. trailing axes whose ``M`` is all ones (``K = 1``, stride 1, no padding: 1×1 layers) are
    summed together with one ``sum`` (a read of ``x`` in memory order);
 2. the other axes by one of two lowerings, whichever the plan's time model estimates
-   faster (:attr:`SeparablePlan.lowering`, :meth:`SeparablePlan.seconds`: multiply-adds
-   at each lowering's measured rate, plus a fixed cost per matrix of a batched product;
-   a tie goes to the single call):
+   faster (:attr:`SeparablePlan.lowering`, :meth:`SeparablePlan.seconds`: a cost per
+   multiply-add plus a fixed cost per matrix of a batched product, both measured; a tie
+   goes to the single call):
 
    - ``"kron"``: one GEMM ``x[rows, ∏I] @ (M_1 ⊗ ⋯ ⊗ M_D)[∏I, ∏K]`` over the flattened
      trailing axes (``∏K`` multiply-adds per element: the choice for 1×1 layers of any
-     stride, whose ``M`` has one column);
+     stride, whose ``M`` has one column; for a stride ``S > 1`` on short rows only every
+     ``S``-th row of ``x`` is read, :attr:`SeparablePlan.row_step`);
    - ``"axes"``: axis by axis from the outermost, each a batched left product
      ``M_dᵀ[K_d, I_d] @ t[…, I_d, rest]`` on a *view* of the reduced tensor (wide, contiguous
      rows), the last axis a product with ``M_D`` (``K_1`` multiply-adds per
@@ -284,7 +285,7 @@ def _all_ones(step: AxisSum) -> bool:
 
 #: :attr:`SeparablePlan.row_step` skips rows only when a row holds at most this many elements
 #: (the window axes after the first, flattened): the product then runs over ``O``× more,
-#: ``O``× shorter rows, which MKL's GEMV does well up to about this length. Measured (one
+#: ``O``× shorter rows, which paid off only for short rows. Measured (one
 #: thread, ``kfac_reduce_factor`` with and without the skip alternated, 16 layers 1×1 of
 #: stride 2–3): rows of 12–32 elements 0.47–1.03× the time hot and cold (14×14 maps
 #: 0.47–0.63), rows of 42–56 elements and 3-d maps 1.06–1.29×.

@@ -241,7 +241,7 @@ def conv_weight_vjp(
     """
     keep, mode = _checked(keep, mode, "x", x, v, generator)
     setup = _weight_setup(tuple(x.shape), tuple(v.shape), kernel_size, stride, padding, dilation, groups, leg)
-    if keep == 1.0 and setup.kernel is not None:  # the exact VJP, straight to torch's kernel
+    if keep == 1.0 and setup.kernel is not None:  # the exact VJP: torch's kernel (or small_vjp's GEMM)
         stride, padding, dilation, _, _, groups = setup.kernel
         return small_vjp.weight_vjp(v, x, setup.network.output_shape, stride, padding, dilation, groups)
     return _randomized(setup.network, leg, {"x": x, "v": v}, keep, mode, generator, setup.geometry)
@@ -361,7 +361,7 @@ def conv_input_vjp(
     setup = _input_setup(
         tuple(weight.shape), tuple(v.shape), size, stride, padding, dilation, groups, leg  # type: ignore[arg-type]
     )
-    if keep == 1.0 and setup.kernel is not None:  # the exact VJP, straight to torch's kernel
+    if keep == 1.0 and setup.kernel is not None:  # the exact VJP: torch's kernel (or small_vjp's GEMM)
         x = v.new_empty(1).expand(setup.network.output_shape)
         return torch.ops.aten.convolution_backward(v, x, weight, None, *setup.kernel, (True, False, False))[0]
     return _randomized(setup.network, leg, {"w": weight, "v": v}, keep, mode, generator, setup.geometry)

@@ -20,7 +20,8 @@ PyTorch's weight-VJP kernel (``aten.convolution_backward``; for a small 1-d call
 where :mod:`tnconv.execute.small_vjp` estimates that faster); only slabs whose padding is
 asymmetric (the first and last tiles of a padded dimension when ``T > 1``) are zero-padded.
 So the kernel's multiply-adds are exactly ``p`` times the exact VJP's (the halo adds reads,
-not multiply-adds) and no im2col buffer is built. The input VJP (:func:`tile_input_vjp`)
+not multiply-adds) and no im2col buffer is built (but the small one, at most
+``small_vjp.MAX_BUFFER_BYTES``, of a 1-d call that runs as a GEMM). The input VJP (:func:`tile_input_vjp`)
 is the same in reverse: the kept slabs of ``v`` go through PyTorch's input-VJP kernel and
 their results are added into the rows they cover.
 

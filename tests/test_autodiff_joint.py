@@ -60,6 +60,7 @@ def test_which_convolutions_have_a_joint_backward():
     conv = tnconv.networks.conv
     assert joint_backward_call(conv((2, 4, 9, 9), (6, 4, 3, 3), padding=1)) is not None
     assert joint_backward_call(conv((2, 4, 9, 9), (6, 4, 1, 1))) is None  # pointwise: matrix products
+    assert joint_backward_call(conv((2, 4, 5, 5), (6, 4, 1, 1))) is not None  # 25 positions: the kernel
     assert joint_backward_call(conv((2, 4, 9), (6, 4, 2), padding="same")) is None  # asymmetric padding
     assert joint_backward_call(conv((1, 1, 3, 3, 3, 3), (1, 1, 2, 2, 2, 2))) is None  # no torch kernel
     assert joint_backward_call(conv((2, 4, 9, 9), (6, 4, 3, 3)).vjp("x")) is None  # not a forward

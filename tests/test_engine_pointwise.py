@@ -79,12 +79,14 @@ def _call(network):
 
 def test_which_calls_are_matrix_products():
     conv = tnconv.networks.conv
-    assert _call(conv((2, 4, 5, 5), (6, 4, 1, 1)).vjp("x")).matrix_product  # input VJP, any map
+    assert _call(conv((2, 4, 8, 8), (6, 4, 1, 1)).vjp("x")).matrix_product  # input VJP, maps of >= 64 positions
+    assert _call(conv((2, 4, 1, 1), (6, 4, 1, 1)).vjp("x")).matrix_product  # ... or of one
+    assert not _call(conv((2, 4, 7, 9), (6, 4, 1, 1)).vjp("x")).matrix_product  # 63 positions: torch's kernel
     assert _call(conv((2, 4, 1, 1), (6, 4, 1, 1))).matrix_product  # forward on one position
     assert _call(conv((2, 4, 1, 1), (6, 2, 1, 1), groups=2).vjp("w")).matrix_product
     assert not _call(conv((2, 4, 5, 5), (6, 4, 1, 1))).matrix_product  # forward on a map: torch's kernel
     assert not _call(conv((2, 4, 5, 5), (6, 4, 1, 1), stride=2).vjp("x")).matrix_product
     assert not _call(conv((2, 4, 5, 5), (6, 4, 1, 1), padding=1).vjp("x")).matrix_product
     assert not _call(conv((2, 4, 5, 5), (6, 4, 3, 3)).vjp("x")).matrix_product
-    steps = tnconv.explain(conv((2, 4, 5, 5), (6, 4, 1, 1)).vjp("x")).steps
+    steps = tnconv.explain(conv((2, 4, 8, 8), (6, 4, 1, 1)).vjp("x")).steps
     assert "matrix product" in steps[0]

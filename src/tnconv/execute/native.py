@@ -66,10 +66,13 @@ class NativeCall:
     def matrix_product(self) -> bool:
         """Whether :mod:`.pointwise` evaluates this call as a matrix product instead of a
         convolution kernel: every pattern the identity (kernel 1, stride 1, no padding), and
-        an input VJP (any map) or a forward pass / weight VJP on a single position."""
+        an input VJP on one position or a map of at least ``pointwise.MIN_MATMUL_POSITIONS``,
+        or a forward pass / weight VJP on a single position."""
         if not pointwise.is_pointwise(self.patterns):
             return False
-        return self.kind == "input_vjp" or math.prod(p.output_size for p in self.patterns) == 1
+        if self.kind == "input_vjp":
+            return pointwise.input_vjp_by_matmul(self.patterns)
+        return math.prod(p.output_size for p in self.patterns) == 1
 
     @cached_property
     def hyperparameters(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -289,12 +292,14 @@ def run_native(
 def joint_backward_call(network: TensorNetwork) -> NativeCall | None:
     """The forward-convolution call whose input, weight and bias gradients one
     ``aten.convolution_backward`` computes together (as ``torch.nn.Conv*d``'s backward does),
-    or ``None``: symmetric padding, ``D ≤ 3``, unscaled, two distinct operands, and not
-    pointwise (there the matrix-product input VJP of :mod:`.pointwise` is faster)."""
+    or ``None``: symmetric padding, ``D ≤ 3``, unscaled, two distinct operands, and not a
+    pointwise layer whose input VJP runs as :mod:`.pointwise`'s matrix product (faster there)."""
     call = recognize(network)
     if call is None or call.kind != "forward" or call.scale != 1.0 or not call.symmetric or call.dims > 3:
         return None
-    if call.operands[0] == call.operands[1] or pointwise.is_pointwise(call.patterns):
+    if call.operands[0] == call.operands[1]:
+        return None
+    if pointwise.is_pointwise(call.patterns) and pointwise.input_vjp_by_matmul(call.patterns):
         return None
     return call
 

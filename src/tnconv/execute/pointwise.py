@@ -7,8 +7,11 @@ Its derivatives are matrix products too, and on a CPU ``torch.matmul`` runs them
 PyTorch's convolution kernels where measured (``python -m tnconv bench --ops input_vjp``,
 docs/performance.md "Pointwise convolutions"):
 
-- the input VJP ``W_gᵀ · v[n, g, :, :]``, for any map size: 1.3–3× faster than
-  ``aten.convolution_backward`` or ``conv_transpose2d`` (oneDNN's backward-data path);
+- the input VJP ``W_gᵀ · v[n, g, :, :]`` on one position or on maps of at least
+  :data:`MIN_MATMUL_POSITIONS` positions: 1.3–3× faster than ``aten.convolution_backward``
+  or ``conv_transpose2d`` (oneDNN's backward-data path) where first measured, 0.26–1.15× on a
+  later sweep; on maps of 2–63 positions one GEMM per sample with so few columns is the slower
+  (2–10× on 2×2 maps, 1.0–1.5× on 4×4, 0.87–1.33× on 7×7), so torch's kernel runs there;
 - on ``1×1`` maps (squeeze-excitation blocks, classifier heads written as convolutions) the
   forward pass and the weight VJP as one (batched) GEMM over the batch: 3–15× faster.
 
@@ -27,6 +30,21 @@ import math
 import torch
 
 from ..spec.pattern import IndexPattern
+
+#: Pointwise input VJPs of maps with fewer positions than this (and more than one) run on
+#: torch's kernel (see the module docs). Measured (one thread, 79 layers: batch 1–64, 64–1280
+#: output and 16–320 input channels, maps 2×2–56×56): the batched matrix product was slower
+#: on every 2×2 map (2.3–9.9×), on 4 of 5 4×4 maps (1.04–1.53×) and on 2 of 4 7×7 maps
+#: (1.03–1.21×; `mobilenet_v2/features.18.0`, batch 64: 1.33× in the whole-bundle benchmark),
+#: and faster on most maps of 14×14 and more (0.26–1.15×).
+MIN_MATMUL_POSITIONS = 64
+
+
+def input_vjp_by_matmul(patterns: tuple[IndexPattern, ...]) -> bool:
+    """Whether a pointwise convolution's input VJP runs as a matrix product (:func:`input_vjp`):
+    on one position, or on at least :data:`MIN_MATMUL_POSITIONS`."""
+    positions = math.prod(p.output_size for p in patterns)
+    return positions == 1 or positions >= MIN_MATMUL_POSITIONS
 
 
 def is_pointwise(patterns: tuple[IndexPattern, ...]) -> bool:
@@ -80,4 +98,4 @@ def weight_vjp_1x1(x: torch.Tensor, v: torch.Tensor, groups: int) -> torch.Tenso
     return torch.bmm(rows_v, rows_x).reshape(c_out, in_g, *ones)
 
 
-__all__ = ["forward_1x1", "input_vjp", "is_pointwise", "weight_vjp_1x1"]
+__all__ = ["MIN_MATMUL_POSITIONS", "forward_1x1", "input_vjp", "input_vjp_by_matmul", "is_pointwise", "weight_vjp_1x1"]

@@ -97,3 +97,11 @@ def test_keep_one_is_the_exact_vjp_on_the_gemm_route(gemm_calls):
     exact = tnconv.conv_weight_vjp(x, v, 3)
     assert torch.equal(estimators.conv_weight_vjp(x, v, 3, keep=1.0), exact)
     assert len(gemm_calls) == 2  # both took the GEMM
+
+
+def test_explain_names_the_route():
+    small = tnconv.networks.conv_weight_vjp((8, 64, 7), (64, 64, 3))
+    assert "im2col GEMM" in tnconv.explain(small).steps[0]
+    assert "kernel" in tnconv.explain(small, dtype=torch.float64).steps[0]  # float64: torch's kernel
+    large = tnconv.networks.conv_weight_vjp((64, 32, 124), (32, 32, 3))
+    assert "kernel" in tnconv.explain(large).steps[0]

@@ -31,6 +31,7 @@ import torch
 from ..simplify.taps import TapTrim, trim_taps
 from ..symbolic.network import TensorNetwork
 from ..symbolic.squares import SquareNetwork
+from . import small_vjp
 from .budget import format_bytes, get_chunk_budget
 from .col2im import col2im_plan
 from .dispatch import auto_order, check_inputs
@@ -161,6 +162,15 @@ def _trim_step(trim: TapTrim) -> str:
     )
 
 
+def _small_gemm(network: TensorNetwork, call, dtype: torch.dtype) -> bool:  # type: ignore[no-untyped-def]
+    """Whether :mod:`.small_vjp` runs this native weight VJP as a GEMM on the CPU."""
+    if call.dims != 1 or call.groups != 1 or call.scale != 1.0:
+        return False
+    x, v = (network.input_shape(name) for name in call.operands)
+    p = call.patterns[0]
+    return small_vjp.prefers_gemm(x[0], x[1], v[1], x[2], p.kernel_size, p.output_size, dtype, torch.device("cpu"))
+
+
 def explain(
     network: TensorNetwork, *, dtype: torch.dtype = torch.float32, trim: bool = True, **inputs: object
 ) -> Explanation:
@@ -213,6 +223,8 @@ def explain(
             step = f"torch {call.dims}-d convolution kernel ({call.kind}, groups={call.groups}), bias fused"
             if call.matrix_product:
                 step = f"pointwise {call.kind} as a matrix product over channels (groups={call.groups}, no Π)"
+            elif call.kind == "weight_vjp" and _small_gemm(network, call, dtype):
+                step = "1-d weight VJP as one im2col GEMM (small: faster than oneDNN's call on the CPU; small_vjp)"
             return Explanation(name, name, (step,), flops, moved)
         if name == "col2im" and (cplan := col2im_plan(network)) is not None:
             taps = math.prod(p[3].kernel_size for p in cplan.patterns)

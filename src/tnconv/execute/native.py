@@ -97,10 +97,16 @@ class NativeCall:
             conv = _CONV[d]
             return lambda tensors, bias: conv(tensors[a], tensors[b], bias, stride, padding, dilation, groups)
         if self.kind == "weight_vjp" and d == 1 and groups == 1:  # small 1-d ones: maybe one GEMM
-            shape = self.output_shape
+            shape, runners = self.output_shape, {}
 
             def small_weight_vjp(tensors, bias):  # type: ignore[no-untyped-def]
-                return add_bias(small_vjp.weight_vjp(tensors[b], tensors[a], shape, stride, padding, dilation, 1), bias)
+                v, x = tensors[b], tensors[a]
+                run = runners.get(x.shape)  # (the network's one shape: resolved on the first call)
+                if run is None:
+                    run = runners[x.shape] = small_vjp.weight_vjp_runner(
+                        x.shape, v.shape, shape, stride, padding, dilation, 1
+                    )
+                return add_bias(run(v, x), bias)
 
             return small_weight_vjp
         if self.kind == "weight_vjp":

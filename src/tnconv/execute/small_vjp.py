@@ -25,12 +25,13 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 _BACKWARD = torch.ops.aten.convolution_backward.default
+_CPU = torch.device("cpu")
 
 #: The two routes' time models (seconds; one thread, float32; non-negative least squares on
 #: relative error over 216 random 1-d layers, docs/performance.md "Small 1-d weight VJPs"):
@@ -83,6 +84,21 @@ def gemm_weight_vjp_1d(
     return (rows @ columns.t()).view(v.shape[1], c_in, kernel)
 
 
+def _gemm_allowed(x: torch.Tensor) -> bool:
+    """The part of the route that depends on the tensors, not their shapes: float32 on the CPU
+    (what :func:`prefers_gemm` was fitted for), outside ``torch.func`` transforms."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and not torch._C._are_functorch_transforms_active()
+
+
+def _kernel(
+    v: torch.Tensor, x: torch.Tensor, weight_shape: tuple[int, ...], stride: Sequence[int], padding: Sequence[int],
+    dilation: Sequence[int], groups: int,
+) -> torch.Tensor:
+    weight = v.new_empty(1).expand(weight_shape)
+    zeros, mask = [0] * (x.dim() - 2), (False, True, False)
+    return _BACKWARD(v, x, weight, None, list(stride), list(padding), list(dilation), False, zeros, groups, mask)[1]
+
+
 def weight_vjp(
     v: torch.Tensor, x: torch.Tensor, weight_shape: Sequence[int], stride: Sequence[int], padding: Sequence[int],
     dilation: Sequence[int], groups: int,
@@ -91,15 +107,43 @@ def weight_vjp(
     by the im2col GEMM where :func:`prefers_gemm` says so."""
     if (
         x.dim() == 3
-        and not torch._C._are_functorch_transforms_active()
         and prefers_gemm(x.shape[0], x.shape[1], v.shape[1], x.shape[2], weight_shape[2], v.shape[2], x.dtype,
                          x.device, groups)
+        and _gemm_allowed(x)
     ):
         return gemm_weight_vjp_1d(x, v, weight_shape[2], stride[0], padding[0], dilation[0])
-    weight = v.new_empty(1).expand(tuple(weight_shape))
-    dims = x.dim() - 2
-    return _BACKWARD(v, x, weight, None, list(stride), list(padding), list(dilation), False, [0] * dims, groups,
-                     (False, True, False))[1]
+    return _kernel(v, x, tuple(weight_shape), stride, padding, dilation, groups)
 
 
-__all__ = ["GEMM_SECONDS", "KERNEL_SECONDS", "MAX_BUFFER_BYTES", "gemm_weight_vjp_1d", "prefers_gemm", "weight_vjp"]
+def weight_vjp_runner(
+    x_shape: Sequence[int], v_shape: Sequence[int], weight_shape: Sequence[int], stride: Sequence[int],
+    padding: Sequence[int], dilation: Sequence[int], groups: int,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``(v, x) ->`` :func:`weight_vjp` for these shapes, with the shape-only part of the route
+    (:func:`prefers_gemm`) decided once: what a bound runner keeps, so that its call is a dtype
+    and device test plus the tensor work."""
+    x_shape, weight_shape = tuple(x_shape), tuple(weight_shape)
+    gemm = len(x_shape) == 3 and prefers_gemm(
+        x_shape[0], x_shape[1], v_shape[1], x_shape[2], weight_shape[2], v_shape[2], torch.float32, _CPU, groups
+    )
+    if not gemm:
+        return lambda v, x: _kernel(v, x, weight_shape, stride, padding, dilation, groups)
+    kernel, step, pad, spacing = weight_shape[2], stride[0], padding[0], dilation[0]
+
+    def run(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if _gemm_allowed(x):
+            return gemm_weight_vjp_1d(x, v, kernel, step, pad, spacing)
+        return _kernel(v, x, weight_shape, stride, padding, dilation, groups)
+
+    return run
+
+
+__all__ = [
+    "GEMM_SECONDS",
+    "KERNEL_SECONDS",
+    "MAX_BUFFER_BYTES",
+    "gemm_weight_vjp_1d",
+    "prefers_gemm",
+    "weight_vjp",
+    "weight_vjp_runner",
+]

@@ -1,15 +1,18 @@
 """The first-order backward of a native convolution in one kernel call, and the bias fused
 into the differentiable contraction: gradients against PyTorch in float64."""
 
+import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import tnconv
 from tnconv.execute import autodiff
-from tnconv.execute.native import joint_backward_call
+from tnconv.execute.native import joint_backward_call, torch_autograd_call
+from tnconv.simplify.taps import trim_taps
 
 from .strategies import conv_cases
 
@@ -35,14 +38,29 @@ def test_gradients_equal_torch(case, mask):
         torch.testing.assert_close(got, want)
 
 
-def test_one_kernel_call_gives_every_gradient(monkeypatch):
-    calls = []
-    joint = autodiff.joint_backward
-    monkeypatch.setattr(autodiff, "joint_backward", lambda *args: calls.append(args[-1]) or joint(*args))
+class _KernelCalls(TorchDispatchMode):
+    """The aten operators run inside the block, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.calls.append((func.__name__, args))
+        return func(*args, **(kwargs or {}))
+
+    def named(self, name: str) -> list[tuple]:
+        return [args for op, args in self.calls if op == name]
+
+
+def test_one_kernel_call_gives_every_gradient():
     x = torch.randn(2, 4, 9, 9, dtype=torch.float64, requires_grad=True)
     layer = tnconv.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2).double()
-    layer(x).sum().backward()
-    assert calls == [(True, True, True)]
+    y = layer(x).sum()
+    with _KernelCalls() as seen:
+        y.backward()
+    backward = seen.named("convolution_backward.default")
+    assert len(backward) == 1 and list(backward[0][-1]) == [True, True, True]
     reference = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2).double()
     reference.load_state_dict(layer.state_dict())
     x2 = x.detach().clone().requires_grad_()
@@ -50,10 +68,76 @@ def test_one_kernel_call_gives_every_gradient(monkeypatch):
     torch.testing.assert_close(x.grad, x2.grad)
     torch.testing.assert_close(layer.weight.grad, reference.weight.grad)
     torch.testing.assert_close(layer.bias.grad, reference.bias.grad)
-    # a single needed gradient, or a pointwise layer: the derived networks, no joint call
+
+
+def test_the_function_makes_one_joint_call_where_it_differentiates(monkeypatch):
+    # a 1-d groups=1 layer stays on tnconv's Function (its weight VJP alone may be small_vjp's
+    # GEMM): with every gradient needed, its backward is one joint kernel call too
+    calls = []
+    joint = autodiff.joint_backward
+    monkeypatch.setattr(autodiff, "joint_backward", lambda *args: calls.append(args[-1]) or joint(*args))
+    x = torch.randn(2, 4, 9, dtype=torch.float64, requires_grad=True)
+    layer = tnconv.nn.Conv1d(4, 6, 3, stride=2, padding=1).double()
+    layer(x).sum().backward()
+    assert calls == [(True, True, True)]
+    reference = torch.nn.Conv1d(4, 6, 3, stride=2, padding=1).double()
+    reference.load_state_dict(layer.state_dict())
+    x2 = x.detach().clone().requires_grad_()
+    reference(x2).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad)
+    # a single needed gradient: the derived network, no joint call
     calls.clear()
-    tnconv.conv(x.detach(), layer.weight, stride=2, padding=1, groups=2).sum().backward()
+    tnconv.conv(x.detach(), layer.weight, stride=2, padding=1).sum().backward()
     assert calls == []
+
+
+def test_which_convolutions_torch_autograd_differentiates():
+    conv = tnconv.networks.conv
+    assert torch_autograd_call(conv((2, 4, 9, 9), (6, 4, 3, 3), padding=1)) is not None
+    assert torch_autograd_call(conv((2, 4, 9), (6, 2, 3), groups=2)) is not None
+    assert torch_autograd_call(conv((2, 4, 1, 1), (6, 2, 1, 1), groups=2)) is not None  # one position: a GEMM
+    assert torch_autograd_call(conv((2, 4, 5, 5), (6, 4, 1, 1))) is not None  # 25 positions: the kernel
+    assert torch_autograd_call(conv((2, 4, 9, 9), (6, 4, 1, 1))) is None  # input VJP: pointwise's matmul
+    assert torch_autograd_call(conv((2, 4, 9), (6, 4, 3))) is None  # 1-d groups=1: small_vjp's weight VJP
+    assert torch_autograd_call(conv((2, 4, 9), (6, 4, 2), padding="same")) is None  # asymmetric padding
+    assert torch_autograd_call(conv((1, 1, 3, 3, 3, 3), (1, 1, 2, 2, 2, 2))) is None  # no torch kernel
+    assert torch_autograd_call(conv((2, 4, 9, 9), (6, 4, 3, 3)).vjp("x")) is None  # not a forward
+    trimmed = conv((1, 2, 4, 4), (3, 2, 3, 3), padding=5, dilation=5)  # its outer taps read padding only
+    assert trim_taps(trimmed) is not None and torch_autograd_call(trimmed) is None
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 4, 7, 6), (6, 2, 3, 3), {"padding": 1, "stride": 2, "groups": 2}),
+        ((3, 4, 1, 1), (6, 2, 1, 1), {"groups": 2}),  # one position: torch's GEMM
+        ((3, 4, 1, 1), (5, 4, 1, 1), {}),
+        ((2, 2, 5, 4, 3), (4, 1, 2, 2, 2), {"groups": 2, "dilation": 2, "padding": 1}),
+    ],
+)
+def test_torch_differentiated_layers_equal_torch_to_every_order(x_shape, w_shape, kwargs):
+    x = torch.randn(x_shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(w_shape, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(w_shape[0], dtype=torch.float64, requires_grad=True)
+    assert torch_autograd_call(tnconv.networks.conv(x_shape, w_shape, **kwargs)) is not None
+    conv = CONV[len(x_shape) - 2]
+    f = lambda x, w, b: tnconv.conv(x, w, b, **kwargs)  # noqa: E731
+    g = lambda x, w, b: conv(x, w, b, **kwargs)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
+    tangents = tuple(torch.randn_like(t) for t in (x, w, b))
+    primals = tuple(t.detach() for t in (x, w, b))
+    torch.testing.assert_close(torch.func.jvp(f, primals, tangents)[1], torch.func.jvp(g, primals, tangents)[1])
+
+    # per-sample weight gradients under vmap(grad), as torch.func users write them
+    def loss(fn):  # type: ignore[no-untyped-def]
+        return lambda w, xn: fn(xn.unsqueeze(0), w, b.detach()).square().sum()
+
+    got = torch.func.vmap(torch.func.grad(loss(f)), in_dims=(None, 0))(w.detach(), x.detach())
+    want = torch.func.vmap(torch.func.grad(loss(g)), in_dims=(None, 0))(w.detach(), x.detach())
+    torch.testing.assert_close(got, want)
 
 
 def test_which_convolutions_have_a_joint_backward():

@@ -32,7 +32,7 @@ from ..symbolic.derive import jvp_network, vjp_network
 from ..symbolic.network import TensorNetwork
 from .dispatch import add_bias, check_inputs
 from .dispatch import contract as dispatch
-from .native import joint_backward, joint_backward_call
+from .native import joint_backward, joint_backward_call, torch_autograd_call
 
 
 def _save(ctx: Any, network: TensorNetwork, strategy: str, tensors: tuple[torch.Tensor, ...]) -> None:
@@ -229,9 +229,12 @@ def contract(network: TensorNetwork, strategy: str = "auto", **tensors: torch.Te
         check_inputs(network, tensors)  # raises, naming what is missing or unexpected
     operands = [tensors[name] for name in names]
     strategy = complex_safe(strategy, operands)
-    if _transforms_active():
-        return _TransformableContraction.apply(network, strategy, *operands)
     if needs_autograd(*operands):
+        native = _torch_differentiable(network, strategy, tensors)
+        if native is not None:
+            return native(tensors, None)
+        if _transforms_active():
+            return _TransformableContraction.apply(network, strategy, *operands)
         return _Contraction.apply(network, strategy, *operands)
     return dispatch(network, tensors, strategy)  # nothing to differentiate: skip the Function
 
@@ -249,10 +252,26 @@ def contract_with_bias(
         return contract(network, strategy, **tensors)
     if not needs_autograd(bias, *tensors.values()):
         return dispatch(network, tensors, complex_safe(strategy, tensors.values()), bias=bias)
+    native = _torch_differentiable(network, complex_safe(strategy, [*tensors.values(), bias]), tensors)
+    if native is not None:
+        return native(tensors, bias)
     if _transforms_active() or set(tensors) != set(network.inputs):
         return add_bias(contract(network, strategy, **tensors), bias)
     operands = [tensors[name] for name in network.inputs]
     return _BiasedContraction.apply(network, complex_safe(strategy, [*operands, bias]), bias, *operands)
+
+
+def _torch_differentiable(network: TensorNetwork, strategy: str, tensors: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
+    """The runner of ``network`` to differentiate by torch's autograd (see
+    :func:`~tnconv.execute.native.torch_autograd_call`: its derivatives would be torch's own
+    kernel calls anyway), or ``None``: only under ``"auto"`` (after :func:`complex_safe`)."""
+    if strategy != "auto":
+        return None
+    call = torch_autograd_call(network)
+    if call is None:
+        return None
+    check_inputs(network, tensors)
+    return call.runner
 
 
 def needs_autograd(*tensors: torch.Tensor | None) -> bool:

@@ -17,6 +17,7 @@ from tnconv.simplify.taps import trim_taps
 from .strategies import conv_cases
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 @settings(deadline=None, max_examples=60)
@@ -103,27 +104,39 @@ def test_which_convolutions_torch_autograd_differentiates():
     assert torch_autograd_call(conv((2, 4, 9), (6, 4, 3))) is None  # 1-d groups=1: small_vjp's weight VJP
     assert torch_autograd_call(conv((2, 4, 9), (6, 4, 2), padding="same")) is None  # asymmetric padding
     assert torch_autograd_call(conv((1, 1, 3, 3, 3, 3), (1, 1, 2, 2, 2, 2))) is None  # no torch kernel
-    assert torch_autograd_call(conv((2, 4, 9, 9), (6, 4, 3, 3)).vjp("x")) is None  # not a forward
+    assert torch_autograd_call(conv((2, 4, 9, 9), (6, 4, 3, 3)).vjp("x")) is not None  # conv_transpose2d
+    assert torch_autograd_call(conv((2, 4, 9, 9), (6, 4, 3, 3)).vjp("w")) is None  # a weight VJP
+    transpose = tnconv.networks.conv_transpose
+    assert torch_autograd_call(transpose((2, 4, 5, 5), (4, 3, 3, 3), stride=2, output_padding=1)) is not None
+    assert torch_autograd_call(transpose((2, 4, 5), (4, 3, 3), stride=2)) is None  # 1-d groups=1
+    assert torch_autograd_call(transpose((2, 4, 9, 9), (4, 3, 1, 1))) is None  # pointwise: a matmul
+    assert torch_autograd_call(transpose((2, 4, 1, 1), (4, 3, 1, 1))) is not None  # one position's GEMM
     trimmed = conv((1, 2, 4, 4), (3, 2, 3, 3), padding=5, dilation=5)  # its outer taps read padding only
     assert trim_taps(trimmed) is not None and torch_autograd_call(trimmed) is None
 
 
 @pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs",
+    "x_shape, w_shape, kwargs, transposed",
     [
-        ((2, 4, 7, 6), (6, 2, 3, 3), {"padding": 1, "stride": 2, "groups": 2}),
-        ((3, 4, 1, 1), (6, 2, 1, 1), {"groups": 2}),  # one position: torch's GEMM
-        ((3, 4, 1, 1), (5, 4, 1, 1), {}),
-        ((2, 2, 5, 4, 3), (4, 1, 2, 2, 2), {"groups": 2, "dilation": 2, "padding": 1}),
+        ((2, 4, 7, 6), (6, 2, 3, 3), {"padding": 1, "stride": 2, "groups": 2}, False),
+        ((3, 4, 1, 1), (6, 2, 1, 1), {"groups": 2}, False),  # one position: torch's GEMM
+        ((3, 4, 1, 1), (5, 4, 1, 1), {}, False),
+        ((2, 2, 5, 4, 3), (4, 1, 2, 2, 2), {"groups": 2, "dilation": 2, "padding": 1}, False),
+        ((2, 4, 4, 5), (4, 3, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1}, True),
+        ((2, 4, 6), (4, 2, 3), {"groups": 2, "dilation": 2}, True),
+        ((3, 4, 1, 1), (4, 3, 1, 1), {}, True),  # one position: torch's GEMM
     ],
 )
-def test_torch_differentiated_layers_equal_torch_to_every_order(x_shape, w_shape, kwargs):
+def test_torch_differentiated_layers_equal_torch_to_every_order(x_shape, w_shape, kwargs, transposed):
     x = torch.randn(x_shape, dtype=torch.float64, requires_grad=True)
     w = torch.randn(w_shape, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(w_shape[0], dtype=torch.float64, requires_grad=True)
-    assert torch_autograd_call(tnconv.networks.conv(x_shape, w_shape, **kwargs)) is not None
-    conv = CONV[len(x_shape) - 2]
-    f = lambda x, w, b: tnconv.conv(x, w, b, **kwargs)  # noqa: E731
+    b = torch.randn(w_shape[1] * kwargs.get("groups", 1) if transposed else w_shape[0], dtype=torch.float64)
+    b.requires_grad_()
+    network = (tnconv.networks.conv_transpose if transposed else tnconv.networks.conv)(x_shape, w_shape, **kwargs)
+    assert torch_autograd_call(network) is not None
+    conv = (TRANSPOSE if transposed else CONV)[len(x_shape) - 2]
+    mine = tnconv.conv_transpose if transposed else tnconv.conv
+    f = lambda x, w, b: mine(x, w, b, **kwargs)  # noqa: E731
     g = lambda x, w, b: conv(x, w, b, **kwargs)  # noqa: E731
     assert torch.autograd.gradcheck(f, (x, w, b))
     assert torch.autograd.gradgradcheck(f, (x, w, b))

@@ -22,7 +22,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ import torch.autograd.forward_ad as forward_ad
 
 from ..symbolic.derive import jvp_network, vjp_network
 from ..symbolic.network import TensorNetwork
-from .dispatch import add_bias, check_inputs
+from .dispatch import add_bias, bind, check_inputs
 from .dispatch import contract as dispatch
 from .native import joint_backward, joint_backward_call, torch_autograd_call
 
@@ -272,6 +273,39 @@ def _torch_differentiable(network: TensorNetwork, strategy: str, tensors: dict[s
         return None
     check_inputs(network, tensors)
     return call.runner
+
+
+#: ``(tensors, bias) -> result`` of a network, resolved once (see :func:`bound_runners`).
+Runner = Callable[[dict[str, torch.Tensor], "torch.Tensor | None"], torch.Tensor]
+
+
+def bound_runners(network: TensorNetwork) -> tuple[Runner | None, Runner | None]:
+    """What a front-end keeps per signature so that a repeated ``strategy="auto"`` call is
+    one look-up plus the kernel (:func:`run_bound`): the dispatcher's bound runner of
+    ``network`` (:func:`~tnconv.execute.dispatch.bind`, input checks skipped: the front-end
+    keys on the shapes) for calls without derivatives, and the runner torch's autograd
+    differentiates (:func:`~tnconv.execute.native.torch_autograd_call`) or ``None``.
+    ``(None, None)`` for a network with an empty tensor (:func:`complex_safe` sends those
+    to ``"einsum"``)."""
+    shapes = [shape for _, shape in network.input_shapes] + [network.output_shape]
+    if any(not math.prod(shape) for shape in shapes):
+        return None, None
+    call = torch_autograd_call(network)
+    return bind(network, network.input_shapes), (None if call is None else call.runner)
+
+
+def run_bound(
+    runners: tuple[Runner | None, Runner | None], tensors: dict[str, torch.Tensor], bias: torch.Tensor | None
+) -> torch.Tensor | None:
+    """A front-end's ``strategy="auto"`` call on checked real tensors through its
+    :func:`bound_runners`, or ``None`` when it needs :func:`contract_with_bias` (a
+    derivative that tnconv's Function takes, or an empty tensor)."""
+    plain, differentiable = runners
+    if plain is None:
+        return None
+    if not needs_autograd(bias, *tensors.values()):
+        return plain(tensors, bias)
+    return None if differentiable is None else differentiable(tensors, bias)
 
 
 def needs_autograd(*tensors: torch.Tensor | None) -> bool:

@@ -321,26 +321,29 @@ def torch_autograd_call(network: TensorNetwork) -> NativeCall | None:
     torch's own kernels either way: ``aten.convolution_backward`` (all gradients together,
     :func:`joint_backward`, or one of them) for a convolution run on torch's kernel, and the
     transposed matrix products for a one-position pointwise layer run as a GEMM
-    (:mod:`.pointwise`). The front-ends then call :attr:`NativeCall.runner` directly (its
-    ``F.conv{D}d`` or GEMM is differentiable), sparing the per-call cost of a Python
-    ``autograd.Function`` (~13 µs of a 5 µs convolution on one CPU core). ``None`` where
-    tnconv's derivative networks take other routes: a tap trim applies first; torch's
+    (:mod:`.pointwise`); likewise a transposed convolution run as ``F.conv_transpose{D}d``
+    (an ``input_vjp`` call, whose derivatives are a convolution and a weight VJP). The
+    front-ends then call :attr:`NativeCall.runner` directly (its ``F.conv{D}d``,
+    ``F.conv_transpose{D}d`` or GEMM is differentiable), sparing the per-call cost of a
+    Python ``autograd.Function`` (~13 µs of a 5 µs convolution on one CPU core). ``None``
+    where tnconv's derivative networks take other routes: a tap trim applies first; torch's
     asymmetric or ``D > 3`` geometry; a scaled or ``x·x`` network; a pointwise layer whose
-    input VJP is :mod:`.pointwise`'s matrix product on many positions; a 1-d ``groups=1``
-    layer, whose weight VJP may be :mod:`.small_vjp`'s GEMM.
+    input VJP is :mod:`.pointwise`'s matrix product on many positions (or, transposed, is
+    itself one on many positions); a 1-d ``groups=1`` layer, whose weight VJP may be :mod:`.small_vjp`'s GEMM.
     """
     if trim_taps(network) is not None:
         return None
     call = recognize(network)
-    if call is None or call.kind != "forward" or call.scale != 1.0 or not call.symmetric or call.dims > 3:
+    if call is None or call.kind == "weight_vjp" or call.scale != 1.0 or not call.symmetric or call.dims > 3:
         return None
-    if call.operands[0] == call.operands[1]:
+    if call.operands[0] == call.operands[1] or (call.dims == 1 and call.groups == 1):
         return None
+    if call.kind == "input_vjp":  # a transposed convolution: F.conv_transpose{D}d, or one position's GEMM
+        one_position = math.prod(p.output_size for p in call.patterns) == 1
+        return None if call.matrix_product and not one_position else call
     if call.matrix_product:
         return call
-    if joint_backward_call(network) is None or (call.dims == 1 and call.groups == 1):
-        return None
-    return call
+    return call if joint_backward_call(network) is not None else None
 
 
 def joint_backward(

@@ -5,16 +5,11 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
 
 from ..caching import cached
 from ..execute import ops
-from ..execute.autodiff import autocast_inputs, contract_with_bias, needs_autograd
-from ..execute.dispatch import bind
-from ..execute.native import torch_autograd_call
+from ..execute.autodiff import Runner, autocast_inputs, bound_runners, contract_with_bias, run_bound
 from ..spec.validation import IntOrTuple, Padding, check_bias, check_dims, check_same_dtype_device, check_tensor
 from ..symbolic.builders.conv import conv_network
 
@@ -65,18 +60,12 @@ def conv(
         return ops.conv(input, weight, bias, strides, pads, name, dilations, groups, strategy)
     check_bias(bias, weight.shape[0])
     if strategy == "auto" and not input.is_complex():
-        plain, differentiable = _conv_runners(input.shape, weight.shape, stride, padding, dilation, groups)
-        if plain is not None:
-            tensors = {"x": input, "w": weight}
-            if not needs_autograd(input, weight, bias):
-                return plain(tensors, bias)
-            if differentiable is not None:
-                return differentiable(tensors, bias)
+        runners = _conv_runners(input.shape, weight.shape, stride, padding, dilation, groups)
+        result = run_bound(runners, {"x": input, "w": weight}, bias)
+        if result is not None:
+            return result
     network = conv_network(input.shape, weight.shape, stride, padding, dilation, groups)
     return contract_with_bias(network, strategy, bias, x=input, w=weight)
-
-
-Runner = Callable[[dict[str, torch.Tensor], "torch.Tensor | None"], torch.Tensor]
 
 
 @cached(maxsize=4096)
@@ -88,17 +77,9 @@ def _conv_runners(
     dilation: IntOrTuple,
     groups: int,
 ) -> tuple[Runner | None, Runner | None]:
-    """The ``strategy="auto"`` runners of one convolution signature, resolved once, so that a
-    repeated call of :func:`conv` is one look-up plus the kernel call: the dispatcher's bound
-    runner (:func:`~tnconv.execute.dispatch.bind`; the tensors match the shapes keyed on) for
-    calls without derivatives, and the runner that torch's autograd differentiates
-    (:func:`~tnconv.execute.native.torch_autograd_call`) or ``None``. ``(None, None)`` for
-    empty tensors, which :func:`~tnconv.execute.autodiff.complex_safe` sends elsewhere."""
-    network = conv_network(input_shape, weight_shape, stride, padding, dilation, groups)
-    if not math.prod(input_shape) or not math.prod(weight_shape) or not math.prod(network.output_shape):
-        return None, None
-    call = torch_autograd_call(network)
-    return bind(network, network.input_shapes), (None if call is None else call.runner)
+    """The :func:`~tnconv.execute.autodiff.bound_runners` of one signature (a repeated
+    ``strategy="auto"`` call of :func:`conv` is one look-up plus the kernel call)."""
+    return bound_runners(conv_network(input_shape, weight_shape, stride, padding, dilation, groups))
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # type: ignore[no-untyped-def]

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import torch
 
+from ..caching import cached
 from ..execute import ops
-from ..execute.autodiff import autocast_inputs, contract_with_bias
+from ..execute.autodiff import Runner, autocast_inputs, bound_runners, contract_with_bias, run_bound
 from ..spec.validation import IntOrTuple, check_bias, check_dims, check_same_dtype_device, check_tensor
 from ..symbolic.builders.transpose import conv_transpose_network
+from ..symbolic.network import TensorNetwork
 
 
 def conv_transpose(
@@ -70,9 +72,29 @@ def conv_transpose(
         dims = weight.dim() - 2
         arguments = [ops.int_list(a, dims) for a in (stride, padding, output_padding)]
         return ops.conv_transpose(input, weight, bias, *arguments, groups, ops.int_list(dilation, dims), strategy)
-    network = conv_transpose_network(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
+    network, runners = _transpose_runners(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
     check_bias(bias, network.output_shape[1])
+    if strategy == "auto" and not input.is_complex():
+        result = run_bound(runners, {"x": input, "w": weight}, bias)
+        if result is not None:
+            return result
     return contract_with_bias(network, strategy, bias, x=input, w=weight)
+
+
+@cached(maxsize=4096)
+def _transpose_runners(
+    input_shape: torch.Size,
+    weight_shape: torch.Size,
+    stride: IntOrTuple,
+    padding: IntOrTuple,
+    output_padding: IntOrTuple,
+    groups: int,
+    dilation: IntOrTuple,
+) -> tuple[TensorNetwork, tuple[Runner | None, Runner | None]]:
+    """The network of one signature and its :func:`~tnconv.execute.autodiff.bound_runners`
+    (a repeated ``strategy="auto"`` call is one look-up plus the kernel call)."""
+    network = conv_transpose_network(input_shape, weight_shape, stride, padding, output_padding, groups, dilation)
+    return network, bound_runners(network)
 
 
 def _aliased(dims: int):  # type: ignore[no-untyped-def]

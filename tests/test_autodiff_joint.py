@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import tnconv
-from tnconv.execute import autodiff
+from tnconv.execute import STRATEGIES, autodiff
 from tnconv.execute.native import joint_backward_call, torch_autograd_call
 from tnconv.simplify.taps import trim_taps
 
@@ -178,3 +178,31 @@ def test_higher_derivatives_and_forward_mode_with_a_bias():
     expected = tangents[2].view(1, 4, 1).expand(2, 4, 7)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(tangent, expected)
+
+
+def test_a_strategy_registered_before_native_keeps_the_layers_under_autograd():
+    calls = []
+
+    def everything(network, tensors):  # applies to every network: the simplified einsum
+        calls.append(network)
+        return tnconv.execute.contract(network, tensors, "simplified")
+
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch_autograd_call(tnconv.networks.conv(x.shape, w.shape, groups=2)) is not None
+    assert autodiff.native_runs_first()
+    tnconv.conv(x, w, groups=2).sum().backward()  # through torch's autograd: nothing registered
+    tnconv.execute.register_strategy("everything", everything, "test", priority=1)
+    try:
+        assert not autodiff.native_runs_first()
+        y = tnconv.conv(x, w, groups=2)
+        assert calls, "auto did not run the registered strategy under autograd"
+        gx, gw = torch.autograd.grad(y.sum(), (x, w))
+        want = torch.autograd.grad(F.conv2d(x, w, groups=2).sum(), (x, w))
+        torch.testing.assert_close((gx, gw), want)
+    finally:
+        tnconv.execute.dispatch._REGISTRY.pop("everything")
+        STRATEGIES.pop("everything")
+        tnconv.execute.dispatch._AUTO.clear()  # what register_strategy does, for the removal
+        tnconv.execute.dispatch._GENERATION[0] += 1
+    assert autodiff.native_runs_first()

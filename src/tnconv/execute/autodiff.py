@@ -31,9 +31,9 @@ import torch.autograd.forward_ad as forward_ad
 
 from ..symbolic.derive import jvp_network, vjp_network
 from ..symbolic.network import TensorNetwork
-from .dispatch import add_bias, bind, check_inputs
+from .dispatch import _GENERATION, STRATEGIES, add_bias, auto_order, bind, check_inputs
 from .dispatch import contract as dispatch
-from .native import joint_backward, joint_backward_call, torch_autograd_call
+from .native import contract_native, joint_backward, joint_backward_call, torch_autograd_call
 
 
 def _save(ctx: Any, network: TensorNetwork, strategy: str, tensors: tuple[torch.Tensor, ...]) -> None:
@@ -266,13 +266,31 @@ def _torch_differentiable(network: TensorNetwork, strategy: str, tensors: dict[s
     """The runner of ``network`` to differentiate by torch's autograd (see
     :func:`~tnconv.execute.native.torch_autograd_call`: its derivatives would be torch's own
     kernel calls anyway), or ``None``: only under ``"auto"`` (after :func:`complex_safe`)."""
-    if strategy != "auto":
+    if strategy != "auto" or not native_runs_first():
         return None
     call = torch_autograd_call(network)
     if call is None:
         return None
     check_inputs(network, tensors)
     return call.runner
+
+
+#: The strategies ``"auto"`` may try before ``"native"`` that never take a network
+#: :func:`~tnconv.execute.native.torch_autograd_call` accepts (it rules out ``trim``;
+#: ``separable`` and ``square`` take one-input and square networks).
+_BEFORE_NATIVE = frozenset({"trim", "separable", "square"})
+_native_first: list = [-1, False]  # generation, answer
+
+
+def native_runs_first() -> bool:
+    """Whether ``"auto"`` runs the built-in ``"native"`` strategy on the networks
+    :func:`~tnconv.execute.native.torch_autograd_call` accepts: no strategy registered by a
+    user comes before it, and it was not replaced (re-read after every ``register_strategy``)."""
+    if _native_first[0] != _GENERATION[0]:
+        order = auto_order()
+        first = "native" in order and set(order[: order.index("native")]) <= _BEFORE_NATIVE
+        _native_first[:] = [_GENERATION[0], first and STRATEGIES.get("native") is contract_native]
+    return _native_first[1]
 
 
 #: ``(tensors, bias) -> result`` of a network, resolved once (see :func:`bound_runners`).
@@ -305,7 +323,7 @@ def run_bound(
         return None
     if not needs_autograd(bias, *tensors.values()):
         return plain(tensors, bias)
-    return None if differentiable is None else differentiable(tensors, bias)
+    return None if differentiable is None or not native_runs_first() else differentiable(tensors, bias)
 
 
 def needs_autograd(*tensors: torch.Tensor | None) -> bool:

@@ -329,7 +329,9 @@ def torch_autograd_call(network: TensorNetwork) -> NativeCall | None:
     where tnconv's derivative networks take other routes: a tap trim applies first; torch's
     asymmetric or ``D > 3`` geometry; a scaled or ``x·x`` network; a pointwise layer whose
     input VJP is :mod:`.pointwise`'s matrix product on many positions (or, transposed, is
-    itself one on many positions); a 1-d ``groups=1`` layer, whose weight VJP may be :mod:`.small_vjp`'s GEMM.
+    itself one on many positions); a 1-d ``groups=1`` layer, whose weight VJP may be
+    :mod:`.small_vjp`'s GEMM. (The front-ends also require that ``"auto"`` runs this
+    strategy first: :func:`~tnconv.execute.autodiff.native_runs_first`.)
     """
     if trim_taps(network) is not None:
         return None

@@ -72,26 +72,44 @@ def test_one_kernel_call_gives_every_gradient():
 
 
 def test_the_function_makes_one_joint_call_where_it_differentiates(monkeypatch):
-    # a 1-d groups=1 layer stays on tnconv's Function (its weight VJP alone may be small_vjp's
-    # GEMM): with every gradient needed, its backward is one joint kernel call too
+    # a layer with a trimmed tap stays on tnconv's Function (trim runs first): with every
+    # gradient needed, its backward is one joint kernel call too
     calls = []
     joint = autodiff.joint_backward
     monkeypatch.setattr(autodiff, "joint_backward", lambda *args: calls.append(args[-1]) or joint(*args))
-    x = torch.randn(2, 4, 9, dtype=torch.float64, requires_grad=True)
-    layer = tnconv.nn.Conv1d(4, 6, 3, stride=2, padding=1).double()
-    layer(x).sum().backward()
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch_autograd_call(tnconv.networks.conv(x.shape, w.shape, padding=5, dilation=5)) is None
+    y = tnconv.conv(x, w, b, padding=5, dilation=5)
+    v = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, w, b), v)
     assert calls == [(True, True, True)]
-    reference = torch.nn.Conv1d(4, 6, 3, stride=2, padding=1).double()
-    reference.load_state_dict(layer.state_dict())
-    x2 = x.detach().clone().requires_grad_()
-    reference(x2).sum().backward()
-    torch.testing.assert_close(x.grad, x2.grad)
-    torch.testing.assert_close(layer.weight.grad, reference.weight.grad)
-    torch.testing.assert_close(layer.bias.grad, reference.bias.grad)
+    want = torch.autograd.grad(F.conv2d(x, w, b, padding=5, dilation=5), (x, w, b), v)
+    torch.testing.assert_close(got, want)
     # a single needed gradient: the derived network, no joint call
     calls.clear()
-    tnconv.conv(x.detach(), layer.weight, stride=2, padding=1).sum().backward()
+    tnconv.conv(x.detach(), w, padding=5, dilation=5).sum().backward()
     assert calls == []
+
+
+def test_a_1d_layer_goes_to_torch_only_when_its_input_requires_grad():
+    # groups=1 1-d: its weight VJP alone may be small_vjp's GEMM (tnconv's Function keeps
+    # it); with the input's gradient needed too the backward is the joint kernel call anyway
+    w = torch.randn(6, 4, 3, requires_grad=True)
+    x = torch.randn(8, 4, 9)
+    call = torch_autograd_call(tnconv.networks.conv(x.shape, w.shape))
+    assert call is not None and call.small_weight_vjp
+    assert "Contraction" in type(tnconv.conv(x, w).grad_fn).__name__
+    assert type(tnconv.conv(x.requires_grad_(), w).grad_fn).__name__ == "ConvolutionBackward0"
+    x2 = torch.randn(8, 4, 9, dtype=torch.float64, requires_grad=True)
+    w2, b2 = w.detach().double().requires_grad_(), torch.randn(6, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(8, 6, 7, dtype=torch.float64)
+    for x_grad in (True, False):
+        inputs = (x2, w2, b2) if x_grad else (w2, b2)
+        x_in = x2 if x_grad else x2.detach()
+        got = torch.autograd.grad(tnconv.conv(x_in, w2, b2), inputs, v)
+        torch.testing.assert_close(got, torch.autograd.grad(F.conv1d(x_in, w2, b2), inputs, v))
 
 
 def test_which_convolutions_torch_autograd_differentiates():
@@ -101,14 +119,14 @@ def test_which_convolutions_torch_autograd_differentiates():
     assert torch_autograd_call(conv((2, 4, 1, 1), (6, 2, 1, 1), groups=2)) is not None  # one position: a GEMM
     assert torch_autograd_call(conv((2, 4, 5, 5), (6, 4, 1, 1))) is not None  # 25 positions: the kernel
     assert torch_autograd_call(conv((2, 4, 9, 9), (6, 4, 1, 1))) is None  # input VJP: pointwise's matmul
-    assert torch_autograd_call(conv((2, 4, 9), (6, 4, 3))) is None  # 1-d groups=1: small_vjp's weight VJP
+    assert not torch_autograd_call(conv((2, 4, 9, 9), (6, 4, 3, 3))).small_weight_vjp
     assert torch_autograd_call(conv((2, 4, 9), (6, 4, 2), padding="same")) is None  # asymmetric padding
     assert torch_autograd_call(conv((1, 1, 3, 3, 3, 3), (1, 1, 2, 2, 2, 2))) is None  # no torch kernel
     assert torch_autograd_call(conv((2, 4, 9, 9), (6, 4, 3, 3)).vjp("x")) is not None  # conv_transpose2d
     assert torch_autograd_call(conv((2, 4, 9, 9), (6, 4, 3, 3)).vjp("w")) is None  # a weight VJP
     transpose = tnconv.networks.conv_transpose
     assert torch_autograd_call(transpose((2, 4, 5, 5), (4, 3, 3, 3), stride=2, output_padding=1)) is not None
-    assert torch_autograd_call(transpose((2, 4, 5), (4, 3, 3), stride=2)) is None  # 1-d groups=1
+    assert torch_autograd_call(transpose((2, 4, 5), (4, 3, 3), stride=2)).small_weight_vjp  # 1-d groups=1
     assert torch_autograd_call(transpose((2, 4, 9, 9), (4, 3, 1, 1))) is None  # pointwise: a matmul
     assert torch_autograd_call(transpose((2, 4, 1, 1), (4, 3, 1, 1))) is not None  # one position's GEMM
     trimmed = conv((1, 2, 4, 4), (3, 2, 3, 3), padding=5, dilation=5)  # its outer taps read padding only
@@ -122,6 +140,7 @@ def test_which_convolutions_torch_autograd_differentiates():
         ((3, 4, 1, 1), (6, 2, 1, 1), {"groups": 2}, False),  # one position: torch's GEMM
         ((3, 4, 1, 1), (5, 4, 1, 1), {}, False),
         ((2, 2, 5, 4, 3), (4, 1, 2, 2, 2), {"groups": 2, "dilation": 2, "padding": 1}, False),
+        ((2, 3, 8), (4, 3, 3), {"padding": 1, "stride": 2}, False),  # 1-d groups=1: x requires grad
         ((2, 4, 4, 5), (4, 3, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1}, True),
         ((2, 4, 6), (4, 2, 3), {"groups": 2, "dilation": 2}, True),
         ((3, 4, 1, 1), (4, 3, 1, 1), {}, True),  # one position: torch's GEMM

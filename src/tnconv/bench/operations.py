@@ -157,6 +157,30 @@ def _setup_fwd(case: Case, batch: int, dtype: torch.dtype, device: torch.device)
     )
 
 
+def _setup_train_step(case: Case, batch: int, dtype: torch.dtype, device: torch.device) -> dict[str, Thunk]:
+    """Forward and backward of one convolution with every operand requiring grad (a
+    training step of the layer, per-call overhead included); the thunk returns the weight
+    gradient, so the two implementations are compared on it."""
+    hyper = _hyper(case)
+    torch_conv = _torch_d("torch.nn.functional.conv{d}d", case)
+    leaves = [t.requires_grad_() if t is not None else None for t in _forward_tensors(case, batch, dtype, device)]
+    x, w, b = leaves
+    v = _randn(_output_shape(case, batch), dtype, device)
+
+    def step(conv: Callable) -> Thunk:
+        def run() -> torch.Tensor:
+            for t in leaves:
+                if t is not None:
+                    t.grad = None
+            with torch.enable_grad():  # (the benchmark runs under no_grad)
+                conv(x, w, b, **hyper).backward(v)
+            return w.grad  # type: ignore[return-value]
+
+        return run
+
+    return _keep({"tnconv": step(_tnconv("conv")), "torch": step(torch_conv) if torch_conv else None})
+
+
 def loop_of_conv3d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -435,6 +459,15 @@ def _plain(case: Case) -> bool:
 
 for _operation in (
     Operation("fwd", "forward convolution", "conv", _plain, _setup_fwd, measures="conv"),
+    Operation(
+        "train_step",
+        "forward + backward of the layer, input, weight and bias requiring grad",
+        "conv",
+        _plain,
+        _setup_train_step,
+        default=False,
+        measures="conv",
+    ),
     Operation("input_vjp", "input VJP (gradient w.r.t. the input)", "conv_input_vjp", _plain, _setup_input_vjp),
     Operation("weight_vjp", "weight VJP (gradient w.r.t. the weight)", "conv_weight_vjp", _plain, _setup_weight_vjp),
     Operation("unfold", "unfold (im2col)", "unfold", _plain, _setup_unfold),

@@ -269,10 +269,15 @@ def _torch_differentiable(network: TensorNetwork, strategy: str, tensors: dict[s
     if strategy != "auto" or not native_runs_first():
         return None
     call = torch_autograd_call(network)
-    if call is None:
+    if call is None or (call.small_weight_vjp and not _requires_grad(tensors, call.operands[0])):
         return None
     check_inputs(network, tensors)
     return call.runner
+
+
+def _requires_grad(tensors: dict[str, torch.Tensor], key: str) -> bool:
+    tensor = tensors.get(key)
+    return isinstance(tensor, torch.Tensor) and tensor.requires_grad
 
 
 #: The strategies ``"auto"`` may try before ``"native"`` that never take a network
@@ -295,35 +300,44 @@ def native_runs_first() -> bool:
 
 #: ``(tensors, bias) -> result`` of a network, resolved once (see :func:`bound_runners`).
 Runner = Callable[[dict[str, torch.Tensor], "torch.Tensor | None"], torch.Tensor]
+#: :func:`bound_runners`' result: the plain runner, the differentiable one, and the input
+#: that must require grad for the latter to be used (``None``: no condition).
+BoundRunners = tuple["Runner | None", "Runner | None", "str | None"]
 
 
-def bound_runners(network: TensorNetwork) -> tuple[Runner | None, Runner | None]:
+def bound_runners(network: TensorNetwork) -> BoundRunners:
     """What a front-end keeps per signature so that a repeated ``strategy="auto"`` call is
     one look-up plus the kernel (:func:`run_bound`): the dispatcher's bound runner of
     ``network`` (:func:`~tnconv.execute.dispatch.bind`, input checks skipped: the front-end
-    keys on the shapes) for calls without derivatives, and the runner torch's autograd
-    differentiates (:func:`~tnconv.execute.native.torch_autograd_call`) or ``None``.
-    ``(None, None)`` for a network with an empty tensor (:func:`complex_safe` sends those
-    to ``"einsum"``)."""
+    keys on the shapes) for calls without derivatives, the runner torch's autograd
+    differentiates (:func:`~tnconv.execute.native.torch_autograd_call`) or ``None``, and
+    the input that must require grad for it (a 1-d ``groups=1`` layer's data:
+    :attr:`~tnconv.execute.native.NativeCall.small_weight_vjp`). ``(None, None, None)`` for
+    a network with an empty tensor (:func:`complex_safe` sends those to ``"einsum"``)."""
     shapes = [shape for _, shape in network.input_shapes] + [network.output_shape]
     if any(not math.prod(shape) for shape in shapes):
-        return None, None
+        return None, None, None
     call = torch_autograd_call(network)
-    return bind(network, network.input_shapes), (None if call is None else call.runner)
+    plain = bind(network, network.input_shapes)
+    if call is None:
+        return plain, None, None
+    return plain, call.runner, (call.operands[0] if call.small_weight_vjp else None)
 
 
 def run_bound(
-    runners: tuple[Runner | None, Runner | None], tensors: dict[str, torch.Tensor], bias: torch.Tensor | None
+    runners: BoundRunners, tensors: dict[str, torch.Tensor], bias: torch.Tensor | None
 ) -> torch.Tensor | None:
     """A front-end's ``strategy="auto"`` call on checked real tensors through its
     :func:`bound_runners`, or ``None`` when it needs :func:`contract_with_bias` (a
     derivative that tnconv's Function takes, or an empty tensor)."""
-    plain, differentiable = runners
+    plain, differentiable, gate = runners
     if plain is None:
         return None
     if not needs_autograd(bias, *tensors.values()):
         return plain(tensors, bias)
-    return None if differentiable is None or not native_runs_first() else differentiable(tensors, bias)
+    if differentiable is None or (gate is not None and not tensors[gate].requires_grad) or not native_runs_first():
+        return None
+    return differentiable(tensors, bias)
 
 
 def needs_autograd(*tensors: torch.Tensor | None) -> bool:

@@ -75,6 +75,13 @@ class NativeCall:
             return pointwise.input_vjp_by_matmul(self.patterns)
         return math.prod(p.output_size for p in self.patterns) == 1
 
+    @property
+    def small_weight_vjp(self) -> bool:
+        """Whether the weight VJP of this call (forward or transposed) may run as
+        :mod:`.small_vjp`'s GEMM instead of torch's kernel (1-d, ``groups=1``; the route
+        itself is decided by shape and dtype when it runs)."""
+        return self.dims == 1 and self.groups == 1
+
     @cached_property
     def hyperparameters(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """``(stride, padding, dilation)`` per spatial dimension, as torch's kernels take them."""
@@ -329,8 +336,10 @@ def torch_autograd_call(network: TensorNetwork) -> NativeCall | None:
     where tnconv's derivative networks take other routes: a tap trim applies first; torch's
     asymmetric or ``D > 3`` geometry; a scaled or ``x·x`` network; a pointwise layer whose
     input VJP is :mod:`.pointwise`'s matrix product on many positions (or, transposed, is
-    itself one on many positions); a 1-d ``groups=1`` layer, whose weight VJP may be
-    :mod:`.small_vjp`'s GEMM. (The front-ends also require that ``"auto"`` runs this
+    itself one on many positions). A 1-d ``groups=1`` layer is accepted, but its weight VJP
+    alone may be :mod:`.small_vjp`'s GEMM, so the front-ends hand it over only when its
+    data operand requires grad (then its backward is the joint kernel call either way):
+    :attr:`NativeCall.small_weight_vjp`. (They also require that ``"auto"`` runs this
     strategy first: :func:`~tnconv.execute.autodiff.native_runs_first`.)
     """
     if trim_taps(network) is not None:
@@ -338,7 +347,7 @@ def torch_autograd_call(network: TensorNetwork) -> NativeCall | None:
     call = recognize(network)
     if call is None or call.kind == "weight_vjp" or call.scale != 1.0 or not call.symmetric or call.dims > 3:
         return None
-    if call.operands[0] == call.operands[1] or (call.dims == 1 and call.groups == 1):
+    if call.operands[0] == call.operands[1]:
         return None
     if call.kind == "input_vjp":  # a transposed convolution: F.conv_transpose{D}d, or one position's GEMM
         one_position = math.prod(p.output_size for p in call.patterns) == 1

@@ -9,7 +9,7 @@ import torch
 
 from ..caching import cached
 from ..execute import ops
-from ..execute.autodiff import Runner, autocast_inputs, bound_runners, contract_with_bias, run_bound
+from ..execute.autodiff import BoundRunners, autocast_inputs, bound_runners, contract_with_bias, run_bound
 from ..spec.validation import IntOrTuple, Padding, check_bias, check_dims, check_same_dtype_device, check_tensor
 from ..symbolic.builders.conv import conv_network
 
@@ -76,7 +76,7 @@ def _conv_runners(
     padding: Padding,
     dilation: IntOrTuple,
     groups: int,
-) -> tuple[Runner | None, Runner | None]:
+) -> BoundRunners:
     """The :func:`~tnconv.execute.autodiff.bound_runners` of one signature (a repeated
     ``strategy="auto"`` call of :func:`conv` is one look-up plus the kernel call)."""
     return bound_runners(conv_network(input_shape, weight_shape, stride, padding, dilation, groups))

@@ -21,7 +21,7 @@ import torch
 
 from ..caching import cached
 from ..execute import ops
-from ..execute.autodiff import Runner, autocast_inputs, bound_runners, contract_with_bias, run_bound
+from ..execute.autodiff import BoundRunners, autocast_inputs, bound_runners, contract_with_bias, run_bound
 from ..spec.validation import IntOrTuple, check_bias, check_dims, check_same_dtype_device, check_tensor
 from ..symbolic.builders.transpose import conv_transpose_network
 from ..symbolic.network import TensorNetwork
@@ -90,7 +90,7 @@ def _transpose_runners(
     output_padding: IntOrTuple,
     groups: int,
     dilation: IntOrTuple,
-) -> tuple[TensorNetwork, tuple[Runner | None, Runner | None]]:
+) -> tuple[TensorNetwork, BoundRunners]:
     """The network of one signature and its :func:`~tnconv.execute.autodiff.bound_runners`
     (a repeated ``strategy="auto"`` call is one look-up plus the kernel call)."""
     network = conv_transpose_network(input_shape, weight_shape, stride, padding, output_padding, groups, dilation)

@@ -51,12 +51,18 @@ def test_pointwise_forward_and_vjps_match_torch(case, bias):
 @given(case=pointwise_cases(), bias=st.booleans())
 def test_pointwise_transposed_convolution_matches_torch(case, bias):
     dims, groups, c_in, c_out, spatial, batch = case
-    x = torch.randn(batch, c_in, *spatial, dtype=torch.float64)
-    w = torch.randn(c_in, c_out // groups, *(1,) * dims, dtype=torch.float64)
-    b = torch.randn(c_out, dtype=torch.float64) if bias else None
-    torch.testing.assert_close(
-        tnconv.conv_transpose(x, w, b, groups=groups), TRANSPOSE[dims](x, w, b, groups=groups)
-    )
+    x = torch.randn(batch, c_in, *spatial, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c_in, c_out // groups, *(1,) * dims, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c_out, dtype=torch.float64, requires_grad=True) if bias else None
+    reference = TRANSPOSE[dims](x, w, b, groups=groups)
+    with torch.no_grad():  # the bias fused into the GEMM on one position
+        torch.testing.assert_close(tnconv.conv_transpose(x, w, b, groups=groups), reference)
+    y = tnconv.conv_transpose(x, w, b, groups=groups)
+    torch.testing.assert_close(y, reference)
+    v = torch.randn_like(y)
+    inputs = (x, w) if b is None else (x, w, b)
+    for got, want in zip(torch.autograd.grad(y, inputs, v), torch.autograd.grad(reference, inputs, v)):
+        torch.testing.assert_close(got, want)
 
 
 def test_nan_reaches_what_torch_reaches():

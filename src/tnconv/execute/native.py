@@ -379,8 +379,8 @@ def _run_pointwise(
         return add_bias(pointwise.weight_vjp_1x1(first, second, call.groups), bias)
     v, d = first, call.dims
     lead = v.shape[: v.dim() - d - 1]
-    result = pointwise.input_vjp(second, v.reshape(-1, *v.shape[-d - 1 :]), call.groups)
-    return add_bias(result.reshape(*lead, *result.shape[1:]), bias)
+    result = pointwise.input_vjp(second, v.reshape(-1, *v.shape[-d - 1 :]), call.groups, bias)
+    return result.reshape(*lead, *result.shape[1:])
 
 
 def _forward_high_dims(x: torch.Tensor, w: torch.Tensor, call: NativeCall, bias: torch.Tensor | None) -> torch.Tensor:

@@ -54,19 +54,28 @@ def is_pointwise(patterns: tuple[IndexPattern, ...]) -> bool:
     )
 
 
-def input_vjp(weight: torch.Tensor, v: torch.Tensor, groups: int) -> torch.Tensor:
+def input_vjp(weight: torch.Tensor, v: torch.Tensor, groups: int, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``[N, C_in, S…]``: the input VJP of a pointwise convolution, ``v`` of ``[N, C_out, S…]``
-    and ``weight`` of ``[C_out, C_in/G, 1…]``."""
+    and ``weight`` of ``[C_out, C_in/G, 1…]``, plus ``bias`` (``[C_in]``, as a transposed
+    convolution's) over the channels: fused into the GEMM on one position."""
     batch, c_out, spatial = v.shape[0], v.shape[1], v.shape[2:]
     out_g, in_g = c_out // groups, weight.shape[1]
-    w = weight.reshape(groups, out_g, in_g)
     positions = math.prod(spatial)
+    if positions == 1 and groups == 1:  # [N, C_out] @ [C_out, C_in]: one GEMM
+        rows, w2 = v.reshape(batch, c_out), weight.reshape(c_out, in_g)
+        result = torch.mm(rows, w2) if bias is None else torch.addmm(bias, rows, w2)
+        return result.view(batch, in_g, *spatial)
+    w = weight.reshape(groups, out_g, in_g)
     if positions == 1:  # [G, N, C_out/G] @ [G, C_out/G, C_in/G]: one GEMM per group
-        result = torch.bmm(v.reshape(batch, groups, out_g).transpose(0, 1), w).transpose(0, 1)
-        return result.reshape(batch, groups * in_g, *spatial)
-    return torch.matmul(w.transpose(1, 2), v.reshape(batch, groups, out_g, positions)).view(
-        batch, groups * in_g, *spatial
-    )
+        rows = v.reshape(batch, groups, out_g).transpose(0, 1)
+        if bias is None:
+            result = torch.bmm(rows, w)
+        else:
+            result = torch.baddbmm(bias.view(groups, 1, in_g), rows, w)
+        return result.transpose(0, 1).reshape(batch, groups * in_g, *spatial)
+    result = torch.matmul(w.transpose(1, 2), v.reshape(batch, groups, out_g, positions))
+    result = result.view(batch, groups * in_g, *spatial)
+    return result if bias is None else result + bias.view(-1, *[1] * len(spatial))
 
 
 def forward_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:

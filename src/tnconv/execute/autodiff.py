@@ -33,7 +33,7 @@ from ..symbolic.derive import jvp_network, vjp_network
 from ..symbolic.network import TensorNetwork
 from .dispatch import _GENERATION, STRATEGIES, add_bias, auto_order, bind, check_inputs
 from .dispatch import contract as dispatch
-from .native import contract_native, joint_backward, joint_backward_call, torch_autograd_call
+from .native import NativeCall, contract_native, joint_backward, joint_backward_call, torch_autograd_call
 
 
 def _save(ctx: Any, network: TensorNetwork, strategy: str, tensors: tuple[torch.Tensor, ...]) -> None:
@@ -253,31 +253,36 @@ def contract_with_bias(
         return contract(network, strategy, **tensors)
     if not needs_autograd(bias, *tensors.values()):
         return dispatch(network, tensors, complex_safe(strategy, tensors.values()), bias=bias)
-    native = _torch_differentiable(network, complex_safe(strategy, [*tensors.values(), bias]), tensors)
+    safe = complex_safe(strategy, [*tensors.values(), bias])
+    native = _torch_differentiable(network, safe, tensors)
     if native is not None:
         return native(tensors, bias)
     if _transforms_active() or set(tensors) != set(network.inputs):
         return add_bias(contract(network, strategy, **tensors), bias)
-    operands = [tensors[name] for name in network.inputs]
-    return _BiasedContraction.apply(network, complex_safe(strategy, [*operands, bias]), bias, *operands)
+    return _BiasedContraction.apply(network, safe, bias, *[tensors[name] for name in network.inputs])
 
 
 def _torch_differentiable(network: TensorNetwork, strategy: str, tensors: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
     """The runner of ``network`` to differentiate by torch's autograd (see
     :func:`~tnconv.execute.native.torch_autograd_call`: its derivatives would be torch's own
     kernel calls anyway), or ``None``: only under ``"auto"`` (after :func:`complex_safe`)."""
-    if strategy != "auto" or not native_runs_first():
-        return None
-    call = torch_autograd_call(network)
-    if call is None or (call.small_weight_vjp and not _requires_grad(tensors, call.operands[0])):
+    call = torch_autograd_call(network) if strategy == "auto" else None
+    if not _hands_over(call, tensors):
         return None
     check_inputs(network, tensors)
-    return call.runner
+    return call.runner  # type: ignore[union-attr]
 
 
-def _requires_grad(tensors: dict[str, torch.Tensor], key: str) -> bool:
-    tensor = tensors.get(key)
-    return isinstance(tensor, torch.Tensor) and tensor.requires_grad
+def _hands_over(call: NativeCall | None, tensors: dict[str, torch.Tensor]) -> bool:
+    """Whether a call :func:`~tnconv.execute.native.torch_autograd_call` accepted goes to
+    torch's autograd with these tensors: ``"auto"`` runs ``native`` first, and a 1-d
+    ``groups=1`` layer's data requires grad (:attr:`~tnconv.execute.native.NativeCall.small_weight_vjp`)."""
+    if call is None or not native_runs_first():
+        return False
+    if not call.small_weight_vjp:
+        return True
+    data = tensors.get(call.operands[0])
+    return isinstance(data, torch.Tensor) and data.requires_grad
 
 
 #: The strategies ``"auto"`` may try before ``"native"`` that never take a network
@@ -300,28 +305,23 @@ def native_runs_first() -> bool:
 
 #: ``(tensors, bias) -> result`` of a network, resolved once (see :func:`bound_runners`).
 Runner = Callable[[dict[str, torch.Tensor], "torch.Tensor | None"], torch.Tensor]
-#: :func:`bound_runners`' result: the plain runner, the differentiable one, and the input
-#: that must require grad for the latter to be used (``None``: no condition).
-BoundRunners = tuple["Runner | None", "Runner | None", "str | None"]
+#: :func:`bound_runners`' result: the network, its plain runner and the call torch's
+#: autograd may take over.
+BoundRunners = tuple[TensorNetwork, "Runner | None", "NativeCall | None"]
 
 
 def bound_runners(network: TensorNetwork) -> BoundRunners:
     """What a front-end keeps per signature so that a repeated ``strategy="auto"`` call is
-    one look-up plus the kernel (:func:`run_bound`): the dispatcher's bound runner of
-    ``network`` (:func:`~tnconv.execute.dispatch.bind`, input checks skipped: the front-end
-    keys on the shapes) for calls without derivatives, the runner torch's autograd
-    differentiates (:func:`~tnconv.execute.native.torch_autograd_call`) or ``None``, and
-    the input that must require grad for it (a 1-d ``groups=1`` layer's data:
-    :attr:`~tnconv.execute.native.NativeCall.small_weight_vjp`). ``(None, None, None)`` for
-    a network with an empty tensor (:func:`complex_safe` sends those to ``"einsum"``)."""
+    one look-up plus the kernel (:func:`run_bound`): ``network``, the dispatcher's bound
+    runner of it (:func:`~tnconv.execute.dispatch.bind`, input checks skipped: the front-end
+    keys on the shapes) for calls without derivatives, and the call torch's autograd may
+    differentiate (:func:`~tnconv.execute.native.torch_autograd_call`) or ``None``.
+    ``(network, None, None)`` for a network with an empty tensor (:func:`complex_safe`
+    sends those to ``"einsum"``)."""
     shapes = [shape for _, shape in network.input_shapes] + [network.output_shape]
     if any(not math.prod(shape) for shape in shapes):
-        return None, None, None
-    call = torch_autograd_call(network)
-    plain = bind(network, network.input_shapes)
-    if call is None:
-        return plain, None, None
-    return plain, call.runner, (call.operands[0] if call.small_weight_vjp else None)
+        return network, None, None
+    return network, bind(network, network.input_shapes), torch_autograd_call(network)
 
 
 def run_bound(
@@ -330,14 +330,12 @@ def run_bound(
     """A front-end's ``strategy="auto"`` call on checked real tensors through its
     :func:`bound_runners`, or ``None`` when it needs :func:`contract_with_bias` (a
     derivative that tnconv's Function takes, or an empty tensor)."""
-    plain, differentiable, gate = runners
+    _, plain, call = runners
     if plain is None:
         return None
     if not needs_autograd(bias, *tensors.values()):
         return plain(tensors, bias)
-    if differentiable is None or (gate is not None and not tensors[gate].requires_grad) or not native_runs_first():
-        return None
-    return differentiable(tensors, bias)
+    return call.runner(tensors, bias) if _hands_over(call, tensors) else None  # type: ignore[union-attr]
 
 
 def needs_autograd(*tensors: torch.Tensor | None) -> bool:

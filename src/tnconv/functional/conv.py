@@ -59,13 +59,12 @@ def conv(
         strides, dilations = ops.int_list(stride, dims), ops.int_list(dilation, dims)
         return ops.conv(input, weight, bias, strides, pads, name, dilations, groups, strategy)
     check_bias(bias, weight.shape[0])
+    runners = _conv_runners(input.shape, weight.shape, stride, padding, dilation, groups)
     if strategy == "auto" and not input.is_complex():
-        runners = _conv_runners(input.shape, weight.shape, stride, padding, dilation, groups)
         result = run_bound(runners, {"x": input, "w": weight}, bias)
         if result is not None:
             return result
-    network = conv_network(input.shape, weight.shape, stride, padding, dilation, groups)
-    return contract_with_bias(network, strategy, bias, x=input, w=weight)
+    return contract_with_bias(runners[0], strategy, bias, x=input, w=weight)
 
 
 @cached(maxsize=4096)
@@ -77,8 +76,8 @@ def _conv_runners(
     dilation: IntOrTuple,
     groups: int,
 ) -> BoundRunners:
-    """The :func:`~tnconv.execute.autodiff.bound_runners` of one signature (a repeated
-    ``strategy="auto"`` call of :func:`conv` is one look-up plus the kernel call)."""
+    """The network of one signature and its :func:`~tnconv.execute.autodiff.bound_runners`
+    (a repeated ``strategy="auto"`` call of :func:`conv` is one look-up plus the kernel call)."""
     return bound_runners(conv_network(input_shape, weight_shape, stride, padding, dilation, groups))
 
 

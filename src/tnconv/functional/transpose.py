@@ -24,7 +24,6 @@ from ..execute import ops
 from ..execute.autodiff import BoundRunners, autocast_inputs, bound_runners, contract_with_bias, run_bound
 from ..spec.validation import IntOrTuple, check_bias, check_dims, check_same_dtype_device, check_tensor
 from ..symbolic.builders.transpose import conv_transpose_network
-from ..symbolic.network import TensorNetwork
 
 
 def conv_transpose(
@@ -72,7 +71,8 @@ def conv_transpose(
         dims = weight.dim() - 2
         arguments = [ops.int_list(a, dims) for a in (stride, padding, output_padding)]
         return ops.conv_transpose(input, weight, bias, *arguments, groups, ops.int_list(dilation, dims), strategy)
-    network, runners = _transpose_runners(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
+    runners = _transpose_runners(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
+    network = runners[0]
     check_bias(bias, network.output_shape[1])
     if strategy == "auto" and not input.is_complex():
         result = run_bound(runners, {"x": input, "w": weight}, bias)
@@ -90,11 +90,12 @@ def _transpose_runners(
     output_padding: IntOrTuple,
     groups: int,
     dilation: IntOrTuple,
-) -> tuple[TensorNetwork, BoundRunners]:
+) -> BoundRunners:
     """The network of one signature and its :func:`~tnconv.execute.autodiff.bound_runners`
     (a repeated ``strategy="auto"`` call is one look-up plus the kernel call)."""
-    network = conv_transpose_network(input_shape, weight_shape, stride, padding, output_padding, groups, dilation)
-    return network, bound_runners(network)
+    return bound_runners(
+        conv_transpose_network(input_shape, weight_shape, stride, padding, output_padding, groups, dilation)
+    )
 
 
 def _aliased(dims: int):  # type: ignore[no-untyped-def]

@@ -62,12 +62,17 @@ def test_results_do_not_depend_on_the_budget_and_explain_counts_its_chunks(case,
         cut = trim_taps(network)  # taps that read only padding are cut first: a smaller J
         batch, factor = x.shape[0], (network if cut is None else cut.network).factor
         per_sample = math.prod(factor.output_shape) // batch * x.element_size()
+        padded = any(n.pattern.has_padding for n in factor.nodes if n.kind == "pattern")
         if budget >= per_sample:  # whole samples per chunk
-            assert explained.chunks == math.ceil(batch / min(batch, budget // per_sample))
+            count = math.ceil(batch / min(batch, budget // per_sample))
         else:  # one sample over the budget: blocks of its first output dimension's rows
             rows = factor.size("o1")
             per_row = per_sample // rows
-            assert explained.chunks == batch * math.ceil(rows / max(1, min(rows, budget // per_row)))
+            count = batch * math.ceil(rows / max(1, min(rows, budget // per_row)))
+        if batch == 1 and padded:  # one padded sample is cut into row blocks anyway (test_engine_im2col)
+            assert count <= explained.chunks <= factor.size("o1")
+        else:
+            assert explained.chunks == count
         assert any(f"chunk budget {format_bytes(budget)}" in step for step in explained.steps)
     else:
         assert explained.chunks == 1

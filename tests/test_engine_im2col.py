@@ -1,13 +1,15 @@
 """KFC's chunked im2col lowering and the cost model that picks it, against the dense
 "einsum" reference in float64."""
 
+import math
+
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 import tnconv
 from tnconv.execute import contract
-from tnconv.execute.im2col import batch_chunk, im2col_gram, im2col_plan, row_chunk
+from tnconv.execute.im2col import batch_chunk, im2col_gram, im2col_plan, padded_rows, row_chunk
 from tnconv.execute.squares import square_recipe
 from tnconv.symbolic.builders.curvature import _square_base, input_patches
 
@@ -134,3 +136,63 @@ def test_kfc_under_vmap_and_grad_matches_per_example_calls():
     tnconv.kfc_factor(x, 3, padding=1).pow(2).sum().backward()
     grad = torch.func.grad(lambda xs: tnconv.kfc_factor(xs, 3, padding=1).pow(2).sum())(stack[0])
     torch.testing.assert_close(grad, x.grad)
+
+
+def _largest_buffers(run):
+    """The largest zero-padded copy and the largest fresh buffer the run allocates (elements)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    sizes = {"pad": 0, "empty": 0}
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = str(func)
+            for kind in sizes:
+                if kind in name and isinstance(out, torch.Tensor):
+                    sizes[kind] = max(sizes[kind], out.numel())
+            return out
+
+    with Record():
+        result = run()
+    return result, sizes
+
+
+@given(
+    size=st.integers(8, 20),
+    kernel=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    dilation=st.integers(1, 2),
+    groups=st.sampled_from([1, 3]),
+)
+def test_one_padded_sample_never_holds_more_than_its_unfold(size, kernel, stride, padding, dilation, groups):
+    """With one sample the unfold recipe holds just ``J``: the padded copy of the input and
+    ``J``'s buffer together stay within ``J`` (blocks of rows, each padded on its own), and
+    the factor is the dense reference's."""
+    if dilation * (kernel - 1) + 1 > size + 2 * padding:
+        return
+    x = torch.randn(1, 2 * groups, size, size + 1, dtype=torch.float64)
+    network = tnconv.networks.kfc(x.shape, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    patches = input_patches(x.shape, kernel, stride, padding, dilation, groups)
+    base, scale, _ = _ordered(patches)
+    plan = im2col_plan(
+        base.with_nodes(base.nodes, output=(base.output[1], base.output[2], base.output[0], *base.output[3:]))
+    )
+    j_elements = math.prod(plan.j_shape)
+    groups_, d = base.output_shape[1], base.output_shape[2]
+    gram, sizes = _largest_buffers(lambda: im2col_gram(plan, {"x": x}, (groups_, d, -1), scale, budget=10**9))
+    if padded_rows(plan, 1, 8) > 1:  # (blocks of single rows are the smallest there are)
+        assert sizes["pad"] + sizes["empty"] <= j_elements + gram.numel()
+    torch.testing.assert_close(gram, contract(network, {"x": x}, strategy="einsum"))
+
+
+def test_padded_rows_cut_a_padded_sample_in_blocks():
+    base, _ = _square_base(input_patches((1, 96, 112, 112), 3, 2, 1, groups=96), "expand")
+    plan = im2col_plan(
+        base.with_nodes(base.nodes, output=(base.output[1], base.output[2], base.output[0], base.output[3]))
+    )
+    rows = padded_rows(plan, 1, 4)
+    assert 1 <= rows < 56  # the depthwise stride-2 layer of MobileNetV2 at batch 1: two blocks
+    assert tnconv.explain(tnconv.networks.kfc((1, 96, 112, 112), 3, stride=2, padding=1, groups=96)).chunks == 2
+    assert padded_rows(plan, 2, 4) == 56  # more samples: the unfold recipe copies J once more

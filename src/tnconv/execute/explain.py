@@ -36,7 +36,7 @@ from .budget import format_bytes, get_chunk_budget
 from .col2im import col2im_plan
 from .dispatch import auto_order, check_inputs
 from .gemm_col2im import gemm_col2im_plan
-from .im2col import batch_chunk, im2col_plan, row_chunk
+from .im2col import batch_chunk, im2col_plan, padded_rows, row_chunk
 from .native import recognize
 from .plan import dense_plan
 from .separable import SeparablePlan, separable_plan
@@ -130,7 +130,7 @@ def _square(network: SquareNetwork, itemsize: int) -> tuple[str, list[str], int,
         budget = get_chunk_budget()
         chunk = batch_chunk(plan, itemsize, budget)  # type: ignore[arg-type]
         batch = plan.j_shape[plan.chunk_axis]  # type: ignore[union-attr]
-        rows = row_chunk(plan, itemsize, budget)  # type: ignore[arg-type]
+        rows = min(row_chunk(plan, itemsize, budget), padded_rows(plan, batch, itemsize))  # type: ignore[arg-type]
         axis = plan.chunk_axis + 1  # type: ignore[union-attr]
         per_sample = itemsize * math.prod(plan.j_shape) // batch  # type: ignore[union-attr]
         chunks, plural = -(-batch // chunk), "s" if batch > chunk else ""
@@ -138,7 +138,7 @@ def _square(network: SquareNetwork, itemsize: int) -> tuple[str, list[str], int,
         if axis < len(plan.j_shape) and rows < plan.j_shape[axis]:  # type: ignore[union-attr]
             total = plan.j_shape[axis]  # type: ignore[union-attr]
             chunks = batch * -(-total // rows)
-            pieces = f"{rows} of {total} output rows of one sample ({chunks} chunks)"
+            pieces = f"{rows} of {total} output rows of one sample, each block padded on its own ({chunks} chunks)"
             buffer = per_sample * rows // total
         steps = [
             f"J: window view of x (no Π), copied once per chunk of {pieces} "

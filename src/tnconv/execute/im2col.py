@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..caching import cached
+from ..spec.pattern import IndexPattern
 from ..symbolic.network import TensorNetwork
 from .budget import CHUNK_BYTES, get_chunk_budget
 from .windows import Unfold, window_views
@@ -37,7 +38,9 @@ from .windows import Unfold, window_views
 class Im2colPlan:
     """``x`` reshaped to ``x_shape`` (one axis per leg); ``unfolds`` the window views;
     ``order`` permutes the view's legs to ``J``'s; ``batch_axis`` is the batch leg's place
-    in ``x`` (chunked) and ``chunk_axis`` its place in ``J``'s legs."""
+    in ``x`` (chunked) and ``chunk_axis`` its place in ``J``'s legs; ``row_unfold`` is the
+    axis of ``x`` whose windows give ``J``'s axis after the batch (the rows of a row chunk),
+    ``-1`` when that axis is not an output leg of a window."""
 
     key: str
     x_shape: tuple[int, ...]
@@ -46,6 +49,7 @@ class Im2colPlan:
     j_shape: tuple[int, ...]
     batch_axis: int
     chunk_axis: int
+    row_unfold: int = -1
 
 
 @cached(maxsize=1024)
@@ -77,6 +81,8 @@ def im2col_plan(network: TensorNetwork, batch_leg: str = "n") -> Im2colPlan | No
     if sorted(view_legs) != sorted(out):
         return None
     order = tuple(view_legs.index(leg) for leg in out)
+    row = out.index(batch_leg) + 1
+    row_unfold = next((axis for axis, _, o, _ in unfolds if row < len(out) and out[row] == o), -1)
     return Im2colPlan(
         x.key,
         tuple(network.size(leg) for leg in legs),
@@ -85,6 +91,7 @@ def im2col_plan(network: TensorNetwork, batch_leg: str = "n") -> Im2colPlan | No
         tuple(network.size(leg) for leg in out),
         legs.index(batch_leg),
         out.index(batch_leg),
+        row_unfold,
     )
 
 
@@ -142,26 +149,98 @@ def im2col_gram(
         return torch.bmm(j, j.transpose(1, 2)) * scale
     budget = get_chunk_budget() if budget is None else budget
     chunk = batch_chunk(plan, x.element_size(), budget)
-    rows = row_chunk(plan, x.element_size(), budget)
-    row_axis = plan.chunk_axis + 1
+    rows = min(row_chunk(plan, x.element_size(), budget), padded_rows(plan, batch, x.element_size()))
     result = torch.zeros((keep, outer, outer), dtype=x.dtype, device=x.device)
     buffer = None
     steps = dict(plan.unfolds)
     for start in range(0, batch, chunk):
         part = x.narrow(plan.batch_axis, start, min(chunk, batch - start))
-        view = window_views(part, steps).permute(plan.order)
-        pieces = [view]
-        if row_axis < view.dim() and rows < view.shape[row_axis]:
-            total = view.shape[row_axis]
-            pieces = [view.narrow(row_axis, r, min(rows, total - r)) for r in range(0, total, rows)]
-        for piece in pieces:
+        for piece in _row_pieces(part, plan, steps, rows):
             if buffer is None or buffer.numel() < piece.numel():
                 buffer = torch.empty(piece.numel(), dtype=x.dtype, device=x.device)
             block = buffer[: piece.numel()].view(piece.shape)
             block.copy_(piece)
+            del piece  # (its padded rows go before the next block's are made)
             _lower_gram_(result, block.view(keep, outer, -1), scale)
     _mirror_lower_(result)
     return result
+
+
+def padded_rows(plan: Im2colPlan, batch: int, itemsize: int) -> int:
+    """Rows per chunk that keep a padded sample's peak within the unfold recipe's.
+
+    Windows that reach into the padding are read from a zero-padded copy of the chunk's
+    input. With one sample in the batch the unfold recipe holds only its ``J`` (its permute
+    to the groups' layout is then a view), so one chunk's ``J`` *plus* that padded copy
+    would hold more: such a sample is cut into blocks of ``r`` output rows, each padded on
+    its own, with ``r`` the most for which ``J``'s block plus the block's padded input rows
+    (``s·r + halo`` of them) stay within the whole ``J`` (at least one row). Without padding,
+    with more samples (the recipe then copies ``J`` once more) or without a row axis: all rows.
+
+    >>> from tnconv.symbolic.builders.curvature import input_patches, _square_base
+    >>> def plan(shape, **kw):
+    ...     base, _ = _square_base(input_patches(shape, 3, **kw), "expand")
+    ...     g, d, n, o = base.output[1], base.output[2], base.output[0], base.output[3]
+    ...     return im2col_plan(base.with_nodes(base.nodes, output=(g, d, n, o)))
+    >>> padded_rows(plan((1, 96, 112, 112), stride=2, padding=1, groups=96), 1, 4)  # of 56 rows
+    38
+    >>> padded_rows(plan((1, 96, 112, 112), stride=2, groups=96), 1, 4)  # no padding: all rows
+    55
+    >>> padded_rows(plan((2, 96, 112, 112), stride=2, padding=1, groups=96), 2, 4)
+    56
+    """
+    row = plan.chunk_axis + 1
+    steps = dict(plan.unfolds)
+    if batch != 1 or row >= len(plan.j_shape) or plan.row_unfold < 0:
+        return plan.j_shape[row] if row < len(plan.j_shape) else 1
+    total = plan.j_shape[row]
+    if not any(step.pattern.has_padding for step in steps.values()):
+        return total
+    p = steps[plan.row_unfold].pattern
+    halo = max(0, p.dilation * (p.kernel_size - 1) + 1 - p.stride)
+    padded = 1  # bytes of one padded input row: every other axis at its padded extent
+    for axis, size in enumerate(plan.x_shape):
+        if axis == plan.row_unfold:
+            continue
+        step = steps.get(axis)
+        padded *= (
+            size
+            if step is None
+            else step.pattern.stride * (step.pattern.output_size - 1)
+            + (step.pattern.dilation * (step.pattern.kernel_size - 1) + 1)
+        )
+    j_row = math.prod(plan.j_shape) // total  # elements of J per output row
+    fit = (total * j_row - halo * padded) // (j_row + p.stride * padded)
+    return max(1, min(total, fit))
+
+
+def _row_pieces(part: torch.Tensor, plan: Im2colPlan, steps: dict[int, Unfold], rows: int):  # type: ignore[no-untyped-def]
+    """A chunk's ``J`` as window views in ``J``'s layout: whole, or per block of ``rows``
+    output rows; a block's input rows (its windows' reach, halo included) are narrowed before
+    the padding, so each block pads only its own rows."""
+    row = plan.chunk_axis + 1
+    total = plan.j_shape[row] if row < len(plan.j_shape) else 1
+    if rows >= total:
+        yield window_views(part, steps).permute(plan.order)
+        return
+    if plan.row_unfold < 0:  # J's row axis is a data axis: narrow the view
+        view = window_views(part, steps).permute(plan.order)
+        for r in range(0, total, rows):
+            yield view.narrow(row, r, min(rows, total - r))
+        return
+    axis, step = plan.row_unfold, steps[plan.row_unfold]
+    p = step.pattern
+    for r in range(0, total, rows):
+        count = min(rows, total - r)
+        low = p.stride * r - p.padding  # first input row the block's windows read (may be padding)
+        high = p.stride * (r + count - 1) + p.dilation * (p.kernel_size - 1) - p.padding + 1
+        lo, hi = max(low, 0), min(high, step.length)
+        if hi <= lo:  # the block reads only padding: its rows of J are zero
+            continue
+        block = IndexPattern(hi - lo, count, p.kernel_size, p.stride, p.dilation, lo - low)
+        yield window_views(part.narrow(axis, lo, hi - lo), {**steps, axis: Unfold(step.leg, block, hi - lo)}).permute(
+            plan.order
+        )
 
 
 #: Row blocks of the symmetric product (see :func:`_lower_gram_`); 1 below ``2·SYMMETRIC_ROWS`` rows.
@@ -201,4 +280,13 @@ def _mirror_lower_(result: torch.Tensor) -> None:
         result[:, start:stop, stop:] = result[:, stop:, start:stop].transpose(1, 2)
 
 
-__all__ = ["CHUNK_BYTES", "Im2colPlan", "batch_chunk", "im2col_gram", "im2col_plan", "row_chunk", "symmetric_share"]
+__all__ = [
+    "CHUNK_BYTES",
+    "Im2colPlan",
+    "batch_chunk",
+    "im2col_gram",
+    "im2col_plan",
+    "padded_rows",
+    "row_chunk",
+    "symmetric_share",
+]

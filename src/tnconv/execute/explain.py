@@ -130,7 +130,7 @@ def _square(network: SquareNetwork, itemsize: int) -> tuple[str, list[str], int,
         budget = get_chunk_budget()
         chunk = batch_chunk(plan, itemsize, budget)  # type: ignore[arg-type]
         batch = plan.j_shape[plan.chunk_axis]  # type: ignore[union-attr]
-        rows = min(row_chunk(plan, itemsize, budget), padded_rows(plan, batch, itemsize))  # type: ignore[arg-type]
+        rows = min(row_chunk(plan, itemsize, budget), padded_rows(plan, batch))  # type: ignore[arg-type]
         axis = plan.chunk_axis + 1  # type: ignore[union-attr]
         per_sample = itemsize * math.prod(plan.j_shape) // batch  # type: ignore[union-attr]
         chunks, plural = -(-batch // chunk), "s" if batch > chunk else ""

@@ -22,7 +22,7 @@ the batch leg of ``x`` summed between the copies, and no sliced legs.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -149,7 +149,7 @@ def im2col_gram(
         return torch.bmm(j, j.transpose(1, 2)) * scale
     budget = get_chunk_budget() if budget is None else budget
     chunk = batch_chunk(plan, x.element_size(), budget)
-    rows = min(row_chunk(plan, x.element_size(), budget), padded_rows(plan, batch, x.element_size()))
+    rows = min(row_chunk(plan, x.element_size(), budget), padded_rows(plan, batch))
     result = torch.zeros((keep, outer, outer), dtype=x.dtype, device=x.device)
     buffer = None
     steps = dict(plan.unfolds)
@@ -166,7 +166,7 @@ def im2col_gram(
     return result
 
 
-def padded_rows(plan: Im2colPlan, batch: int, itemsize: int) -> int:
+def padded_rows(plan: Im2colPlan, batch: int) -> int:
     """Rows per chunk that keep a padded sample's peak within the unfold recipe's.
 
     Windows that reach into the padding are read from a zero-padded copy of the chunk's
@@ -182,11 +182,11 @@ def padded_rows(plan: Im2colPlan, batch: int, itemsize: int) -> int:
     ...     base, _ = _square_base(input_patches(shape, 3, **kw), "expand")
     ...     g, d, n, o = base.output[1], base.output[2], base.output[0], base.output[3]
     ...     return im2col_plan(base.with_nodes(base.nodes, output=(g, d, n, o)))
-    >>> padded_rows(plan((1, 96, 112, 112), stride=2, padding=1, groups=96), 1, 4)  # of 56 rows
+    >>> padded_rows(plan((1, 96, 112, 112), stride=2, padding=1, groups=96), 1)  # of 56 rows
     38
-    >>> padded_rows(plan((1, 96, 112, 112), stride=2, groups=96), 1, 4)  # no padding: all rows
+    >>> padded_rows(plan((1, 96, 112, 112), stride=2, groups=96), 1)  # no padding: all rows
     55
-    >>> padded_rows(plan((2, 96, 112, 112), stride=2, padding=1, groups=96), 2, 4)
+    >>> padded_rows(plan((2, 96, 112, 112), stride=2, padding=1, groups=96), 2)
     56
     """
     row = plan.chunk_axis + 1
@@ -198,7 +198,7 @@ def padded_rows(plan: Im2colPlan, batch: int, itemsize: int) -> int:
         return total
     p = steps[plan.row_unfold].pattern
     halo = max(0, p.dilation * (p.kernel_size - 1) + 1 - p.stride)
-    padded = 1  # bytes of one padded input row: every other axis at its padded extent
+    padded = 1  # elements of one padded input row: every other axis at its padded extent
     for axis, size in enumerate(plan.x_shape):
         if axis == plan.row_unfold:
             continue
@@ -214,7 +214,7 @@ def padded_rows(plan: Im2colPlan, batch: int, itemsize: int) -> int:
     return max(1, min(total, fit))
 
 
-def _row_pieces(part: torch.Tensor, plan: Im2colPlan, steps: dict[int, Unfold], rows: int):  # type: ignore[no-untyped-def]
+def _row_pieces(part: torch.Tensor, plan: Im2colPlan, steps: dict[int, Unfold], rows: int) -> Iterator[torch.Tensor]:
     """A chunk's ``J`` as window views in ``J``'s layout: whole, or per block of ``rows``
     output rows; a block's input rows (its windows' reach, halo included) are narrowed before
     the padding, so each block pads only its own rows."""

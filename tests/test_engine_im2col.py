@@ -182,7 +182,7 @@ def test_one_padded_sample_never_holds_more_than_its_unfold(size, kernel, stride
     j_elements = math.prod(plan.j_shape)
     groups_, d = base.output_shape[1], base.output_shape[2]
     gram, sizes = _largest_buffers(lambda: im2col_gram(plan, {"x": x}, (groups_, d, -1), scale, budget=10**9))
-    if padded_rows(plan, 1) > 1:  # (blocks of single rows are the smallest there are)
+    if padded_rows(plan) > 1:  # (blocks of single rows are the smallest there are)
         assert sizes["pad"] + sizes["empty"] <= j_elements + gram.numel()
     torch.testing.assert_close(gram, contract(network, {"x": x}, strategy="einsum"))
 
@@ -192,7 +192,11 @@ def test_padded_rows_cut_a_padded_sample_in_blocks():
     plan = im2col_plan(
         base.with_nodes(base.nodes, output=(base.output[1], base.output[2], base.output[0], base.output[3]))
     )
-    rows = padded_rows(plan, 1)
+    rows = padded_rows(plan)
     assert 1 <= rows < 56  # the depthwise stride-2 layer of MobileNetV2 at batch 1: two blocks
     assert tnconv.explain(tnconv.networks.kfc((1, 96, 112, 112), 3, stride=2, padding=1, groups=96)).chunks == 2
-    assert padded_rows(plan, 2) == 56  # more samples: the unfold recipe copies J once more
+    base, _ = _square_base(input_patches((2, 96, 112, 112), 3, 2, 1, groups=96), "expand")
+    plan = im2col_plan(
+        base.with_nodes(base.nodes, output=(base.output[1], base.output[2], base.output[0], base.output[3]))
+    )
+    assert padded_rows(plan) == 56  # more samples: the unfold recipe copies J once more

@@ -36,7 +36,7 @@ from .budget import format_bytes, get_chunk_budget
 from .col2im import col2im_plan
 from .dispatch import auto_order, check_inputs
 from .gemm_col2im import gemm_col2im_plan
-from .im2col import batch_chunk, im2col_plan, padded_rows, row_chunk
+from .im2col import batch_chunk, block_rows, im2col_plan
 from .native import recognize
 from .plan import dense_plan
 from .separable import SeparablePlan, separable_plan
@@ -130,7 +130,7 @@ def _square(network: SquareNetwork, itemsize: int) -> tuple[str, list[str], int,
         budget = get_chunk_budget()
         chunk = batch_chunk(plan, itemsize, budget)  # type: ignore[arg-type]
         batch = plan.j_shape[plan.chunk_axis]  # type: ignore[union-attr]
-        rows = min(row_chunk(plan, itemsize, budget), padded_rows(plan, batch))  # type: ignore[arg-type]
+        rows = block_rows(plan, itemsize, budget)  # type: ignore[arg-type]
         axis = plan.chunk_axis + 1  # type: ignore[union-attr]
         per_sample = itemsize * math.prod(plan.j_shape) // batch  # type: ignore[union-attr]
         chunks, plural = -(-batch // chunk), "s" if batch > chunk else ""

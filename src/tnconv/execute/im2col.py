@@ -149,7 +149,7 @@ def im2col_gram(
         return torch.bmm(j, j.transpose(1, 2)) * scale
     budget = get_chunk_budget() if budget is None else budget
     chunk = batch_chunk(plan, x.element_size(), budget)
-    rows = min(row_chunk(plan, x.element_size(), budget), padded_rows(plan, batch))
+    rows = block_rows(plan, x.element_size(), budget)
     result = torch.zeros((keep, outer, outer), dtype=x.dtype, device=x.device)
     buffer = None
     steps = dict(plan.unfolds)
@@ -166,8 +166,15 @@ def im2col_gram(
     return result
 
 
-def padded_rows(plan: Im2colPlan, batch: int) -> int:
-    """Rows per chunk that keep a padded sample's peak within the unfold recipe's.
+def block_rows(plan: Im2colPlan, itemsize: int, budget: int | None = None) -> int:
+    """Rows per block of ``J`` as :func:`im2col_gram` cuts a chunk: within the chunk budget
+    (:func:`row_chunk`) and within a padded single sample's bound (:func:`padded_rows`)."""
+    return min(row_chunk(plan, itemsize, budget), padded_rows(plan))
+
+
+@cached(maxsize=1024)
+def padded_rows(plan: Im2colPlan) -> int:
+    """Rows per chunk that keep a padded sample's peak within the unfold recipe's (symbolic, cached).
 
     Windows that reach into the padding are read from a zero-padded copy of the chunk's
     input. With one sample in the batch the unfold recipe holds only its ``J`` (its permute
@@ -182,16 +189,16 @@ def padded_rows(plan: Im2colPlan, batch: int) -> int:
     ...     base, _ = _square_base(input_patches(shape, 3, **kw), "expand")
     ...     g, d, n, o = base.output[1], base.output[2], base.output[0], base.output[3]
     ...     return im2col_plan(base.with_nodes(base.nodes, output=(g, d, n, o)))
-    >>> padded_rows(plan((1, 96, 112, 112), stride=2, padding=1, groups=96), 1)  # of 56 rows
+    >>> padded_rows(plan((1, 96, 112, 112), stride=2, padding=1, groups=96))  # of 56 rows
     38
-    >>> padded_rows(plan((1, 96, 112, 112), stride=2, groups=96), 1)  # no padding: all rows
+    >>> padded_rows(plan((1, 96, 112, 112), stride=2, groups=96))  # no padding: all rows
     55
-    >>> padded_rows(plan((2, 96, 112, 112), stride=2, padding=1, groups=96), 2)
+    >>> padded_rows(plan((2, 96, 112, 112), stride=2, padding=1, groups=96))
     56
     """
     row = plan.chunk_axis + 1
     steps = dict(plan.unfolds)
-    if batch != 1 or row >= len(plan.j_shape) or plan.row_unfold < 0:
+    if plan.j_shape[plan.chunk_axis] != 1 or row >= len(plan.j_shape) or plan.row_unfold < 0:
         return plan.j_shape[row] if row < len(plan.j_shape) else 1
     total = plan.j_shape[row]
     if not any(step.pattern.has_padding for step in steps.values()):
@@ -284,6 +291,7 @@ __all__ = [
     "CHUNK_BYTES",
     "Im2colPlan",
     "batch_chunk",
+    "block_rows",
     "im2col_gram",
     "im2col_plan",
     "padded_rows",

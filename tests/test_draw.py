@@ -26,6 +26,7 @@ def Hyperparameters(channels=4, vectors=3, **keywords):
     """A ConvSpec from layer keywords (``channels`` is ``C_in``) and the number of vectors M."""
     return ConvSpec.create(in_channels=channels, **keywords), vectors
 
+
 matplotlib = pytest.importorskip("matplotlib")
 
 SMALL = dict(batch=2, channels=4, input_size=6, kernel_size=3, stride=2, padding=1, vectors=2)

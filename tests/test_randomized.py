@@ -106,7 +106,10 @@ def leg_masks(leg, v_shape, groups, layout=None):
 def layout_of(x, w, v, kwargs, keep):
     """The tiles of the tile estimators for this convolution (first spatial dimension)."""
     geometry = estimators._geometry(
-        tuple(w.shape[2:]), kwargs.get("stride", 1), kwargs.get("padding", 0), kwargs.get("dilation", 1),
+        tuple(w.shape[2:]),
+        kwargs.get("stride", 1),
+        kwargs.get("padding", 0),
+        kwargs.get("dilation", 1),
         kwargs.get("groups", 1),
     )
     return geometry.layout(tuple(x.shape), tuple(v.shape), tuple(w.shape), keep, v.element_size())
@@ -228,8 +231,10 @@ def test_tile_estimators_unbiased_with_several_tiles(dims, kwargs, kernel, mode,
         vjp = lambda m: R.conv_weight_vjp(x, v * m, kernel, **kwargs, keep=1.0)  # noqa: E731
     else:
         samples = torch.stack(
-            [R.conv_input_vjp(w, v, x.shape, **kwargs, keep=0.4, leg="spatial", mode=mode, generator=generator)
-             for _ in range(500)]
+            [
+                R.conv_input_vjp(w, v, x.shape, **kwargs, keep=0.4, leg="spatial", mode=mode, generator=generator)
+                for _ in range(500)
+            ]
         )
         vjp = lambda m: R.conv_input_vjp(w, v * m, x.shape, **kwargs, keep=1.0)  # noqa: E731
     # (the input VJP's entries near a tile's edge are fed by few units: more draws for power)

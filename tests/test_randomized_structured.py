@@ -57,10 +57,12 @@ def test_tiles_with_every_unit_kept_are_exact(case, tiles_wanted, data):
     masked = v * row_mask.reshape(v.shape[0], 1, v.shape[2], *([1] * (v.dim() - 3)))
     grad_x, grad_w = exact_vjps(x, w, masked, case.kwargs())
     draw = Draw(tuple(kept), 1.0)
-    torch.testing.assert_close(tiles.tile_weight_vjp(x, v, tuple(w.shape), geometry, layout, draw), grad_w,
-                               rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(tiles.tile_input_vjp(w, v, tuple(x.shape), geometry, layout, draw), grad_x,
-                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        tiles.tile_weight_vjp(x, v, tuple(w.shape), geometry, layout, draw), grad_w, rtol=1e-10, atol=1e-10
+    )
+    torch.testing.assert_close(
+        tiles.tile_input_vjp(w, v, tuple(x.shape), geometry, layout, draw), grad_x, rtol=1e-10, atol=1e-10
+    )
 
 
 @settings(deadline=None)

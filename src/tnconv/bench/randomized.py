@@ -82,9 +82,7 @@ def _masked_vjp(
     if keep == 1.0:
         return vjp(x, weight_shape, v, **hyper)
     if leg in ("spatial", "tiles"):  # units (sample, tile of rows): the same draw, masked
-        geometry = estimators._geometry(
-            case.kernel_size, case.stride, case.padding, case.dilation, case.groups
-        )
+        geometry = estimators._geometry(case.kernel_size, case.stride, case.padding, case.dilation, case.groups)
         layout = geometry.layout(tuple(x.shape), tuple(v.shape), weight_shape, keep, v.element_size(), mode)
         draw = sampling.sample(v.shape[0] * layout.tiles, keep, mode, generator)
         per_unit = torch.zeros(layout.tiles * v.shape[0], dtype=v.dtype, device=v.device)
@@ -483,9 +481,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    rows = run(
-        cases, keeps, legs, progress, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device
-    )
+    rows = run(cases, keeps, legs, progress, mode=args.mode, repeats=args.repeats, batch=args.batch, device=args.device)
     print(format_table(rows))
     return 0
 

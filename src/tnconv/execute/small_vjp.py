@@ -48,8 +48,15 @@ MAX_BUFFER_BYTES = 2**21
 
 
 def prefers_gemm(
-    batch: int, c_in: int, c_out: int, length: int, kernel: int, outputs: int, dtype: torch.dtype,
-    device: torch.device, groups: int = 1,
+    batch: int,
+    c_in: int,
+    c_out: int,
+    length: int,
+    kernel: int,
+    outputs: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    groups: int = 1,
 ) -> bool:
     """Whether the im2col GEMM is estimated faster than torch's kernel for the weight VJP of a
     1-d convolution (``x`` of ``[batch, c_in, length]``, ``v`` of ``[batch, c_out, outputs]``,
@@ -91,8 +98,13 @@ def _gemm_allowed(x: torch.Tensor) -> bool:
 
 
 def _kernel(
-    v: torch.Tensor, x: torch.Tensor, weight_shape: tuple[int, ...], stride: Sequence[int], padding: Sequence[int],
-    dilation: Sequence[int], groups: int,
+    v: torch.Tensor,
+    x: torch.Tensor,
+    weight_shape: tuple[int, ...],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
 ) -> torch.Tensor:
     weight = v.new_empty(1).expand(weight_shape)
     zeros, mask = [0] * (x.dim() - 2), (False, True, False)
@@ -100,15 +112,21 @@ def _kernel(
 
 
 def weight_vjp(
-    v: torch.Tensor, x: torch.Tensor, weight_shape: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-    dilation: Sequence[int], groups: int,
+    v: torch.Tensor,
+    x: torch.Tensor,
+    weight_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
 ) -> torch.Tensor:
     """``aten.convolution_backward``'s weight gradient (symmetric ``padding`` per dimension),
     by the im2col GEMM where :func:`prefers_gemm` says so."""
     if (
         x.dim() == 3
-        and prefers_gemm(x.shape[0], x.shape[1], v.shape[1], x.shape[2], weight_shape[2], v.shape[2], x.dtype,
-                         x.device, groups)
+        and prefers_gemm(
+            x.shape[0], x.shape[1], v.shape[1], x.shape[2], weight_shape[2], v.shape[2], x.dtype, x.device, groups
+        )
         and _gemm_allowed(x)
     ):
         return gemm_weight_vjp_1d(x, v, weight_shape[2], stride[0], padding[0], dilation[0])
@@ -116,8 +134,13 @@ def weight_vjp(
 
 
 def weight_vjp_runner(
-    x_shape: Sequence[int], v_shape: Sequence[int], weight_shape: Sequence[int], stride: Sequence[int],
-    padding: Sequence[int], dilation: Sequence[int], groups: int,
+    x_shape: Sequence[int],
+    v_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``(v, x) ->`` :func:`weight_vjp` for these shapes, with the shape-only part of the route
     (:func:`prefers_gemm`) decided once: what a bound runner keeps, so that its call is a dtype

@@ -85,7 +85,12 @@ class _TNConvTransposeForward:
         hyper = (self.stride, self.padding, output_padding, self.groups, self.dilation)
         if self.backward_keep < 1.0:
             y = randomized_conv_transpose(
-                x, self.weight, self.bias, *hyper, keep=self.backward_keep, leg=self.backward_leg,
+                x,
+                self.weight,
+                self.bias,
+                *hyper,
+                keep=self.backward_keep,
+                leg=self.backward_leg,
                 mode=self.backward_mode,
             )
         else:

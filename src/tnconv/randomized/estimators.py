@@ -81,12 +81,22 @@ def _exact(network: TensorNetwork, tensors: Mapping[str, torch.Tensor], geometry
     if geometry.left == geometry.right and geometry.dims <= 3:
         if "x" in tensors:
             return exact_weight_vjp(
-                tensors["x"], tensors["v"], network.output_shape, geometry.stride, geometry.left,
-                geometry.dilation, geometry.groups,
+                tensors["x"],
+                tensors["v"],
+                network.output_shape,
+                geometry.stride,
+                geometry.left,
+                geometry.dilation,
+                geometry.groups,
             )
         return exact_input_vjp(
-            network.output_shape, tensors["w"], tensors["v"], geometry.stride, geometry.left,
-            geometry.dilation, geometry.groups,
+            network.output_shape,
+            tensors["w"],
+            tensors["v"],
+            geometry.stride,
+            geometry.left,
+            geometry.dilation,
+            geometry.groups,
         )
     return contract(network, tensors)
 
@@ -247,9 +257,7 @@ def conv_weight_vjp(
     return _randomized(setup.network, leg, {"x": x, "v": v}, keep, mode, generator, setup.geometry)
 
 
-def _checked(
-    keep: object, mode: object, name: str, first: object, v: object, generator: object
-) -> tuple[float, str]:
+def _checked(keep: object, mode: object, name: str, first: object, v: object, generator: object) -> tuple[float, str]:
     """``(keep, mode)`` once the arguments are valid: the common case (a float ``keep`` in
     ``(0, 1]``, a known mode, two tensors of one supported dtype and device, no generator or
     one on that device type) in a few comparisons, anything else through the full checks,
@@ -295,8 +303,14 @@ class _Setup:
 
 @cached(maxsize=256)
 def _weight_setup(
-    x_shape: tuple[int, ...], v_shape: tuple[int, ...], kernel_size: IntOrTuple, stride: IntOrTuple,
-    padding: Padding, dilation: IntOrTuple, groups: int, leg: str,
+    x_shape: tuple[int, ...],
+    v_shape: tuple[int, ...],
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple,
+    padding: Padding,
+    dilation: IntOrTuple,
+    groups: int,
+    leg: str,
 ) -> _Setup:
     """The validated weight-VJP network and geometry of these shapes and options (cached: a
     training step's repeated calls skip the validation, which costs as much as a small
@@ -309,8 +323,14 @@ def _weight_setup(
 
 @cached(maxsize=256)
 def _input_setup(
-    weight_shape: tuple[int, ...], v_shape: tuple[int, ...], input_size: tuple[int, ...], stride: IntOrTuple,
-    padding: Padding, dilation: IntOrTuple, groups: int, leg: str,
+    weight_shape: tuple[int, ...],
+    v_shape: tuple[int, ...],
+    input_size: tuple[int, ...],
+    stride: IntOrTuple,
+    padding: Padding,
+    dilation: IntOrTuple,
+    groups: int,
+    leg: str,
 ) -> _Setup:
     """The validated input-VJP network and geometry (cached like :func:`_weight_setup`)."""
     check_leg(leg, "input", len(weight_shape) - 2)
@@ -359,7 +379,14 @@ def conv_input_vjp(
     keep, mode = _checked(keep, mode, "weight", weight, v, generator)
     size = tuple(input_size) if isinstance(input_size, (tuple, list, torch.Size)) else input_size
     setup = _input_setup(
-        tuple(weight.shape), tuple(v.shape), size, stride, padding, dilation, groups, leg  # type: ignore[arg-type]
+        tuple(weight.shape),
+        tuple(v.shape),
+        size,
+        stride,
+        padding,
+        dilation,
+        groups,
+        leg,  # type: ignore[arg-type]
     )
     if keep == 1.0 and setup.kernel is not None:  # the exact VJP: torch's kernel (or small_vjp's GEMM)
         x = v.new_empty(1).expand(setup.network.output_shape)

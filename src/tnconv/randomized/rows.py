@@ -123,8 +123,9 @@ def row_input_vjp(
     if explicit is not None:
         sizes = [size + lo + hi for size, lo, hi in zip(sizes, geometry.left, geometry.right)]
     sizes[dim] = width
-    slabs = exact_input_vjp((vs.shape[0], input_shape[1], *sizes), weight, vs, stride, padding, geometry.dilation,
-                            geometry.groups)
+    slabs = exact_input_vjp(
+        (vs.shape[0], input_shape[1], *sizes), weight, vs, stride, padding, geometry.dilation, geometry.groups
+    )
     if explicit is not None:
         for d in range(geometry.dims):
             if d != dim:

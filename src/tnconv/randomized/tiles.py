@@ -73,6 +73,8 @@ BYTE_RATE = 4e9
 #: on the bundled file: 2 tiles that cut the kept work by 4–7 % (``ceil(keep·N)/N`` =
 #: 0.51–0.54 → 0.5) cost 1.2–1.3× the exact VJP at keep 0.5, against ≈ 0.6 with one.
 TILE_MARGIN = 0.1
+
+
 @dataclass(frozen=True)
 class TileLayout:
     """``rows`` output rows cut into ``tiles`` balanced tiles (heights differ by at most one)."""
@@ -128,8 +130,17 @@ def expected_calls(batch: int, tiles: int, keep: float, mode: str = "fixed") -> 
 
 
 def layout_seconds(
-    rows: int, tiles: int, halo: int, stride: int, *, batch: int, keep: float, flops: float, x_bytes: float,
-    v_bytes: float, mode: str = "fixed",
+    rows: int,
+    tiles: int,
+    halo: int,
+    stride: int,
+    *,
+    batch: int,
+    keep: float,
+    flops: float,
+    x_bytes: float,
+    v_bytes: float,
+    mode: str = "fixed",
 ) -> float:
     """The cost model's estimate of a draw's (expected) time with ``tiles`` tiles (seconds):
     ``E[calls]·CALL_SECONDS + kept·(flops/FLOP_RATE + bytes/BYTE_RATE)``, where ``kept`` is
@@ -156,8 +167,17 @@ def layout_seconds(
 
 
 def tile_layout(
-    rows: int, kernel: int, stride: int, dilation: int, *, batch: int, keep: float, flops: float = math.inf,
-    x_bytes: float = 0.0, v_bytes: float = 0.0, mode: str = "fixed",
+    rows: int,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    *,
+    batch: int,
+    keep: float,
+    flops: float = math.inf,
+    x_bytes: float = 0.0,
+    v_bytes: float = 0.0,
+    mode: str = "fixed",
 ) -> TileLayout:
     """The tiles of ``rows`` output rows of a dimension with this kernel, stride, dilation, for
     a fixed-size draw of ``keep`` of ``batch`` samples' tiles of a VJP of ``flops`` FLOPs that
@@ -204,7 +224,15 @@ def tile_layout(
 
     def seconds(tiles: int) -> float:
         return layout_seconds(
-            rows, tiles, halo, stride, batch=batch, keep=keep, flops=flops, x_bytes=x_bytes, v_bytes=v_bytes,
+            rows,
+            tiles,
+            halo,
+            stride,
+            batch=batch,
+            keep=keep,
+            flops=flops,
+            x_bytes=x_bytes,
+            v_bytes=v_bytes,
             mode=mode,
         )
 
@@ -229,8 +257,13 @@ class _Geometry:
         return len(self.kernel)
 
     def layout(
-        self, x_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...], keep: float,
-        itemsize: int = 4, mode: str = "fixed",
+        self,
+        x_shape: tuple[int, ...],
+        v_shape: tuple[int, ...],
+        weight_shape: tuple[int, ...],
+        keep: float,
+        itemsize: int = 4,
+        mode: str = "fixed",
     ) -> TileLayout:
         """The tiles for a VJP of input ``x_shape``, vector ``v`` of ``v_shape``, weight of
         ``weight_shape``, elements of ``itemsize`` bytes, draws of ``mode`` (:func:`tile_layout`; cached)."""
@@ -249,13 +282,26 @@ class _Geometry:
 
 @cached(maxsize=1024, bypassable=False)
 def _layout(
-    geometry: _Geometry, x_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...],
-    keep: float, itemsize: int, mode: str = "fixed",
+    geometry: _Geometry,
+    x_shape: tuple[int, ...],
+    v_shape: tuple[int, ...],
+    weight_shape: tuple[int, ...],
+    keep: float,
+    itemsize: int,
+    mode: str = "fixed",
 ) -> TileLayout:
     flops = 2 * math.prod(v_shape[:1] + tuple(v_shape[2:])) * math.prod(weight_shape)
     return tile_layout(
-        v_shape[2], geometry.kernel[0], geometry.stride[0], geometry.dilation[0], batch=v_shape[0], keep=keep,
-        flops=flops, x_bytes=itemsize * math.prod(x_shape), v_bytes=itemsize * math.prod(v_shape), mode=mode,
+        v_shape[2],
+        geometry.kernel[0],
+        geometry.stride[0],
+        geometry.dilation[0],
+        batch=v_shape[0],
+        keep=keep,
+        flops=flops,
+        x_bytes=itemsize * math.prod(x_shape),
+        v_bytes=itemsize * math.prod(v_shape),
+        mode=mode,
     )
 
 
@@ -285,8 +331,13 @@ class TilePlan:
 
 
 def tile_plan(
-    input_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...], geometry: _Geometry,
-    keep: float, itemsize: int = 4, mode: str = "fixed",
+    input_shape: tuple[int, ...],
+    v_shape: tuple[int, ...],
+    weight_shape: tuple[int, ...],
+    geometry: _Geometry,
+    keep: float,
+    itemsize: int = 4,
+    mode: str = "fixed",
 ) -> TilePlan:
     """:class:`TilePlan` of :func:`tile_weight_vjp` at ``keep`` (fixed mode: ``ceil(keep·U)``
     of the ``U = N·T`` units, each equally likely to be kept, so the plan is ``kept/U`` of
@@ -505,7 +556,16 @@ def exact_input_vjp(
     if _torch_kernel(dims, v.device):
         x = v.new_empty(1).expand(input_shape)
         return torch.ops.aten.convolution_backward(
-            v, x, weight, None, list(stride), list(padding), list(dilation), False, [0] * dims, groups,
+            v,
+            x,
+            weight,
+            None,
+            list(stride),
+            list(padding),
+            list(dilation),
+            False,
+            [0] * dims,
+            groups,
             (True, False, False),
         )[0]
     network = conv_input_vjp_network(
@@ -545,8 +605,12 @@ class _CallPlan:
 
 @cached(maxsize=1024, bypassable=False)
 def _call_plan(
-    x_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...], geometry: _Geometry,
-    layout: TileLayout, itemsize: int,
+    x_shape: tuple[int, ...],
+    v_shape: tuple[int, ...],
+    weight_shape: tuple[int, ...],
+    geometry: _Geometry,
+    layout: TileLayout,
+    itemsize: int,
 ) -> _CallPlan:
     rest, explicit = _rest_padding(geometry)
     calls: list[_TileCall | None] = []
@@ -598,8 +662,13 @@ def _take(tensor: torch.Tensor, first: int, count: int, index: torch.Tensor | No
 
 @cached(maxsize=1024, bypassable=False)
 def tile_setup(
-    geometry: _Geometry, x_shape: tuple[int, ...], v_shape: tuple[int, ...], weight_shape: tuple[int, ...],
-    keep: float, itemsize: int, mode: str = "fixed",
+    geometry: _Geometry,
+    x_shape: tuple[int, ...],
+    v_shape: tuple[int, ...],
+    weight_shape: tuple[int, ...],
+    keep: float,
+    itemsize: int,
+    mode: str = "fixed",
 ) -> tuple[TileLayout, _CallPlan]:
     """The layout (:meth:`_Geometry.layout`) and the call plan of a tile VJP at ``keep`` for
     draws of ``mode``: one cache lookup per call of the estimators (``x_shape`` is the input's
@@ -609,8 +678,13 @@ def tile_setup(
 
 
 def tile_weight_vjp(
-    x: torch.Tensor, v: torch.Tensor, weight_shape: tuple[int, ...], geometry: _Geometry, layout: TileLayout,
-    draw: Draw, plan: _CallPlan | None = None,
+    x: torch.Tensor,
+    v: torch.Tensor,
+    weight_shape: tuple[int, ...],
+    geometry: _Geometry,
+    layout: TileLayout,
+    draw: Draw,
+    plan: _CallPlan | None = None,
 ) -> torch.Tensor:
     """The weight VJP over the drawn units, rescaled: ``s · Σ_{u kept} G_u``.
 
@@ -638,8 +712,13 @@ def tile_weight_vjp(
 
 
 def tile_input_vjp(
-    weight: torch.Tensor, v: torch.Tensor, input_shape: tuple[int, ...], geometry: _Geometry, layout: TileLayout,
-    draw: Draw, plan: _CallPlan | None = None,
+    weight: torch.Tensor,
+    v: torch.Tensor,
+    input_shape: tuple[int, ...],
+    geometry: _Geometry,
+    layout: TileLayout,
+    draw: Draw,
+    plan: _CallPlan | None = None,
 ) -> torch.Tensor:
     """The input VJP over the drawn units, rescaled: every kept slab of ``v`` goes through
     the input-VJP kernel, and its result is added into the input rows it covers."""
@@ -658,7 +737,11 @@ def tile_input_vjp(
 
 
 def _input_slab(
-    weight: torch.Tensor, vs: torch.Tensor, input_shape: tuple[int, ...], geometry: _Geometry, call: _TileCall,
+    weight: torch.Tensor,
+    vs: torch.Tensor,
+    input_shape: tuple[int, ...],
+    geometry: _Geometry,
+    call: _TileCall,
     plan: _CallPlan,
 ) -> torch.Tensor:
     """One kernel call of :func:`tile_input_vjp`: the input VJP of the slab ``vs`` of ``v``,
@@ -677,7 +760,12 @@ def _input_slab(
 
 
 def _add_rows(
-    result: torch.Tensor, part: torch.Tensor, first: int, count: int, index: torch.Tensor | None, low: int,
+    result: torch.Tensor,
+    part: torch.Tensor,
+    first: int,
+    count: int,
+    index: torch.Tensor | None,
+    low: int,
     functional: bool,
 ) -> torch.Tensor:
     """``result[samples, :, low : low + rows] += part`` (samples ``first …`` or ``index``)."""

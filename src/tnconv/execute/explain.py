@@ -84,34 +84,54 @@ def _separable_steps(plan: SeparablePlan) -> list[str]:
         before = list(shape)
         shape = shape[: len(shape) - plan.ones] + [1] * plan.ones
         lines.append(f"ū: sum of x over the trailing all-ones axes {before} -> {shape} (read once)")
-    if plan.lowering == "kron":
+    blocked, products = plan.lowering.startswith("blocks+"), plan.lowering.removeprefix("blocks+")
+    sizes = {s.axis: "M" for s in plan.rest}
+    if blocked:
+        for step, blocks in zip(plan.blocked, plan.blocks):
+            before = list(shape)
+            shape[step.axis] = blocks.rows
+            strided = f" (views of step {blocks.step})" if blocks.step > 1 else ""
+            lines.append(
+                f"ū: {blocks.rows} block sums{strided} over axis {step.axis} of {before} (each position read "
+                f"at most once, no multiply-add) -> {shape}"
+            )
+            sizes[step.axis] = "C"
+    if products == "kron":
         before = list(shape)
-        sizes = [shape[s.axis] for s in plan.rest]
+        inner = [shape[s.axis] for s in plan.rest]
         for s in plan.rest:
             shape[s.axis] = s.pattern.kernel_size
         taps = [s.pattern.kernel_size for s in plan.rest]
-        step = plan.row_step
+        names = " ⊗ ".join(f"{sizes[s.axis]}_{d + 1}" for d, s in enumerate(plan.rest))
+        step = 1 if blocked else plan.row_step
         if step > 1:
             first = plan.rest[0]
             lines.append(
                 f"ū: one GEMM over the rows of {before} that windows read (axis {first.axis}: rows {step}·o only, "
-                f"a view; the others are never read) @ (M_2 ⊗ … ⊗ M_D)[{math.prod(sizes[1:])}, {math.prod(taps)}], "
+                f"a view; the others are never read) @ (M_2 ⊗ … ⊗ M_D)[{math.prod(inner[1:])}, {math.prod(taps)}], "
                 f"then the sum over its {first.pattern.output_size} rows -> {shape}"
+            )
+        elif blocked:
+            lines.append(
+                f"ū: one GEMM {before} @ ({names})[{math.prod(inner)}, {math.prod(taps)}] over the flattened "
+                f"window axes (C: which block sums make up each tap) -> {shape}"
             )
         else:
             lines.append(
-                f"ū: one GEMM {before} @ (M_1 ⊗ … ⊗ M_D)[{math.prod(sizes)}, {math.prod(taps)}] over the flattened "
+                f"ū: one GEMM {before} @ (M_1 ⊗ … ⊗ M_D)[{math.prod(inner)}, {math.prod(taps)}] over the flattened "
                 f"window axes (Σ of the windows, x read once in memory order) -> {shape}"
             )
-    elif plan.lowering == "axes":
+    elif products == "axes":
         for s in plan.rest:
-            size, taps = shape[s.axis], s.pattern.kernel_size
+            size, taps, name = shape[s.axis], s.pattern.kernel_size, sizes[s.axis]
             before = list(shape)
             shape[s.axis] = taps
             if s.axis == len(shape) - 1 or math.prod(shape[s.axis + 1 :]) == 1:
-                lines.append(f"ū: {before} @ M[{size}, {taps}] (Σ of the windows) on the contiguous axis -> {shape}")
+                lines.append(
+                    f"ū: {before} @ {name}[{size}, {taps}] (Σ of the windows) on the contiguous axis -> {shape}"
+                )
             else:
-                lines.append(f"ū: Mᵀ[{taps}, {size}] @ {before} on axis {s.axis} (batched, a view) -> {shape}")
+                lines.append(f"ū: {name}ᵀ[{taps}, {size}] @ {before} on axis {s.axis} (batched, a view) -> {shape}")
     return lines
 
 

@@ -9,9 +9,10 @@ is ``o``, ``M_d[o, k] = Σ_i Π_d[i, o, k]``), built from the hyper-parameters w
 
 1. trailing axes whose ``M`` is all ones (``K = 1``, stride 1, no padding: 1×1 layers) are
    summed together with one ``sum`` (a read of ``x`` in memory order);
-2. the other axes by one of two lowerings, whichever the plan's time model estimates
+2. the other axes by one of these lowerings, whichever the plan's time model estimates
    faster (:attr:`SeparablePlan.lowering`, :meth:`SeparablePlan.seconds`: a cost per
-   multiply-add plus a fixed cost per matrix of a batched product, both measured; a tie
+   multiply-add plus a fixed cost per matrix of a batched product, and for block sums costs
+   per element read and written, per contiguous run and per block, all measured; a tie
    goes to the single call):
 
    - ``"kron"``: one GEMM ``x[rows, ∏I] @ (M_1 ⊗ ⋯ ⊗ M_D)[∏I, ∏K]`` over the flattened
@@ -23,15 +24,23 @@ is ``o``, ``M_d[o, k] = Σ_i Π_d[i, o, k]``), built from the hyper-parameters w
      rows), the last axis a product with ``M_D`` (``K_1`` multiply-adds per
      element of ``x``, then ever smaller tensors);
 
+   - ``"blocks+kron"`` / ``"blocks+axes"``: every window axis but the innermost first
+     summed in blocks (:mod:`tnconv.execute.blocks`: a ``sum`` over a view per block of
+     positions that the same taps read — three for a 3×3 layer of stride 1 — each position
+     read once, no multiply-add), then one of the two products above on the reduced tensor,
+     with the 0/1 matrix ``C`` that adds the blocks up to taps in place of ``M`` on those
+     axes (large maps: on 112×112 and larger, ``M``'s skinny GEMMs ran at 5–10 GFLOP/s,
+     several times the cost of one read of ``x``);
+
    every product with ``rows`` on one side is issued as ``(Mᵀ @ xᵀ)ᵀ`` — the small matrix on
    the left, ``x`` a transposed view (no copy): the same GEMM, which MKL runs 2–3× faster
    in that orientation when ``K > 1`` (a depthwise 3×3 on 7×7 maps: 11.7 → 5.4 ms for ū);
 3. legs of ``x`` missing from the output (the batch of the bias row) are summed last.
 
 No copy of ``x`` is made (no pad, no permute, no unfold). The only non-zero products are
-those with ``M``'s ones; where ``M`` is 0 a non-finite input would give ``0·NaN = NaN``, so
-a non-finite result (which a non-finite input always causes, as every element of ``x`` is
-multiplied) is recomputed exactly as sums over strided window views — NaN/inf then reach
+those with ``M``'s (or ``C``'s) ones; where they are 0 a non-finite input would give
+``0·NaN = NaN``, so a non-finite result (which a non-finite input the products multiply
+always causes) is recomputed exactly as sums over strided window views — NaN/inf then reach
 exactly the outputs whose windows read them, as with ``torch.nn.functional.unfold``.
 
 >>> import torch, tnconv
@@ -54,6 +63,7 @@ from torch._C._functorch import is_functorch_wrapped_tensor
 from ..caching import cached
 from ..spec.pattern import IndexPattern
 from ..symbolic.network import TensorNetwork
+from .blocks import WindowBlocks, block_sums, combination_matrix, window_blocks
 from .dispatch import contract, known_finite, register_strategy
 from .windows import Unfold, window_views
 
@@ -67,6 +77,21 @@ MADD_SECONDS = 4.3e-11
 #: the per-axis lowering's thousands of batched products are dominated by it, and the single
 #: Kronecker GEMM is faster despite 2–3× the multiply-adds.
 SMALL_GEMM_SECONDS = 1.55e-7
+#: The ``"blocks+…"`` lowerings' block sums (:mod:`tnconv.execute.blocks`; fitted the same
+#: way to timings of the block sums alone on those layers, docs/performance.md "Window sums")
+#: cost this many seconds per element read ...
+BLOCK_READ_SECONDS = 3.0e-11
+#: ... per contiguous run read (a sum over a middle axis is vectorised along the axes after
+#: it: 7-element runs of 7×7 maps cost several times 112-element ones per element) ...
+BLOCK_RUN_SECONDS = 2.9e-9
+#: ... per element written (the block sums, then their ``stack``) ...
+BLOCK_WRITE_SECONDS = 4.0e-10
+#: ... and per block (one ``sum`` call over a view).
+BLOCK_CALL_SECONDS = 7.6e-6
+#: A strided block (every ``S``-th row of the axis) whose rows are shorter than this is
+#: charged for every row it passes over: measured cold, such blocks on 16×16 – 32×32 maps of
+#: stride 2 took 1.5–1.7× the products' time, on 56×56 and larger maps 0.5–0.8×.
+SHORT_ROW_ELEMENTS = 48
 
 
 @dataclass(frozen=True)
@@ -138,25 +163,72 @@ class SeparablePlan:
             return 1
         return p.stride
 
+    @cached_property
+    def blocked(self) -> tuple[AxisSum, ...]:
+        """The :attr:`rest` axes the ``"blocks+…"`` lowerings sum in blocks first: every one
+        with more (non-trivial) axes after it; the innermost one, whose block sums would be
+        reductions along short contiguous rows, keeps its matrix."""
+        shape = list(self.x_shape[: len(self.x_shape) - self.ones]) + [1] * self.ones
+        return tuple(s for s in self.rest if math.prod(shape[s.axis + 1 :]) > 1)
+
+    @cached_property
+    def blocks(self) -> tuple[WindowBlocks, ...]:
+        """:func:`~tnconv.execute.blocks.window_blocks` of each :attr:`blocked` axis."""
+        return tuple(window_blocks(s.pattern, s.transposed) for s in self.blocked)
+
+    def block_counts(self) -> tuple[int, int, int, int]:
+        """``(elements read, contiguous runs read, elements written, block sums)`` of the
+        ``"blocks+…"`` lowerings' first step (on rows shorter than :data:`SHORT_ROW_ELEMENTS`,
+        reads counted over each block's :attr:`~tnconv.execute.blocks.WindowBlocks.span`)."""
+        shape = list(self.x_shape[: len(self.x_shape) - self.ones]) + [1] * self.ones
+        read = runs = written = calls = 0
+        for step, blocks in zip(self.blocked, self.blocks):
+            short = math.prod(shape[step.axis + 1 :]) < SHORT_ROW_ELEMENTS  # strided blocks: see span
+            elements = math.prod(shape) // shape[step.axis] * (blocks.span if short else blocks.read)
+            read += elements
+            runs += elements // math.prod(shape[step.axis + 1 :])
+            calls += blocks.rows
+            shape[step.axis] = blocks.rows
+            written += math.prod(shape)
+        return read, runs, written, calls
+
     def counts(self) -> dict[str, tuple[int, int, int, int]]:
         """``lowering -> (multiply-adds, elements read, elements written, batched matrices)``
         of each lowering of step 2 that applies (``"kron"`` only when the window axes are the
-        trailing block; its one GEMM has no batched matrices)."""
+        trailing block; its one GEMM has no batched matrices; ``"blocks+kron"`` and
+        ``"blocks+axes"`` when some axis can be summed in blocks first, the products then
+        on the reduced tensor, the block sums' reads included)."""
         shape = list(self.x_shape)
         ones = self.ones
         reads = writes = 0
         if ones:
             reads, shape = math.prod(shape), shape[: len(shape) - ones] + [1] * ones
             writes = math.prod(shape)
+        counts = self._product_counts(shape, reads, writes, self.row_step)
+        if self.blocked:
+            blocked_reads, _, _, _ = self.block_counts()
+            reduced = list(shape)
+            for step, blocks in zip(self.blocked, self.blocks):
+                reduced[step.axis] = blocks.rows
+            written = writes + math.prod(reduced)
+            for name, value in self._product_counts(reduced, reads + blocked_reads, written, 1).items():
+                counts[f"blocks+{name}"] = value
+        return counts
+
+    def _product_counts(
+        self, shape: list[int], reads: int, writes: int, row_step: int
+    ) -> dict[str, tuple[int, int, int, int]]:
+        """:meth:`counts` of the products ``"kron"`` / ``"axes"`` on a tensor of ``shape``."""
         counts = {}
         rest = self.rest
         if self.trailing_block:
             size = math.prod(shape)
             taps = math.prod(s.pattern.kernel_size for s in rest)
             written = size * taps // math.prod(shape[s.axis] for s in rest)
-            read = size // self.row_step  # (only the rows its windows read: see row_step)
+            read = size // row_step  # (only the rows its windows read: see row_step)
             counts["kron"] = (read * taps, reads + read, writes + written, 0)
         flops, r, w, matrices = 0, reads, writes, 0
+        shape = list(shape)
         for step in rest:
             size = math.prod(shape)
             flops += size * step.pattern.kernel_size
@@ -169,18 +241,31 @@ class SeparablePlan:
         return counts
 
     def seconds(self, lowering: str) -> float:
-        """The time model's estimate for ``lowering`` (``"kron"`` or ``"axes"``, one core):
+        """The time model's estimate for ``lowering`` (a key of :meth:`counts`, one core):
         :data:`MADD_SECONDS` per multiply-add plus :data:`SMALL_GEMM_SECONDS` per batched
-        matrix (both lowerings read ``x`` once, so its bytes do not tell them apart)."""
+        matrix, and for ``"blocks+…"`` the block sums' cost (:data:`BLOCK_READ_SECONDS`,
+        :data:`BLOCK_RUN_SECONDS`, :data:`BLOCK_WRITE_SECONDS`, :data:`BLOCK_CALL_SECONDS` on
+        :meth:`block_counts`; every lowering reads ``x`` once, so its bytes alone do not tell
+        them apart)."""
         madds, _, _, matrices = self.counts()[lowering]
-        return madds * MADD_SECONDS + matrices * SMALL_GEMM_SECONDS
+        seconds = madds * MADD_SECONDS + matrices * SMALL_GEMM_SECONDS
+        if lowering.startswith("blocks+"):
+            read, runs, written, calls = self.block_counts()
+            seconds += (
+                read * BLOCK_READ_SECONDS
+                + runs * BLOCK_RUN_SECONDS
+                + written * BLOCK_WRITE_SECONDS
+                + calls * BLOCK_CALL_SECONDS
+            )
+        return seconds
 
     @cached_property
     def lowering(self) -> str:
-        """``"sum"`` (all axes all-ones), ``"kron"`` or ``"axes"`` (see the module docs)."""
+        """``"sum"`` (all axes all-ones), ``"kron"``, ``"axes"``, ``"blocks+kron"`` or
+        ``"blocks+axes"`` (see the module docs)."""
         if not self.rest:
             return "sum"
-        return min(self.counts(), key=lambda name: (self.seconds(name), name != "kron"))
+        return min(self.counts(), key=lambda name: (self.seconds(name), name != "kron", name))
 
     @property
     def flops(self) -> int:
@@ -296,25 +381,65 @@ ROW_SKIP_MAX_INNER = 32
 KEPT_MATRIX_BYTES = 2**20
 
 
-def _kron_matrix(plan: SeparablePlan, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _axis_matrix(step: AxisSum, blocked: WindowBlocks | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The matrix of one window axis: ``M`` (``[I, K]``), or after its block sums ``C`` (``[rows, K]``)."""
+    if blocked is not None:
+        return combination_matrix(blocked, dtype, device)
+    return window_count_matrix(step.pattern, step.transposed, dtype, device)
+
+
+@cached(maxsize=256, tensors=True, bypassable=False)
+def _blocked_kron_matrix(
+    steps: tuple[tuple[IndexPattern, bool, WindowBlocks | None], ...], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The Kronecker product of :func:`_axis_matrix` over ``steps`` (outermost first)."""
+    result = torch.ones((1, 1), dtype=dtype, device=device)
+    for pattern, transposed, blocked in steps:
+        result = torch.kron(result, _axis_matrix(AxisSum(0, pattern, transposed, ""), blocked, dtype, device))
+    return result
+
+
+def _split(lowering: str) -> tuple[bool, str]:
+    """``"blocks+kron"`` -> ``(True, "kron")``; ``"axes"`` -> ``(False, "axes")``."""
+    blocked = lowering.startswith("blocks+")
+    return blocked, lowering.removeprefix("blocks+")
+
+
+def _step_blocks(plan: SeparablePlan, blocked: bool) -> list[WindowBlocks | None]:
+    """Per :attr:`SeparablePlan.rest` axis, its blocks when the lowering sums it in blocks."""
+    by_axis = dict(zip((s.axis for s in plan.blocked), plan.blocks)) if blocked else {}
+    return [by_axis.get(s.axis) for s in plan.rest]
+
+
+def _kron_matrix(plan: SeparablePlan, dtype: torch.dtype, device: torch.device, blocked: bool = False) -> torch.Tensor:
     """The ``"kron"`` lowering's matrix: ``M_1 ⊗ ⋯ ⊗ M_D`` of the window axes, without the
-    outermost one when its rows are selected by a view instead (:attr:`SeparablePlan.row_step`)."""
+    outermost one when its rows are selected by a view instead (:attr:`SeparablePlan.row_step`);
+    ``blocked``: ``C`` instead of ``M`` for the axes summed in blocks (``"blocks+kron"``)."""
+    if blocked:
+        steps = tuple((s.pattern, s.transposed, b) for s, b in zip(plan.rest, _step_blocks(plan, True)))
+        return _blocked_kron_matrix(steps, dtype, device)
     rest = plan.rest[1:] if plan.row_step > 1 else plan.rest
     return kron_count_matrix(tuple((s.pattern, s.transposed) for s in rest), dtype, device)
 
 
-def lowering_matrices(plan: SeparablePlan, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The operands of :func:`reduce_windows`' products for ``plan``: one ``M_1 ⊗ ⋯ ⊗ M_D``
-    (``"kron"``), or per axis ``M_d`` for the contiguous last axis and ``M_dᵀ`` (a view) for
-    the batched left products (``"axes"``); empty for ``"sum"``."""
-    rest = plan.rest
-    if plan.lowering == "kron":
-        return (_kron_matrix(plan, dtype, device),)
-    if plan.lowering == "axes":
+def lowering_matrices(
+    plan: SeparablePlan, dtype: torch.dtype, device: torch.device, lowering: str | None = None
+) -> tuple[torch.Tensor, ...]:
+    """The operands of :func:`reduce_windows`' products for ``plan`` and ``lowering`` (default:
+    the plan's): one Kronecker matrix (``"kron"``, ``"blocks+kron"``), or per axis the matrix of
+    the contiguous last axis and the transposed ones (views) of the batched left products
+    (``"axes"``, ``"blocks+axes"``); empty for ``"sum"``."""
+    blocked, products = _split(plan.lowering if lowering is None else lowering)
+    if products == "kron":
+        return (_kron_matrix(plan, dtype, device, blocked),)
+    if products == "axes":
         matrices = []
         shape = list(plan.x_shape[: len(plan.x_shape) - plan.ones]) + [1] * plan.ones
-        for step in rest:  # as reduce_windows walks the axes: a right product where nothing follows
-            m = window_count_matrix(step.pattern, step.transposed, dtype, device)
+        for step, blocks in zip(plan.rest, _step_blocks(plan, blocked)):
+            if blocks is not None:
+                shape[step.axis] = blocks.rows
+        for step, blocks in zip(plan.rest, _step_blocks(plan, blocked)):  # as reduce_windows walks the axes
+            m = _axis_matrix(step, blocks, dtype, device)
             matrices.append(m if math.prod(shape[step.axis + 1 :]) == 1 else m.t())
             shape[step.axis] = step.pattern.kernel_size
         return tuple(matrices)
@@ -326,7 +451,7 @@ def reduce_windows(
 ) -> torch.Tensor:
     """``x ×_d M_d`` of ``plan`` (``t`` is ``x`` shaped ``plan.x_shape``), the window axes
     replaced by their taps, by ``lowering`` (default: the plan's, see the module docs);
-    ``matrices``: :func:`lowering_matrices` of the plan's own lowering, if at hand."""
+    ``matrices``: :func:`lowering_matrices` of that lowering, if at hand."""
     ones = plan.ones
     if ones:  # trailing all-ones axes (1×1 layers): one sum over a flattened view
         t = t.reshape(*t.shape[: t.dim() - ones], -1).sum(-1)
@@ -334,16 +459,18 @@ def reduce_windows(
     rest = plan.rest
     if not rest:
         return t
-    if lowering is not None and lowering != plan.lowering:
-        matrices = None
     lowering = plan.lowering if lowering is None else lowering
-    if lowering == "kron":
+    if matrices is None:
+        matrices = lowering_matrices(plan, t.dtype, t.device, lowering)
+    blocked, products = _split(lowering)
+    if blocked:  # each position of the outer window axes read once, by a sum over its block
+        for step, blocks in zip(plan.blocked, plan.blocks):
+            t = block_sums(t, step.axis, blocks)
+    if products == "kron":
         first, stop = rest[0].axis, rest[-1].axis + 1
-        if matrices is None:
-            matrices = (_kron_matrix(plan, t.dtype, t.device),)
         lead, tail = t.shape[:first], t.shape[stop:]
         taps = tuple(s.pattern.kernel_size for s in rest)
-        m, step = matrices[0], plan.row_step
+        m, step = matrices[0], 1 if blocked else plan.row_step
         if step > 1:  # rows S·o only, a view [rows·O, inner] with row stride S·inner
             outputs, inner = rest[0].pattern.output_size, math.prod(t.shape[first + 1 :])
             rows = t.reshape(math.prod(lead), outputs, step * inner)[..., :inner].reshape(-1, inner)
@@ -355,12 +482,7 @@ def reduce_windows(
         return reduced.reshape(*lead, *taps, *tail)
     for index, step in enumerate(rest):
         lead, size, after = t.shape[: step.axis], t.shape[step.axis], t.shape[step.axis + 1 :]
-        if matrices is not None:
-            m = matrices[index]
-        else:
-            m = window_count_matrix(step.pattern, step.transposed, t.dtype, t.device)
-            m = m if math.prod(after) == 1 else m.t()
-        taps = step.pattern.kernel_size
+        m, taps = matrices[index], step.pattern.kernel_size
         if math.prod(after) == 1:  # the last axis: Mᵀ @ tᵀ, the fast orientation (as for "kron")
             t = (m.t() @ t.reshape(-1, size).t()).t().reshape(*lead, taps, *after)
         else:  # Mᵀ @ [rows, I, rest]: a batched product on a view, wide contiguous rows

@@ -130,3 +130,22 @@ def test_factor_through_block_sums_equals_the_unfold_recipe(size, kernel, stride
 def test_explain_names_the_block_sums():
     text = str(tnconv.explain(tnconv.networks.kfac_reduce((1, 64, 112, 112), 3, stride=2, padding=1)))
     assert "3 block sums (views of step 2)" in text and "(C_1 ⊗ M_2)" in text
+
+
+def test_non_finite_inputs_reach_only_their_windows_through_block_sums():
+    """A NaN and an inf inside a map large enough for the block lowering: the factor is
+    non-finite exactly where torch's unfold recipe is (the block sums themselves propagate
+    them; ``C``'s zeros would spread them, so the plan's exact fallback runs)."""
+    x = torch.randn(1, 64, 112, 112, dtype=torch.float64)
+    plan = _plan(x.shape, 3, stride=2, padding=1)
+    assert plan.lowering.startswith("blocks+")
+    x[0, 5, 40, 41] = float("nan")
+    x[0, 9, 0, 111] = float("inf")
+    x[0, 12, 111, 111] = float("nan")  # the corner, read by the last tap of the last window only
+    factor = tnconv.kfac_reduce_factor(x, 3, stride=2, padding=1)
+    u = torch.nn.functional.unfold(x, 3, padding=1, stride=2).mean(-1)
+    reference = u.T @ u
+    assert torch.equal(factor[0].isnan(), reference.isnan())
+    assert torch.equal(factor[0].isinf(), reference.isinf())
+    finite = reference.isfinite()
+    torch.testing.assert_close(factor[0][finite], reference[finite])

@@ -1,8 +1,10 @@
 """Block sums of window axes (tnconv.execute.blocks) against the window-count matrix, and the
 ``"blocks+…"`` lowerings of KFAC-reduce's window sums in the plan, float64."""
 
+import dataclasses
 import math
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -79,6 +81,18 @@ def _plan(shape, kernel, **options):
     return separable_plan(_square_base(input_patches(shape, kernel, **options), "reduce")[0])
 
 
+def every_axis_blocked(plan):
+    """A fresh copy of ``plan`` whose ``"blocks+…"`` lowerings sum every axis with more axes
+    after it in blocks (the run-length policy of the time model off), to test the mechanism on
+    small maps."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(separable, "BLOCK_MIN_RUN", 2)
+        patch.setattr(separable, "BLOCK_MAX_RUN", math.inf)
+        fresh = dataclasses.replace(plan)
+        fresh.blocked, fresh.blocks  # evaluated (and kept) under the policy off
+    return fresh
+
+
 def test_the_time_model_sums_large_maps_in_blocks_and_keeps_products_on_small_ones():
     large = _plan((1, 128, 112, 112), 3, padding=1)
     assert large.lowering.startswith("blocks+")
@@ -92,9 +106,13 @@ def test_the_time_model_sums_large_maps_in_blocks_and_keeps_products_on_small_on
     )
     assert large.seconds(large.lowering) == expected
     assert large.seconds(large.lowering) < min(large.seconds("kron"), large.seconds("axes"))
-    small = _plan((64, 512, 7, 7), 3, padding=1)  # 7-element rows: the one GEMM over x is faster
-    assert small.lowering == "kron" and "blocks+kron" in small.counts()
+    small = _plan((64, 512, 7, 7), 3, padding=1)  # 7-element rows: no block sums
+    assert small.lowering == "kron" and small.blocked == () and "blocks+kron" not in small.counts()
     assert _plan((4, 3, 20), 3).blocked == ()  # 1-d: the only window axis is the contiguous one
+    # 3-d: the outer axis is followed by 64·64 elements (torch's sum over it is slow there), the
+    # middle one by 64
+    deep = _plan((2, 8, 10, 64, 64), 3, padding=1)
+    assert [s.axis for s in deep.blocked] == [4]
 
 
 @given(
@@ -117,7 +135,8 @@ def test_factor_through_block_sums_equals_the_unfold_recipe(size, kernel, stride
         u = torch.cat([u, torch.ones(2, groups, 1, dtype=x.dtype)], -1)
     expected = torch.einsum("ngi,ngj->gij", u, u) / 2
     torch.testing.assert_close(factor, expected)
-    plan = _plan(x.shape, kernel, stride=stride, padding=padding, groups=groups)
+    plan = every_axis_blocked(_plan(x.shape, kernel, stride=stride, padding=padding, groups=groups))
+    assert plan.blocked
     for lowering in ("blocks+kron", "blocks+axes"):
         t = separable.reduce_windows(x.reshape(plan.x_shape), plan, lowering)
         ours = t.permute(plan.order).reshape(plan.output_shape)

@@ -17,6 +17,7 @@ from tnconv.spec import IndexPattern
 from tnconv.symbolic.builders.curvature import _square_base, feature_sum_network, input_patches, input_patches_transpose
 
 from .strategies import conv_cases, conv_transpose_cases
+from .test_engine_blocks import every_axis_blocked
 
 
 def _reduce_networks(patches):
@@ -57,10 +58,11 @@ def test_kfac_reduce_factor_matches_einsum(case):
 
 
 def _check_every_lowering(x, patches):
-    """Both lowerings of step 2 ("kron": one GEMM with M_1 ⊗ … ⊗ M_D; "axes": per-axis
-    products on views), whichever the plan would choose, against the dense reference."""
+    """Every lowering of step 2 ("kron": one GEMM with M_1 ⊗ … ⊗ M_D; "axes": per-axis
+    products on views; either after block sums), whichever the plan would choose, against
+    the dense reference."""
     for network in _reduce_networks(patches):
-        plan = separable_plan(network)
+        plan = every_axis_blocked(separable_plan(network))  # the block lowerings on small maps too
         expected = contract(network, {"x": x}, strategy="einsum")
         lowerings = plan.counts() if plan.rest else {"sum": None}
         assert not plan.rest or ("kron" in lowerings) == plan.trailing_block

@@ -88,10 +88,17 @@ BLOCK_RUN_SECONDS = 2.9e-9
 BLOCK_WRITE_SECONDS = 4.0e-10
 #: ... and per block (one ``sum`` call over a view).
 BLOCK_CALL_SECONDS = 7.6e-6
-#: A strided block (every ``S``-th row of the axis) whose rows are shorter than this is
-#: charged for every row it passes over: measured cold, such blocks on 16×16 – 32×32 maps of
-#: stride 2 took 1.5–1.7× the products' time, on 56×56 and larger maps 0.5–0.8×.
-SHORT_ROW_ELEMENTS = 48
+#: Only axes followed by at least ``BLOCK_MIN_RUN`` and fewer than ``BLOCK_MAX_RUN``
+#: contiguous elements are summed in blocks. Below: on 14×14 – 32×32 maps block sums won
+#: hot (0.6–0.8× the products) but lost cold (1.1–1.6×: torch's sum over a middle axis
+#: with short rows runs far below a flat sum's rate once ``x`` is out of cache, stride 2 worst),
+#: and a ``kfac_reduce_factor`` call rarely finds a large input in cache. Above: the same
+#: sum over rows of 1024 elements and more ran at a third of a flat sum's rate
+#: (``[64, 40, 4096]``: 4.2 ms against 1.5 ms), while the batched product with ``M`` streams
+#: them (the outer axis of 3-d maps: ``[2, 32, 40, 64, 64]`` 3×3×3, blocked 7.1 ms, the
+#: products 4.9 ms).
+BLOCK_MIN_RUN = 48
+BLOCK_MAX_RUN = 1024
 
 
 @dataclass(frozen=True)
@@ -165,11 +172,12 @@ class SeparablePlan:
 
     @cached_property
     def blocked(self) -> tuple[AxisSum, ...]:
-        """The :attr:`rest` axes the ``"blocks+…"`` lowerings sum in blocks first: every one
-        with more (non-trivial) axes after it; the innermost one, whose block sums would be
-        reductions along short contiguous rows, keeps its matrix."""
+        """The :attr:`rest` axes the ``"blocks+…"`` lowerings sum in blocks first: those
+        followed by :data:`BLOCK_MIN_RUN` to :data:`BLOCK_MAX_RUN` contiguous elements (so
+        never the innermost one, whose block sums would be reductions along the contiguous
+        rows themselves); the others keep their matrix."""
         shape = list(self.x_shape[: len(self.x_shape) - self.ones]) + [1] * self.ones
-        return tuple(s for s in self.rest if math.prod(shape[s.axis + 1 :]) > 1)
+        return tuple(s for s in self.rest if BLOCK_MIN_RUN <= math.prod(shape[s.axis + 1 :]) < BLOCK_MAX_RUN)
 
     @cached_property
     def blocks(self) -> tuple[WindowBlocks, ...]:
@@ -178,13 +186,11 @@ class SeparablePlan:
 
     def block_counts(self) -> tuple[int, int, int, int]:
         """``(elements read, contiguous runs read, elements written, block sums)`` of the
-        ``"blocks+…"`` lowerings' first step (on rows shorter than :data:`SHORT_ROW_ELEMENTS`,
-        reads counted over each block's :attr:`~tnconv.execute.blocks.WindowBlocks.span`)."""
+        ``"blocks+…"`` lowerings' first step."""
         shape = list(self.x_shape[: len(self.x_shape) - self.ones]) + [1] * self.ones
         read = runs = written = calls = 0
         for step, blocks in zip(self.blocked, self.blocks):
-            short = math.prod(shape[step.axis + 1 :]) < SHORT_ROW_ELEMENTS  # strided blocks: see span
-            elements = math.prod(shape) // shape[step.axis] * (blocks.span if short else blocks.read)
+            elements = math.prod(shape) // shape[step.axis] * blocks.read
             read += elements
             runs += elements // math.prod(shape[step.axis + 1 :])
             calls += blocks.rows

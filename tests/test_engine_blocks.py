@@ -168,3 +168,9 @@ def test_non_finite_inputs_reach_only_their_windows_through_block_sums():
     assert torch.equal(factor[0].isinf(), reference.isinf())
     finite = reference.isfinite()
     torch.testing.assert_close(factor[0][finite], reference[finite])
+
+
+def test_an_unknown_lowering_is_a_value_error_naming_it():
+    plan = _plan((2, 3, 8, 8), 3, padding=1)
+    with pytest.raises(ValueError, match="'fast'"):
+        separable.reduce_windows(torch.randn(plan.x_shape), plan, "fast")

@@ -405,10 +405,22 @@ def _blocked_kron_matrix(
     return result
 
 
+#: lowering -> (whether its first step is block sums, the products after it)
+_LOWERINGS = {
+    "sum": (False, "sum"),
+    "kron": (False, "kron"),
+    "axes": (False, "axes"),
+    "blocks+kron": (True, "kron"),
+    "blocks+axes": (True, "axes"),
+}
+
+
 def _split(lowering: str) -> tuple[bool, str]:
     """``"blocks+kron"`` -> ``(True, "kron")``; ``"axes"`` -> ``(False, "axes")``."""
-    blocked = lowering.startswith("blocks+")
-    return blocked, lowering.removeprefix("blocks+")
+    split = _LOWERINGS.get(lowering)
+    if split is None:
+        raise ValueError(f"lowering must be one of {', '.join(map(repr, _LOWERINGS))}, got {lowering!r}")
+    return split
 
 
 def _step_blocks(plan: SeparablePlan, blocked: bool) -> list[WindowBlocks | None]:

@@ -24,13 +24,14 @@ is ``o``, ``M_d[o, k] = Σ_i Π_d[i, o, k]``), built from the hyper-parameters w
      rows), the last axis a product with ``M_D`` (``K_1`` multiply-adds per
      element of ``x``, then ever smaller tensors);
 
-   - ``"blocks+kron"`` / ``"blocks+axes"``: every window axis but the innermost first
+   - ``"blocks+kron"`` / ``"blocks+axes"``: the window axes followed by 48–1023 contiguous
+     elements (:attr:`SeparablePlan.blocked`: the outer axes of maps 48–1023 wide) first
      summed in blocks (:mod:`tnconv.execute.blocks`: a ``sum`` over a view per block of
      positions that the same taps read — three for a 3×3 layer of stride 1 — each position
-     read once, no multiply-add), then one of the two products above on the reduced tensor,
-     with the 0/1 matrix ``C`` that adds the blocks up to taps in place of ``M`` on those
-     axes (large maps: on 112×112 and larger, ``M``'s skinny GEMMs ran at 5–10 GFLOP/s,
-     several times the cost of one read of ``x``);
+     read at most once, no multiply-add), then one of the two products above on the reduced
+     tensor, with the 0/1 matrix ``C`` that adds the blocks up to taps in place of ``M`` on
+     those axes (on large maps ``M``'s skinny GEMMs ran at 5–10 GFLOP/s, several times the
+     cost of one read of ``x``);
 
    every product with ``rows`` on one side is issued as ``(Mᵀ @ xᵀ)ᵀ`` — the small matrix on
    the left, ``x`` a transposed view (no copy): the same GEMM, which MKL runs 2–3× faster

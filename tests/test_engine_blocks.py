@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tnconv
-from tnconv.execute import separable
+from tnconv.execute import contract, separable
 from tnconv.execute.blocks import block_sums, combination_matrix, window_blocks
 from tnconv.execute.separable import separable_plan, window_count_matrix
 from tnconv.spec import IndexPattern
-from tnconv.symbolic.builders.curvature import _square_base, input_patches
+from tnconv.symbolic.builders.curvature import _square_base, input_patches, input_patches_transpose
 
 CPU = torch.device("cpu")
 
@@ -174,3 +174,30 @@ def test_an_unknown_lowering_is_a_value_error_naming_it():
     plan = _plan((2, 3, 8, 8), 3, padding=1)
     with pytest.raises(ValueError, match="'fast'"):
         separable.reduce_windows(torch.randn(plan.x_shape), plan, "fast")
+
+
+@pytest.mark.parametrize(
+    "builder, shape, options",
+    [
+        (input_patches, (1, 48, 64, 64), {"kernel_size": 3, "stride": 2, "padding": 3, "dilation": 2}),
+        (input_patches, (1, 48, 60, 64), {"kernel_size": (5, 3), "stride": (3, 1), "padding": (1, 0)}),
+        (
+            input_patches_transpose,
+            (1, 48, 56, 56),
+            {"kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1},
+        ),
+    ],
+)
+def test_blocked_plans_of_real_sizes_match_the_dense_reference(builder, shape, options):
+    """Maps wide enough for the plan's own rule to pick block sums (no policy switched off),
+    with dilation, asymmetric kernels and strides, and a transposed convolution's unfold."""
+    patches = builder(shape, **options)
+    base, _ = _square_base(patches, "reduce")
+    plan = separable_plan(base)
+    assert plan.blocked
+    x = torch.randn(shape, dtype=torch.float64)
+    expected = contract(base, {"x": x}, strategy="einsum")
+    for lowering in ("blocks+kron", "blocks+axes"):
+        t = separable.reduce_windows(x.reshape(plan.x_shape), plan, lowering)
+        torch.testing.assert_close(t.permute(plan.order).reshape(plan.output_shape), expected)
+    torch.testing.assert_close(contract(base, {"x": x}), expected)

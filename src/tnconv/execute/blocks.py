@@ -1,4 +1,4 @@
-"""Window sums along one axis as sums over blocks of positions, each position read once.
+"""Window sums along one axis as sums over blocks of positions, each position read at most once.
 
 Column ``k`` of a window-count matrix ``M[i, k] = Σ_o Π[i, o, k]`` (see
 :func:`~tnconv.execute.separable.window_count_matrix`) is 1 on the positions tap ``k`` reads:

@@ -172,6 +172,20 @@ class SeparablePlan:
         return p.stride
 
     @cached_property
+    def permuted(self) -> bool:
+        """Whether the reduced axes need :attr:`order` to reach the output legs' order."""
+        return self.order != tuple(range(len(self.order)))
+
+    @cached_property
+    def kron_layout(self) -> tuple[int, tuple[int, ...]]:
+        """The ``"kron"`` products' rows (the axes before the window axes, flattened) and the
+        shape of their result (the window axes replaced by their taps): fixed per plan."""
+        first, stop = self.rest[0].axis, self.rest[-1].axis + 1
+        taps = tuple(s.pattern.kernel_size for s in self.rest)
+        shape = self.x_shape[: len(self.x_shape) - self.ones] + (1,) * self.ones
+        return math.prod(shape[:first]), (*shape[:first], *taps, *shape[stop:])
+
+    @cached_property
     def blocked(self) -> tuple[AxisSum, ...]:
         """The :attr:`rest` axes the ``"blocks+…"`` lowerings sum in blocks first: those
         followed by :data:`BLOCK_MIN_RUN` to :data:`BLOCK_MAX_RUN` contiguous elements (so
@@ -486,19 +500,16 @@ def reduce_windows(
         for step, blocks in zip(plan.blocked, plan.blocks):
             t = block_sums(t, step.axis, blocks)
     if products == "kron":
-        first, stop = rest[0].axis, rest[-1].axis + 1
-        lead, tail = t.shape[:first], t.shape[stop:]
-        taps = tuple(s.pattern.kernel_size for s in rest)
+        count, shape = plan.kron_layout
         m, step = matrices[0], 1 if blocked else plan.row_step
         if step > 1:  # rows S·o only, a view [rows·O, inner] with row stride S·inner
-            outputs, inner = rest[0].pattern.output_size, math.prod(t.shape[first + 1 :])
-            rows = t.reshape(math.prod(lead), outputs, step * inner)[..., :inner].reshape(-1, inner)
+            outputs, inner = rest[0].pattern.output_size, math.prod(t.shape[rest[0].axis + 1 :])
+            rows = t.reshape(count, outputs, step * inner)[..., :inner].reshape(-1, inner)
             reduced = torch.mv(rows, m[:, 0]).unsqueeze(1) if m.shape[1] == 1 else (m.t() @ rows.t()).t()
-            return reduced.view(math.prod(lead), outputs, -1).sum(1).reshape(*lead, *taps, *tail)
+            return reduced.view(count, outputs, -1).sum(1).reshape(shape)
         # (Mᵀ[∏K, ∏I] @ x[rows, ∏I]ᵀ)ᵀ: the same GEMM with the small matrix on the left,
         # the orientation MKL runs 2-3× faster when ∏K > 1 (a strided view, no copy)
-        reduced = (m.t() @ t.reshape(math.prod(lead), -1).t()).t()
-        return reduced.reshape(*lead, *taps, *tail)
+        return (m.t() @ t.reshape(count, -1).t()).t().reshape(shape)
     for index, step in enumerate(rest):
         lead, size, after = t.shape[: step.axis], t.shape[step.axis], t.shape[step.axis + 1 :]
         m, taps = matrices[index], step.pattern.kernel_size
@@ -536,7 +547,7 @@ def _run(
         t = _reduce_exact(x, plan)
     if plan.summed:
         t = t.sum(plan.summed)
-    if plan.order != tuple(range(len(plan.order))):
+    if plan.permuted:
         t = t.permute(plan.order)
     return t.reshape(plan.output_shape)
 

@@ -201,3 +201,19 @@ def test_blocked_plans_of_real_sizes_match_the_dense_reference(builder, shape, o
         t = separable.reduce_windows(x.reshape(plan.x_shape), plan, lowering)
         torch.testing.assert_close(t.permute(plan.order).reshape(plan.output_shape), expected)
     torch.testing.assert_close(contract(base, {"x": x}), expected)
+
+
+def test_gradients_through_the_block_lowering_match_the_unfold_recipe():
+    """Block sums are differentiable (``sum`` over views and ``stack``): the factor's VJP
+    with respect to ``x`` equals the unfold recipe's, and ``vmap`` gives the per-example factors."""
+    x = torch.randn(1, 64, 112, 112, dtype=torch.float64, requires_grad=True)
+    assert _plan(x.shape, 3, stride=2, padding=1).lowering.startswith("blocks+")
+    factor = tnconv.kfac_reduce_factor(x, 3, stride=2, padding=1)
+    cotangent = torch.randn_like(factor)
+    (ours,) = torch.autograd.grad((factor * cotangent).sum(), x)
+    u = torch.nn.functional.unfold(x, 3, padding=1, stride=2).mean(-1)
+    (expected,) = torch.autograd.grad((u.T @ u * cotangent[0]).sum(), x)
+    torch.testing.assert_close(ours, expected)
+    stack = torch.stack([x.detach(), 2 * x.detach()])
+    batched = torch.func.vmap(lambda xs: tnconv.kfac_reduce_factor(xs, 3, stride=2, padding=1))(stack)
+    torch.testing.assert_close(batched[1], 4 * factor.detach())

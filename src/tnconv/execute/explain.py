@@ -39,7 +39,7 @@ from .gemm_col2im import gemm_col2im_plan
 from .im2col import batch_chunk, block_rows, im2col_plan
 from .native import recognize
 from .plan import dense_plan
-from .separable import SeparablePlan, separable_plan
+from .separable import SeparablePlan, lowering_steps, separable_plan
 from .squares import FLOPS_PER_BYTE, square_recipe
 from .structured import structured_plan
 
@@ -84,7 +84,7 @@ def _separable_steps(plan: SeparablePlan) -> list[str]:
         before = list(shape)
         shape = shape[: len(shape) - plan.ones] + [1] * plan.ones
         lines.append(f"ū: sum of x over the trailing all-ones axes {before} -> {shape} (read once)")
-    blocked, products = plan.lowering.startswith("blocks+"), plan.lowering.removeprefix("blocks+")
+    blocked, products = lowering_steps(plan.lowering)
     sizes = {s.axis: "M" for s in plan.rest}
     if blocked:
         for step, blocks in zip(plan.blocked, plan.blocks):

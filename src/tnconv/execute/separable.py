@@ -270,7 +270,7 @@ class SeparablePlan:
         them apart)."""
         madds, _, _, matrices = self.counts()[lowering]
         seconds = madds * MADD_SECONDS + matrices * SMALL_GEMM_SECONDS
-        if lowering.startswith("blocks+"):
+        if lowering_steps(lowering)[0]:
             read, runs, written, calls = self.block_counts()
             seconds += (
                 read * BLOCK_READ_SECONDS
@@ -371,14 +371,27 @@ def window_count_matrix(
 
 @cached(maxsize=256, tensors=True, bypassable=False)
 def kron_count_matrix(
-    steps: tuple[tuple[IndexPattern, bool], ...], dtype: torch.dtype, device: torch.device
+    steps: tuple[tuple[IndexPattern, bool] | tuple[IndexPattern, bool, WindowBlocks | None], ...],
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> torch.Tensor:
     """``M_1 ⊗ ⋯ ⊗ M_D`` (``[∏I, ∏K]``) of the :func:`window_count_matrix` of ``steps``
-    (``(pattern, transposed)`` per axis, outermost first)."""
+    (``(pattern, transposed)`` per axis, outermost first); a step ``(pattern, transposed,
+    blocks)`` with ``blocks`` not ``None`` contributes the combination matrix ``C`` of its
+    block sums instead (:func:`~tnconv.execute.blocks.combination_matrix`)."""
     result = torch.ones((1, 1), dtype=dtype, device=device)
-    for pattern, transposed in steps:
-        result = torch.kron(result, window_count_matrix(pattern, transposed, dtype, device))
+    for pattern, transposed, *blocks in steps:
+        result = torch.kron(result, _axis_matrix(pattern, transposed, blocks[0] if blocks else None, dtype, device))
     return result
+
+
+def _axis_matrix(
+    pattern: IndexPattern, transposed: bool, blocks: WindowBlocks | None, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The matrix of one window axis: ``M`` (``[I, K]``), or after its block sums ``C`` (``[rows, K]``)."""
+    if blocks is not None:
+        return combination_matrix(blocks, dtype, device)
+    return window_count_matrix(pattern, transposed, dtype, device)
 
 
 def _all_ones(step: AxisSum) -> bool:
@@ -402,24 +415,6 @@ ROW_SKIP_MAX_INNER = 32
 KEPT_MATRIX_BYTES = 2**20
 
 
-def _axis_matrix(step: AxisSum, blocked: WindowBlocks | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The matrix of one window axis: ``M`` (``[I, K]``), or after its block sums ``C`` (``[rows, K]``)."""
-    if blocked is not None:
-        return combination_matrix(blocked, dtype, device)
-    return window_count_matrix(step.pattern, step.transposed, dtype, device)
-
-
-@cached(maxsize=256, tensors=True, bypassable=False)
-def _blocked_kron_matrix(
-    steps: tuple[tuple[IndexPattern, bool, WindowBlocks | None], ...], dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """The Kronecker product of :func:`_axis_matrix` over ``steps`` (outermost first)."""
-    result = torch.ones((1, 1), dtype=dtype, device=device)
-    for pattern, transposed, blocked in steps:
-        result = torch.kron(result, _axis_matrix(AxisSum(0, pattern, transposed, ""), blocked, dtype, device))
-    return result
-
-
 #: lowering -> (whether its first step is block sums, the products after it)
 _LOWERINGS = {
     "sum": (False, "sum"),
@@ -430,8 +425,9 @@ _LOWERINGS = {
 }
 
 
-def _split(lowering: str) -> tuple[bool, str]:
-    """``"blocks+kron"`` -> ``(True, "kron")``; ``"axes"`` -> ``(False, "axes")``."""
+def lowering_steps(lowering: str) -> tuple[bool, str]:
+    """``"blocks+kron"`` -> ``(True, "kron")``; ``"axes"`` -> ``(False, "axes")``: whether a
+    lowering sums blocks first, and the products after it."""
     split = _LOWERINGS.get(lowering)
     if split is None:
         raise ValueError(f"lowering must be one of {', '.join(map(repr, _LOWERINGS))}, got {lowering!r}")
@@ -450,7 +446,7 @@ def _kron_matrix(plan: SeparablePlan, dtype: torch.dtype, device: torch.device, 
     ``blocked``: ``C`` instead of ``M`` for the axes summed in blocks (``"blocks+kron"``)."""
     if blocked:
         steps = tuple((s.pattern, s.transposed, b) for s, b in zip(plan.rest, _step_blocks(plan, True)))
-        return _blocked_kron_matrix(steps, dtype, device)
+        return kron_count_matrix(steps, dtype, device)
     rest = plan.rest[1:] if plan.row_step > 1 else plan.rest
     return kron_count_matrix(tuple((s.pattern, s.transposed) for s in rest), dtype, device)
 
@@ -462,17 +458,18 @@ def lowering_matrices(
     the plan's): one Kronecker matrix (``"kron"``, ``"blocks+kron"``), or per axis the matrix of
     the contiguous last axis and the transposed ones (views) of the batched left products
     (``"axes"``, ``"blocks+axes"``); empty for ``"sum"``."""
-    blocked, products = _split(plan.lowering if lowering is None else lowering)
+    blocked, products = lowering_steps(plan.lowering if lowering is None else lowering)
     if products == "kron":
         return (_kron_matrix(plan, dtype, device, blocked),)
     if products == "axes":
         matrices = []
         shape = list(plan.x_shape[: len(plan.x_shape) - plan.ones]) + [1] * plan.ones
-        for step, blocks in zip(plan.rest, _step_blocks(plan, blocked)):
+        steps = list(zip(plan.rest, _step_blocks(plan, blocked)))
+        for step, blocks in steps:
             if blocks is not None:
                 shape[step.axis] = blocks.rows
-        for step, blocks in zip(plan.rest, _step_blocks(plan, blocked)):  # as reduce_windows walks the axes
-            m = _axis_matrix(step, blocks, dtype, device)
+        for step, blocks in steps:  # as reduce_windows walks the axes
+            m = _axis_matrix(step.pattern, step.transposed, blocks, dtype, device)
             matrices.append(m if math.prod(shape[step.axis + 1 :]) == 1 else m.t())
             shape[step.axis] = step.pattern.kernel_size
         return tuple(matrices)
@@ -495,7 +492,7 @@ def reduce_windows(
     lowering = plan.lowering if lowering is None else lowering
     if matrices is None:
         matrices = lowering_matrices(plan, t.dtype, t.device, lowering)
-    blocked, products = _split(lowering)
+    blocked, products = lowering_steps(lowering)
     if blocked:  # each position of the outer window axes read once, by a sum over its block
         for step, blocks in zip(plan.blocked, plan.blocks):
             t = block_sums(t, step.axis, blocks)
@@ -596,6 +593,7 @@ __all__ = [
     "contract_separable",
     "kron_count_matrix",
     "lowering_matrices",
+    "lowering_steps",
     "reduce_windows",
     "separable_plan",
     "window_count_matrix",

@@ -11,6 +11,8 @@ from .conv import conv, conv1d, conv2d, conv3d
 from .curvature import (
     kfac_reduce_factor,
     kfac_reduce_factor_transpose,
+    kfac_reduce_root,
+    kfac_reduce_root_transpose,
     kfc_factor,
     kfc_factor_transpose,
     output_grad_factor,
@@ -42,6 +44,8 @@ __all__ = [
     "index_pattern",
     "kfac_reduce_factor",
     "kfac_reduce_factor_transpose",
+    "kfac_reduce_root",
+    "kfac_reduce_root_transpose",
     "kfc_factor",
     "kfc_factor_transpose",
     "output_grad_factor",

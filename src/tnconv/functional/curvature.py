@@ -131,6 +131,102 @@ def _reduce_with_bias(
     return run
 
 
+@cached(maxsize=1024)
+def _root_runner(
+    x_shape: torch.Size,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple,
+    padding: Padding,
+    dilation: IntOrTuple,
+    groups: int,
+    bias: bool,
+    output_padding: IntOrTuple | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> R`` (``[G, N, d]``, ``A = Rᵀ R``) of KFAC-reduce for one signature: the window
+    sums ``Σ_o u`` of the factor's network (one pass over ``x``, no GEMM), scaled by
+    ``1/(|O|·√N)``, with the constant feature ``1/√N`` appended for a bias."""
+    if output_padding is None:
+        patches = input_patches(x_shape, kernel_size, stride, padding, dilation, groups)
+    else:
+        patches = input_patches_transpose(x_shape, kernel_size, stride, padding, output_padding, dilation, groups)
+    _, group_count, d, _ = patches.output_shape
+    if patches.size("n") == 0:  # a mean over no samples: NaN, as kfac_reduce_factor
+        return lambda x: x.new_full((group_count, 1, d + bias), math.nan)
+    base, scale = _square_base(patches, "reduce")
+    run_sums = bind(base, base.input_shapes)
+    batch, factor = patches.size("n"), math.sqrt(scale)  # scale = 1/(N·|O|²)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        root = run_sums({"x": x}, None).transpose(0, 1) * factor  # [G, N, d] (out of place: autograd, vmap)
+        if not bias:
+            return root
+        return torch.cat([root, root.new_full((group_count, batch, 1), 1.0 / math.sqrt(batch))], dim=2)
+
+    return run
+
+
+@float32_under_autocast
+def kfac_reduce_root(
+    x: torch.Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    bias: bool = False,
+) -> torch.Tensor:
+    """A root ``R`` of the KFAC-reduce input factor: ``A = Rᵀ R`` per group.
+
+    ``R[g, n] = ū_n / √N`` (``ū`` the mean over positions of the unfolded input, a constant
+    ``1/√N`` appended with ``bias``): one pass over ``x`` and no ``d × d`` product. ``A`` has
+    rank at most ``N``; when ``N`` is well below ``d`` (deep layers, e.g. ``d = 4608`` for
+    512 channels 3×3 at batch 64) the root is far smaller than ``A`` and gives its
+    eigenbasis without a dense ``eigh`` (:mod:`tnconv.kfac.eigenbasis`).
+
+    Arguments as :func:`kfac_reduce_factor`.
+
+    Returns:
+        ``[G, N, d]`` (``d + 1`` with ``bias``); ``[G, 1, d]`` of NaN for an empty batch
+        (whose factor, a mean over no samples, is NaN).
+
+    >>> import torch, tnconv
+    >>> x = torch.randn(4, 6, 8, 8, dtype=torch.float64)
+    >>> R = tnconv.kfac_reduce_root(x, 3, padding=1, groups=2, bias=True)
+    >>> R.shape
+    torch.Size([2, 4, 28])
+    >>> torch.allclose(R.transpose(1, 2) @ R, tnconv.kfac_reduce_factor(x, 3, padding=1, groups=2, bias=True))
+    True
+    """
+    check_tensor(x, "x", min_dim=3)
+    check_floating(x, "x")
+    return _root_runner(x.shape, kernel_size, stride, padding, dilation, groups, bias)(x)
+
+
+@float32_under_autocast
+def kfac_reduce_root_transpose(
+    x: torch.Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    bias: bool = False,
+) -> torch.Tensor:
+    """:func:`kfac_reduce_root` of a transposed convolution: ``Rᵀ R`` is
+    :func:`kfac_reduce_factor_transpose` (same arguments).
+
+    >>> import torch, tnconv
+    >>> tnconv.kfac_reduce_root_transpose(torch.randn(2, 3, 4), 2, stride=2).shape
+    torch.Size([1, 2, 6])
+    """
+    check_tensor(x, "x", min_dim=3)
+    check_floating(x, "x")
+    return _root_runner(x.shape, kernel_size, stride, padding, dilation, groups, bias, output_padding)(x)
+
+
 @float32_under_autocast
 def kfc_factor(
     x: torch.Tensor,

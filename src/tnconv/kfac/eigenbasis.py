@@ -74,17 +74,15 @@ def input_root(layer: KroneckerLayer, inputs: torch.Tensor, output: torch.Tensor
         a = layer.unfolded(inputs, output)  # [N, G, d, O]
         batch, groups, d, _ = a.shape
         return a.permute(1, 0, 3, 2).reshape(groups, -1, d) / math.sqrt(batch)
-    # Σ_o a is the per-sample gradient of a layer with one output channel per group for an
-    # all-ones output gradient: tnconv's weight-VJP network, without unfolding the input
-    conv = isinstance(layer, ConvLayer)
-    unbatched = output.dim() == (layer.dims + 1 if conv else 1)
-    batch, groups = 1 if unbatched else output.shape[0], layer.groups
-    spatial = output.shape[-layer.dims :] if conv else output.shape[1:-1]
-    positions = math.prod(spatial)
-    ones_shape = (batch, groups, *spatial) if conv else (batch, *spatial, 1)
-    ones = inputs.new_ones(ones_shape)
-    summed = per_sample_gradients(layer, inputs, ones, ones)  # [N, G, 1, d]
-    return summed[:, :, 0].transpose(0, 1) / (positions * math.sqrt(batch))
+    if isinstance(layer, ConvLayer):  # the window sums of the factor's network (tnconv.kfac_reduce_root)
+        return layer.reduce_root(inputs, output)
+    # a Linear layer: Σ_o a is its per-sample gradient for an all-ones output gradient with
+    # one output feature
+    batch = 1 if output.dim() == 1 else output.shape[0]
+    spatial = output.shape[1:-1]
+    ones = inputs.new_ones((batch, *spatial, 1))
+    summed = per_sample_gradients(layer, inputs, ones, ones)  # [N, 1, 1, d]
+    return summed[:, :, 0].transpose(0, 1) / (math.prod(spatial) * math.sqrt(batch))
 
 
 def merge_roots(old: torch.Tensor, new: torch.Tensor, ema: float) -> torch.Tensor:

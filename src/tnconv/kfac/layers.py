@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 from torch.nn.modules.conv import _ConvNd
@@ -37,6 +38,8 @@ from torch.nn.modules.conv import _ConvNd
 from ..functional.curvature import (
     kfac_reduce_factor,
     kfac_reduce_factor_transpose,
+    kfac_reduce_root,
+    kfac_reduce_root_transpose,
     kfc_factor,
     kfc_factor_transpose,
     output_grad_factor,
@@ -194,10 +197,25 @@ class ConvLayer(KroneckerLayer):
         return tensor.unsqueeze(leading) if tensor.dim() == leading + self.dims + 1 else tensor
 
     def input_factor(self, inputs: torch.Tensor, output: torch.Tensor, approx: str) -> torch.Tensor:
+        if self.module.transposed:
+            function = kfc_factor_transpose if approx == "expand" else kfac_reduce_factor_transpose
+        else:
+            function = kfc_factor if approx == "expand" else kfac_reduce_factor
+        return self._input_function(function, inputs, output)
+
+    def reduce_root(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """The root ``R`` (``[G, N, d]``, ``A = Rᵀ R``) of the KFAC-reduce ``A``
+        (:func:`tnconv.kfac_reduce_root`): window sums of the input, no ``d × d`` product."""
+        function = kfac_reduce_root_transpose if self.module.transposed else kfac_reduce_root
+        return self._input_function(function, inputs, output)
+
+    def _input_function(
+        self, function: Callable[..., torch.Tensor], inputs: torch.Tensor, output: torch.Tensor
+    ) -> torch.Tensor:
+        """``function`` (a factor or root front-end) on the module's input and hyper-parameters."""
         m = self.module
         x, y = self._batched(inputs), self._batched(output)
         if m.transposed:
-            function = kfc_factor_transpose if approx == "expand" else kfac_reduce_factor_transpose
             return function(
                 x,
                 m.kernel_size,
@@ -213,7 +231,6 @@ class ConvLayer(KroneckerLayer):
             # the module pads explicitly, then convolves without padding
             x = torch.nn.functional.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
             padding = 0
-        function = kfc_factor if approx == "expand" else kfac_reduce_factor
         return function(
             x, m.kernel_size, stride=m.stride, padding=padding, dilation=m.dilation, groups=m.groups, bias=self.has_bias
         )

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tnconv.kfac.ekfac as ekfac_module
+import tnconv.kfac.core as core_module
 from tnconv.kfac import EKFAC
 from tnconv.kfac.eigenbasis import eigh_from_root, input_root, merge_roots, root_route_cheaper, root_rows
 from tnconv.kfac.layers import kronecker_layer
@@ -97,7 +97,7 @@ def test_ekfac_expand_from_roots_equals_ekfac_from_dense_eigh(net, ema, monkeypa
     tests/test_kfac_ekfac.py checks it against brute force in the bases tnconv chose.)"""
     approx = "expand"
     calls = []
-    real = ekfac_module.eigh_from_root
+    real = core_module.eigh_from_root
 
     def spy(root):
         calls.append(root.shape)
@@ -112,7 +112,7 @@ def test_ekfac_expand_from_roots_equals_ekfac_from_dense_eigh(net, ema, monkeypa
             model, x = AllKinds().to(DTYPE), torch.randn(3, 2, 6, generator=g, dtype=DTYPE)
         targets = torch.randint(0, 3, (3,), generator=g)
         loss_fn = torch.nn.CrossEntropyLoss()
-        monkeypatch.setattr(ekfac_module, "root_route_cheaper", (lambda d, r: False) if dense else root_route_cheaper)
+        monkeypatch.setattr(core_module, "root_route_cheaper", (lambda d, r: False) if dense else root_route_cheaper)
         ekfac = EKFAC(
             model, loss_fn, approx=approx, fisher="mc", damping=0.1, ema=ema, generator=torch.Generator().manual_seed(9)
         )
@@ -122,7 +122,7 @@ def test_ekfac_expand_from_roots_equals_ekfac_from_dense_eigh(net, ema, monkeypa
         loss_fn(model(x), targets).backward()
         return ekfac.precondition({n: p.grad.clone() for n, p in model.named_parameters()})
 
-    monkeypatch.setattr(ekfac_module, "eigh_from_root", spy)
+    monkeypatch.setattr(core_module, "eigh_from_root", spy)
     dense = run(dense=True)
     assert not calls
     from_roots = run(dense=False)

@@ -54,10 +54,11 @@ from dataclasses import dataclass
 import torch
 
 from .distributed import all_reduce_mean, invert_distributed, is_distributed
+from .eigenbasis import eigh_from_root, input_root, keeps_root, merge_roots, root_route_cheaper, root_rows
 from .inverse import INVERSE_MODES, KroneckerInverse, check_damping, damped_inverse
 from .layers import APPROXIMATIONS, KroneckerLayer, LinearLayer, kronecker_layer
 from .loss import FISHER_TYPES, backprop_vectors, check_loss_fn, check_targets
-from .memory import release_freed_memory
+from .memory import RELEASE_MIN_BYTES, release_freed_memory
 from .operator import CurvatureOperator, Vector, eigen_blocks, kfac_blocks
 
 NONFINITE = ("raise", "skip")
@@ -69,17 +70,61 @@ class NonFiniteError(ValueError):
     """A non-finite loss or Kronecker factor in :meth:`KFAC.update` (the message names it)."""
 
 
-@dataclass
 class KroneckerFactors:
     """The factors of one layer: ``A`` (input) and ``B`` (output gradient).
 
     ``torch.nn.Linear``: ``A [d, d]``, ``B [C_out, C_out]``. Convolutions:
     ``A [G, d, d]``, ``B [G, C_out/G, C_out/G]``. ``d`` counts a trailing constant feature
     when the layer has a bias.
+
+    ``A`` may be held as a *root* ``R`` with ``A = Rᵀ R`` (``[G, r, d]``; ``[r, d]`` for a
+    ``Linear``) when it has few rows (``r ≤ d/2``: KFAC-reduce has one row per sample, so a
+    deep layer's ``A`` of ``d = 4608`` at batch 64 has rank 64). Then :attr:`A` is formed
+    on first access (and kept), and the eigendecomposition of ``A`` comes from ``R``
+    (:mod:`tnconv.kfac.eigenbasis`) without forming it; ``root`` is ``None`` otherwise.
+
+    >>> R = torch.randn(1, 2, 5)
+    >>> f = KroneckerFactors(B=torch.eye(3).unsqueeze(0), root=R)
+    >>> f.A_shape, f.formed, torch.allclose(f.A, R.transpose(1, 2) @ R), f.formed
+    (torch.Size([1, 5, 5]), False, True, True)
     """
 
-    A: torch.Tensor
-    B: torch.Tensor
+    def __init__(
+        self, A: torch.Tensor | None = None, B: torch.Tensor | None = None, *, root: torch.Tensor | None = None
+    ) -> None:
+        if B is None or (A is None and root is None):
+            raise TypeError("KroneckerFactors needs B and one of A or root")
+        self._A, self.B, self.root = A, B, root
+
+    @property
+    def A(self) -> torch.Tensor:
+        """The input factor (formed from :attr:`root` on first access)."""
+        if self._A is None:
+            assert self.root is not None
+            self._A = self.root.transpose(-1, -2) @ self.root
+        return self._A
+
+    @A.setter
+    def A(self, value: torch.Tensor) -> None:
+        self._A, self.root = value, None
+
+    @property
+    def formed(self) -> bool:
+        """Whether :attr:`A` exists as a tensor (``False`` while only its root does)."""
+        return self._A is not None
+
+    @property
+    def A_shape(self) -> torch.Size:
+        """``A``'s shape, without forming it."""
+        if self._A is not None:
+            return self._A.shape
+        assert self.root is not None
+        d = self.root.shape[-1]
+        return torch.Size((*self.root.shape[:-2], d, d))
+
+    def __repr__(self) -> str:
+        held = f"root={tuple(self.root.shape)}" if self.root is not None and self._A is None else ""
+        return f"KroneckerFactors(A={tuple(self.A_shape)}, B={tuple(self.B.shape)}{', ' + held if held else ''})"
 
 
 @dataclass
@@ -87,6 +132,8 @@ class _Stream:
     """What the hooks of one update pass accumulate for one layer (no per-vector tensors)."""
 
     A: torch.Tensor | None = None
+    #: the root of ``A`` instead of ``A`` (see :class:`KroneckerFactors`)
+    root: torch.Tensor | None = None
     B: torch.Tensor | None = None
     output_shape: tuple[int, ...] | None = None
     dtype: torch.dtype | None = None
@@ -94,6 +141,44 @@ class _Stream:
     pending: tuple[torch.Tensor, torch.Tensor, int] | None = None
     #: form ``A`` after the backward passes (holding the input is cheaper than holding ``A``)
     deferred: bool = False
+    #: bytes of what the update forms for ``A`` (``A`` or its root)
+    factor_bytes: int = 0
+
+
+def _finite_probes(factors: KroneckerFactors) -> tuple[torch.Tensor, ...]:
+    """Tensors that are finite exactly when both factors are: ``B``, and ``A`` or, for a
+    root ``R``, the diagonal of ``Rᵀ R`` (``|A_ij| ≤ √(A_ii A_jj)``, so ``A`` is finite iff
+    its diagonal is), without forming ``A``."""
+    if factors.formed:
+        return factors.A, factors.B
+    assert factors.root is not None
+    return factors.root.square().sum(-2), factors.B
+
+
+def _root_route(factors: KroneckerFactors) -> bool:
+    """Whether ``A``'s eigendecomposition is cheaper from its root than by a dense ``eigh``."""
+    root = factors.root
+    return root is not None and root_route_cheaper(root.shape[-1], root.shape[-2])
+
+
+def factor_eigh(
+    factors: KroneckerFactors, dtype: torch.dtype | None = None
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``((α, Q_A), (β, Q_B))``: eigenvalues (clamped at 0) and eigenvectors of both factors,
+    grouped (``[G, d]``, ``[G, d, d]``, ``[G, c]``, ``[G, c, c]``), in ``dtype`` (``None``: the
+    factors'). ``A``'s come from its root where that is cheaper (not then in ascending order)."""
+    B = factors.B if factors.B.dim() == 3 else factors.B.unsqueeze(0)
+    dtype = dtype or B.dtype
+    if _root_route(factors):
+        root = factors.root
+        assert root is not None
+        a_vals, a_vecs = eigh_from_root((root if root.dim() == 3 else root.unsqueeze(0)).to(dtype))
+    else:
+        A = factors.A if factors.A.dim() == 3 else factors.A.unsqueeze(0)
+        a_vals, a_vecs = torch.linalg.eigh(A.to(dtype))
+    b_vals, b_vecs = torch.linalg.eigh(B.to(dtype))
+    # round-off can leave tiny negative eigenvalues of a PSD factor
+    return (a_vals.clamp(min=0), a_vecs), (b_vals.clamp(min=0), b_vecs)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -351,7 +436,7 @@ class KFAC:
                     f"the input of layer {name!r} was modified in place after the layer ran; KFAC reads it "
                     "during the backward pass"
                 )
-            stream.A = self._input_factor(name, self._cast(x), y)
+            stream.A, stream.root = self._input_factor(name, self._cast(x), y)
 
         def on_forward(name: str, x: torch.Tensor, y: torch.Tensor) -> GradHook:
             stream, layer = streams[name], self.layers[name]
@@ -362,7 +447,8 @@ class KFAC:
             stream.output_shape, stream.dtype = tuple(y.shape), self.factor_dtype or y.dtype
             # a deep layer's input is small and its A large: formed while the graph still
             # holds the activations of all the layers before it, A would add to their peak
-            stream.deferred = x.numel() * x.element_size() < layer.input_factor_bytes(stream.dtype.itemsize)
+            stream.factor_bytes = self._input_factor_bytes(layer, y, stream.dtype.itemsize)
+            stream.deferred = x.numel() * x.element_size() < stream.factor_bytes
 
             def on_grad(grad: torch.Tensor) -> None:
                 part = layer.output_factor(self._cast(grad).unsqueeze(0), self.approx)
@@ -384,31 +470,54 @@ class KFAC:
         self._backward(output, anchor, vectors, before_last=lambda: last.__setitem__(0, True))
         del output, anchor
         # the graph's activations are free now: hand them back before the deferred factors
-        # are allocated, so the resident peak is not their sum (see tnconv.kfac.memory)
-        release_freed_memory()
+        # are allocated, so the resident peak is not their sum (see tnconv.kfac.memory) —
+        # unless those are small (roots, small factors): they then reuse the freed heap, and
+        # a release would only make the next forward pass fault its pages back in
+        if sum(streams[n].factor_bytes for n in seen if streams[n].pending is not None) >= RELEASE_MIN_BYTES:
+            release_freed_memory()
         for name in seen:  # deferred layers, and those no gradient reached (or a model without a graph)
             form_A(name)
         new = {}
         for name in seen:
             stream, layer = streams[name], self.layers[name]
-            assert stream.A is not None and stream.output_shape is not None
+            A, root = stream.A, stream.root
+            assert (A is not None or root is not None) and stream.output_shape is not None
             B = stream.B
             if B is None:  # the output does not depend on this layer
-                zeros = torch.zeros((1, *stream.output_shape), dtype=stream.dtype, device=stream.A.device)
+                device = (A if A is not None else root).device  # type: ignore[union-attr]
+                zeros = torch.zeros((1, *stream.output_shape), dtype=stream.dtype, device=device)
                 B = layer.output_factor(zeros, self.approx)
-            A = stream.A
             if isinstance(layer, LinearLayer):
-                A, B = A[0], B[0]
-            new[name] = KroneckerFactors(A.contiguous(), B.contiguous())
+                A, root, B = None if A is None else A[0], None if root is None else root[0], B[0]
+            if root is not None:
+                new[name] = KroneckerFactors(B=B.contiguous(), root=root.contiguous())
+            else:
+                new[name] = KroneckerFactors(A.contiguous(), B.contiguous())  # type: ignore[union-attr]
         new = {name: new[name] for name in self.layers if name in new}  # model order
-        if not self._check_finite({n: (f.A, f.B) for n, f in new.items()}, "Kronecker factors"):
+        if not self._check_finite({n: _finite_probes(f) for n, f in new.items()}, "Kronecker factors"):
             return None
         return new, vectors, seen
 
-    def _input_factor(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Layer ``name``'s ``A`` from its (cast) input ``x`` (``y``: the output's shape); a
-        subclass may read more from the input while it is alive."""
-        return self.layers[name].input_factor(x, y, self.approx)
+    def _keeps_root(self, layer: KroneckerLayer, y: torch.Tensor) -> bool:
+        """Whether this update holds the layer's ``A`` as its root (short enough, and no
+        process group: the factors are averaged over processes as matrices)."""
+        return not self._distributed() and keeps_root(root_rows(layer, y, self.approx), layer.input_dim)
+
+    def _input_factor_bytes(self, layer: KroneckerLayer, y: torch.Tensor, itemsize: int) -> int:
+        """Bytes of what an update forms for the layer's ``A``: its root, or ``A``."""
+        if self._keeps_root(layer, y):
+            return layer.groups * root_rows(layer, y, self.approx) * layer.input_dim * itemsize
+        return layer.input_factor_bytes(itemsize)
+
+    def _input_factor(
+        self, name: str, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Layer ``name``'s ``(A, None)``, or ``(None, R)`` with its root ``R`` (``A = Rᵀ R``),
+        from its (cast) input ``x`` (``y``: the output's shape)."""
+        layer = self.layers[name]
+        if self._keeps_root(layer, y):
+            return None, input_root(layer, x, y, self.approx)
+        return layer.input_factor(x, y, self.approx), None
 
     def _merged(self, new: dict[str, KroneckerFactors]) -> dict[str, KroneckerFactors]:
         """The factors :meth:`_store` would keep: averaged over processes, then the EMA."""
@@ -424,8 +533,15 @@ class KFAC:
                 # in place in the new factors (this pass's own tensors): no factor-sized temporaries,
                 # and the stored ones (which a caller may hold) stay untouched until replaced
                 beta = self.ema
-                factors.A.mul_(1 - beta).add_(old.A, alpha=beta)
                 factors.B.mul_(1 - beta).add_(old.B, alpha=beta)
+                stacked = None
+                if factors.root is not None and old.root is not None:
+                    rows, d = factors.root.shape[-2] + old.root.shape[-2], old.root.shape[-1]
+                    stacked = merge_roots(old.root, factors.root, beta) if keeps_root(rows, d) else None
+                if stacked is not None:  # the root of β·A_old + (1 − β)·A_new
+                    factors = KroneckerFactors(B=factors.B, root=stacked)
+                else:
+                    factors.A = factors.A.mul_(1 - beta).add_(old.A, alpha=beta)  # (drops a root)
             merged[name] = factors
         return merged
 
@@ -447,6 +563,9 @@ class KFAC:
 
     def _invert_one(self, name: str) -> KroneckerInverse:
         factors = self.factors[name]
+        if self.inverse == "eigen" and _root_route(factors):
+            (a_vals, a_vecs), (b_vals, b_vecs) = factor_eigh(factors, self.inverse_dtype)
+            return KroneckerInverse("eigen", self.damping, a_vals, a_vecs, b_vals, b_vecs)
         A, B = factors.A, factors.B
         if A.dim() == 2:
             A, B = A.unsqueeze(0), B.unsqueeze(0)
@@ -471,17 +590,17 @@ class KFAC:
 
     def _inverse_cost(self, name: str) -> float:
         f = self.factors[name]
-        groups = f.A.shape[0] if f.A.dim() == 3 else 1
-        return groups * (f.A.shape[-1] ** 3 + f.B.shape[-1] ** 3)
+        shape = f.A_shape
+        groups = shape[0] if len(shape) == 3 else 1
+        return groups * (shape[-1] ** 3 + f.B.shape[-1] ** 3)
 
     def _inverse_template(self, name: str) -> KroneckerInverse:
         """Empty tensors shaped like the inverse of ``name`` (to receive a broadcast)."""
         f = self.factors[name]
-        A = f.A if f.A.dim() == 3 else f.A.unsqueeze(0)
-        B = f.B if f.B.dim() == 3 else f.B.unsqueeze(0)
-        dtype = self.inverse_dtype or A.dtype
-        groups, d, c = A.shape[0], A.shape[-1], B.shape[-1]
-        new = lambda *shape: torch.empty(shape, dtype=dtype, device=A.device)  # noqa: E731
+        shape = f.A_shape
+        groups, d, c = shape[0] if len(shape) == 3 else 1, shape[-1], f.B.shape[-1]
+        dtype = self.inverse_dtype or f.B.dtype
+        new = lambda *shape: torch.empty(shape, dtype=dtype, device=f.B.device)  # noqa: E731
         if self.inverse == "eigen":
             return KroneckerInverse(
                 "eigen", self.damping, new(groups, d), new(groups, d, d), new(groups, c), new(groups, c, c)
@@ -504,12 +623,9 @@ class KFAC:
         """``(B ⊗ A + λI)⁻¹`` per layer, from fresh eigendecompositions."""
         bases, values = {}, {}
         for name, f in self.factors.items():
-            A, B = f.A if f.A.dim() == 3 else f.A[None], f.B if f.B.dim() == 3 else f.B[None]
-            dtype = self.inverse_dtype or A.dtype
-            a_vals, a_vecs = torch.linalg.eigh(A.to(dtype))
-            b_vals, b_vecs = torch.linalg.eigh(B.to(dtype))
+            (a_vals, a_vecs), (b_vals, b_vecs) = factor_eigh(f, self.inverse_dtype)
             bases[name] = (a_vecs, b_vecs)
-            values[name] = 1.0 / (b_vals.clamp(min=0).unsqueeze(2) * a_vals.clamp(min=0).unsqueeze(1) + damping)
+            values[name] = 1.0 / (b_vals.unsqueeze(2) * a_vals.unsqueeze(1) + damping)
         return eigen_blocks(bases, values)
 
     def parameters(self) -> list[torch.nn.Parameter]:

@@ -86,8 +86,9 @@ def input_root(layer: KroneckerLayer, inputs: torch.Tensor, output: torch.Tensor
 
 
 def merge_roots(old: torch.Tensor, new: torch.Tensor, ema: float) -> torch.Tensor:
-    """The root of ``ema·A_old + (1 − ema)·A_new``: the scaled roots stacked (``[G, r₁+r₂, d]``)."""
-    return torch.cat([math.sqrt(ema) * old, math.sqrt(1 - ema) * new.to(old.dtype)], dim=1)
+    """The root of ``ema·A_old + (1 − ema)·A_new``: the scaled roots stacked (``[G, r₁+r₂, d]``,
+    or ``[r₁+r₂, d]`` for ungrouped roots)."""
+    return torch.cat([math.sqrt(ema) * old, math.sqrt(1 - ema) * new.to(old.dtype)], dim=-2)
 
 
 def eigh_from_root(root: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

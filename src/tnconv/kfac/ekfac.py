@@ -61,9 +61,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .core import KFAC, GradHook, KroneckerFactors
+from .core import KFAC, GradHook, KroneckerFactors, factor_eigh
 from .distributed import all_reduce_mean, invert_distributed
-from .eigenbasis import eigh_from_root, input_root, keeps_root, merge_roots, root_route_cheaper, root_rows
 from .layers import KroneckerLayer
 from .operator import eigen_blocks
 from .per_sample import per_sample_gradients
@@ -186,71 +185,35 @@ class EKFAC(KFAC):
         self.keep_factors = keep_factors
         self.corrections: dict[str, torch.Tensor] = {}
         self.eigenbases: dict[str, EigenBasis] = {}
-        #: roots ``J`` (``A = Jᵀ J``) of the stored input factors, where short (kept with an EMA only)
-        self._roots: dict[str, torch.Tensor] = {}
-        self._new_roots: dict[str, torch.Tensor] = {}
 
-    def _input_factor(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # the root of a rank-deficient A gives its eigenbasis cheaply (tnconv.kfac.eigenbasis),
-        # and A itself as JᵀJ (the input is read once, not again for the factor); a distributed
-        # run averages the factors only, so it decomposes them densely
-        layer = self.layers[name]
-        if self._distributed() or not keeps_root(root_rows(layer, y, self.approx), layer.input_dim):
-            return super()._input_factor(name, x, y)
-        root = self._new_roots[name] = input_root(layer, x, y, self.approx)
-        return root.transpose(1, 2) @ root
+    def _basis_of(self, factors: KroneckerFactors) -> EigenBasis:
+        (_, A_eigvecs), (_, B_eigvecs) = factor_eigh(factors, self.inverse_dtype)
+        return EigenBasis(A_eigvecs, B_eigvecs)
 
-    def _merged_roots(self, new: dict[str, KroneckerFactors]) -> dict[str, torch.Tensor]:
-        """The roots of the factors :meth:`_merged` forms, where they are known and short."""
-        roots = {}
-        for name, factors in new.items():
-            root = self._new_roots.get(name)
-            if root is not None and self.ema is not None and name in self.factors:
-                old = self._roots.get(name)
-                root = None if old is None else merge_roots(old, root, self.ema)
-            if root is not None and keeps_root(root.shape[1], factors.A.shape[-1]):
-                roots[name] = root
-        return roots
-
-    def _basis_of(self, factors: KroneckerFactors, root: torch.Tensor | None = None) -> EigenBasis:
-        A, B = factors.A, factors.B
-        if A.dim() == 2:
-            A, B = A.unsqueeze(0), B.unsqueeze(0)
-        dtype = self.inverse_dtype or A.dtype
-        if root is not None and root_route_cheaper(A.shape[-1], root.shape[1]):
-            A_eigvecs = eigh_from_root(root.to(dtype))[1]
-        else:
-            A_eigvecs = torch.linalg.eigh(A.to(dtype)).eigenvectors
-        return EigenBasis(A_eigvecs, torch.linalg.eigh(B.to(dtype)).eigenvectors)
-
-    def _bases(
-        self,
-        factors: dict[str, KroneckerFactors],
-        roots: dict[str, torch.Tensor] | None = None,
-        release: bool = False,
-    ) -> dict[str, EigenBasis]:
-        """The eigenbases of ``factors``; ``release``: drop each layer's entry from ``factors``
-        once its basis is formed (the caller holds no other reference), so that all the
-        factors and all the bases are never live together."""
-        roots = roots or {}
+    def _bases(self, factors: dict[str, KroneckerFactors], release: bool = False) -> dict[str, EigenBasis]:
+        """The eigenbases of ``factors`` (an input factor's from its root where it has one);
+        ``release``: drop each layer's entry from ``factors`` once its basis is formed (the
+        caller holds no other reference), so that all the factors and all the bases are
+        never live together."""
         if not self._distributed():
             bases = {}
             for name in list(factors):
-                bases[name] = self._basis_of(factors[name], roots.get(name))
+                bases[name] = self._basis_of(factors[name])
                 if release:
                     del factors[name]
             return bases
 
         def template(name: str) -> EigenBasis:
             f = factors[name]
-            groups = f.A.shape[0] if f.A.dim() == 3 else 1
-            dtype = self.inverse_dtype or f.A.dtype
-            d, c = f.A.shape[-1], f.B.shape[-1]
+            shape = f.A_shape
+            groups = shape[0] if len(shape) == 3 else 1
+            dtype = self.inverse_dtype or f.B.dtype
+            d, c = shape[-1], f.B.shape[-1]
             return EigenBasis(torch.empty(groups, d, d, dtype=dtype), torch.empty(groups, c, c, dtype=dtype))
 
         def cost(name: str) -> float:
-            f = factors[name]
-            return (f.A.shape[0] if f.A.dim() == 3 else 1) * (f.A.shape[-1] ** 3 + f.B.shape[-1] ** 3)
+            shape = factors[name].A_shape
+            return (shape[0] if len(shape) == 3 else 1) * (shape[-1] ** 3 + factors[name].B.shape[-1] ** 3)
 
         bases = invert_distributed(list(factors), cost, lambda n: self._basis_of(factors[n]), template)
         if release:
@@ -263,23 +226,19 @@ class EKFAC(KFAC):
         Two forward passes and ``2M`` backward passes (``M`` vectors); see the module docs.
         Returns the loss (detached).
         """
-        self._new_roots = {}
         if self.ema is None and self.nonfinite == "raise":
             # replaced by this update anyway (as the factors, which _factor_pass releases): gone
             # before the new factors and bases exist, they never add to their peak (module docs)
             self.eigenbases.clear()
             self.corrections.clear()
-        try:
-            result = self._factor_pass(inputs, targets)
-            if result is None:
-                return self._last_loss
-            new, vectors, _ = result
-            del result
-            merged, roots = self._merged(new), self._merged_roots(new)
-            del new  # merged holds the same factors: released with it (keep_factors=False)
-        finally:
-            self._new_roots = {}
-        bases = self._bases(merged, roots, release=not self.keep_factors)
+        result = self._factor_pass(inputs, targets)
+        if result is None:
+            return self._last_loss
+        new, vectors, _ = result
+        del result
+        merged = self._merged(new)
+        del new  # merged holds the same factors: released with it (keep_factors=False)
+        bases = self._bases(merged, release=not self.keep_factors)
         squares = self._correction_pass(inputs, vectors, bases)
         if self._distributed():
             names = sorted(squares)
@@ -298,8 +257,6 @@ class EKFAC(KFAC):
             self.factors.clear()
             self._stale = True
         self.eigenbases.update(bases)
-        # without an EMA the next update replaces the factors: no root needs to survive
-        self._roots = roots if self.ema is not None else {}
         return self._last_loss
 
     def _correction_pass(

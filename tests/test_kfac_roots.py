@@ -135,3 +135,25 @@ def test_kronecker_factors_need_b_and_a_or_a_root():
     f.A = torch.eye(3)  # setting A drops the root
     assert f.root is None and f.formed and math.isclose(float(f.A.trace()), 3.0)
     assert "root" in repr(KroneckerFactors(B=torch.eye(2), root=torch.ones(1, 3)))
+
+
+def test_the_optimizer_state_keeps_roots_and_reads_states_without_them():
+    from tnconv.kfac import KFACOptimizer
+
+    model, loss_fn = mixed_net(), torch.nn.CrossEntropyLoss()
+    opt = KFACOptimizer(model, loss_fn, lr=0.1, approx="reduce")
+    x, t = _batch()
+    loss_fn(model(x), t).backward()
+    opt.step(x, t)
+    state = opt.state_dict()
+    A, B, root = state["factors"]["linear"]
+    assert A is None and root is not None  # saved as its root, not as a formed 67×67 factor
+    other = KFACOptimizer(model, loss_fn, lr=0.1, approx="reduce")
+    other.load_state_dict(state)
+    assert other.kfac.factors["linear"].root is not None
+    legacy = dict(state, factors={n: (f.A, f.B) for n, f in opt.kfac.factors.items()})
+    older = KFACOptimizer(model, loss_fn, lr=0.1, approx="reduce")
+    older.load_state_dict(legacy)
+    for name, f in opt.kfac.factors.items():
+        torch.testing.assert_close(other.kfac.factors[name].A, f.A)
+        torch.testing.assert_close(older.kfac.factors[name].A, f.A)

@@ -125,8 +125,9 @@ class KFACOptimizer:
                 p.grad.mul_(scale)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state, the step count and the factors."""
-        factors = {name: (f.A, f.B) for name, f in self.kfac.factors.items()}
+        """The base optimizer's state, the step count and the factors (``(A, B, root)`` per
+        layer: ``A`` is ``None`` where the factor is held as its root)."""
+        factors = {name: (None if f.root is not None else f.A, f.B, f.root) for name, f in self.kfac.factors.items()}
         state = {"optimizer": self.optimizer.state_dict(), "steps": self.steps, "factors": factors}
         if isinstance(self.kfac, EKFAC):
             state["corrections"] = dict(self.kfac.corrections)
@@ -136,7 +137,10 @@ class KFACOptimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = state["steps"]
-        self.kfac.factors = {name: KroneckerFactors(A, B) for name, (A, B) in state["factors"].items()}
+        self.kfac.factors = {  # (A, B) from states saved before roots existed
+            name: KroneckerFactors(saved[0], saved[1], root=saved[2] if len(saved) > 2 else None)
+            for name, saved in state["factors"].items()
+        }
         if isinstance(self.kfac, EKFAC):
             self.kfac.corrections = dict(state["corrections"])
             self.kfac.eigenbases = {n: EigenBasis(qa, qb) for n, (qa, qb) in state["eigenbases"].items()}

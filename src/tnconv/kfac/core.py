@@ -221,7 +221,9 @@ class KFAC:
             (the stored factors stay as they were).
 
     Attributes:
-        factors: ``{layer name: KroneckerFactors}`` after the first :meth:`update`.
+        factors: ``{layer name: KroneckerFactors}`` after the first :meth:`update`; an input
+            factor with a short root (at most ``d/2`` rows) is held as that root and formed
+            on first access of ``.A`` (see :class:`KroneckerFactors`).
         inverses: ``{layer name: KroneckerInverse}`` (eigendecompositions or damped
             inverses) after :meth:`invert`.
         layers: ``{layer name: KroneckerLayer}``, the layers KFAC preconditions.

@@ -47,14 +47,32 @@ def test_roots_give_what_dense_factors_give(monkeypatch, approx, ema, updates, i
     assert any(f.root is not None for f in rooted.factors.values())  # the roots were used
     for name, value in dense_grads.items():
         torch.testing.assert_close(rooted_grads[name], value, rtol=1e-8, atol=1e-10)
-    for name, f in dense.factors.items():
-        torch.testing.assert_close(rooted.factors[name].A, f.A)
-        torch.testing.assert_close(rooted.factors[name].B, f.B)
+    # the operator algebra on the roots (before anything forms A)
     v = torch.randn(sum(p.numel() for p in dense.parameters()), dtype=DTYPE)
     torch.testing.assert_close(rooted @ v, dense @ v)
     torch.testing.assert_close(rooted.inverse_operator() @ v, dense.inverse_operator() @ v)
     torch.testing.assert_close(rooted.trace(), dense.trace())
     torch.testing.assert_close(rooted.frobenius_norm(), dense.frobenius_norm())
+    torch.testing.assert_close(rooted.logdet(), dense.logdet())
+    if inverse == "eigen":  # (factor-wise damping inverts A + cI, which forms A)
+        assert any(not f.formed for f in rooted.factors.values())
+    for name, f in dense.factors.items():
+        torch.testing.assert_close(rooted.factors[name].A, f.A)
+        torch.testing.assert_close(rooted.factors[name].B, f.B)
+
+
+def test_the_operator_of_a_full_rank_root_has_its_log_determinant(monkeypatch):
+    # a root with as many rows as columns (kept here by switching the rule to "always"): the
+    # log-determinant is finite and equals the dense one
+    monkeypatch.setattr(core_module, "keeps_root", lambda rows, d: True)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2)).to(DTYPE)
+    kfac = KFAC(model, torch.nn.MSELoss(), approx="reduce", fisher="type-2")
+    kfac.update(torch.randn(8, 3, dtype=DTYPE), torch.randn(8, 2, dtype=DTYPE))
+    f = kfac.factors["0"]
+    assert f.root is not None and f.root.shape == (8, 4) and not f.formed
+    logdet = kfac.logdet()
+    A, B = f.root.T @ f.root, f.B
+    torch.testing.assert_close(logdet, 2 * torch.logdet(A) + 4 * torch.logdet(B))
 
 
 def test_a_short_factor_stays_a_root_through_preconditioning(monkeypatch):

@@ -44,23 +44,42 @@ def _grouped(t: torch.Tensor) -> torch.Tensor:
 
 
 class _KroneckerBlock:
-    """``B ⊗ A`` per group (``A [G, d, d]``, ``B [G, c, c]``)."""
+    """``B ⊗ A`` per group (``A [G, d, d]``, ``B [G, c, c]``); ``A`` may be given by a root
+    ``R`` (``[G, r, d]``, ``A = Rᵀ R``), which every method uses without forming ``A``."""
 
-    def __init__(self, A: torch.Tensor, B: torch.Tensor) -> None:
-        self.A, self.B = _grouped(A), _grouped(B)
+    def __init__(self, A: torch.Tensor | None, B: torch.Tensor, root: torch.Tensor | None = None) -> None:
+        self.B = _grouped(B)
+        self.A = None if A is None else _grouped(A)
+        self.root = None if root is None else _grouped(root)
 
     def apply(self, m: torch.Tensor) -> torch.Tensor:  # [K, G, c, d]
+        if self.root is not None:
+            root = self.root
+            return self.B @ ((m.to(root.dtype) @ root.transpose(1, 2)) @ root)
+        assert self.A is not None
         return self.B @ m.to(self.A.dtype) @ self.A
 
     def trace(self) -> torch.Tensor:
-        return (self.A.diagonal(dim1=1, dim2=2).sum(1) * self.B.diagonal(dim1=1, dim2=2).sum(1)).sum()
+        trace_b = self.B.diagonal(dim1=1, dim2=2).sum(1)
+        if self.root is not None:
+            return (self.root.square().sum((1, 2)) * trace_b).sum()
+        assert self.A is not None
+        return (self.A.diagonal(dim1=1, dim2=2).sum(1) * trace_b).sum()
 
     def squared_norm(self) -> torch.Tensor:
-        return (self.A.square().sum((1, 2)) * self.B.square().sum((1, 2))).sum()
+        if self.root is not None:  # ‖RᵀR‖_F = ‖R Rᵀ‖_F, an r × r product
+            norm_a = (self.root @ self.root.transpose(1, 2)).square().sum((1, 2))
+        else:
+            assert self.A is not None
+            norm_a = self.A.square().sum((1, 2))
+        return (norm_a * self.B.square().sum((1, 2))).sum()
 
     def logdet(self) -> torch.Tensor:
-        d, c = self.A.shape[-1], self.B.shape[-1]
-        alpha = torch.linalg.eigvalsh(self.A.to(torch.float64))
+        if self.root is not None and self.root.shape[1] < self.root.shape[2]:
+            return torch.tensor(-math.inf, dtype=torch.float64)  # rank ≤ r < d: A is singular
+        A = self.A if self.A is not None else self.root.transpose(1, 2) @ self.root  # type: ignore[union-attr]
+        d, c = A.shape[-1], self.B.shape[-1]
+        alpha = torch.linalg.eigvalsh(A.to(torch.float64))
         beta = torch.linalg.eigvalsh(self.B.to(torch.float64))
         if _singular(alpha) or _singular(beta):
             return torch.tensor(-math.inf, dtype=torch.float64)
@@ -200,7 +219,11 @@ class CurvatureOperator:
 
 
 def kfac_blocks(factors: dict, dtype: torch.dtype | None) -> dict[str, object]:
-    return {name: _KroneckerBlock(f.A, f.B) for name, f in factors.items()}
+    # a factor held as its root stays one (KroneckerFactors): the blocks work on the root
+    return {
+        name: _KroneckerBlock(None, f.B, f.root) if f.root is not None and not f.formed else _KroneckerBlock(f.A, f.B)
+        for name, f in factors.items()
+    }
 
 
 def eigen_blocks(bases: dict, values: dict) -> dict[str, object]:

@@ -125,7 +125,7 @@ class NativeCall:
 
             def weight_vjp(tensors, bias):  # type: ignore[no-untyped-def]
                 v = tensors[b]
-                weight = v.new_empty(1).expand(shape)
+                weight = v.new_empty(shape)  # never read (a broadcast view would slow the kernel down)
                 result = _BACKWARD(v, tensors[a], weight, None, stride, padding, dilation, False, zeros, groups, mask)
                 return add_bias(result[1], bias)
 

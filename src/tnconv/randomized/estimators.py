@@ -389,7 +389,7 @@ def conv_input_vjp(
         leg,  # type: ignore[arg-type]
     )
     if keep == 1.0 and setup.kernel is not None:  # the exact VJP: torch's kernel (or small_vjp's GEMM)
-        x = v.new_empty(1).expand(setup.network.output_shape)
+        x = v.new_empty(setup.network.output_shape)  # never read (a broadcast view would slow the kernel down)
         return torch.ops.aten.convolution_backward(v, x, weight, None, *setup.kernel, (True, False, False))[0]
     return _randomized(setup.network, leg, {"w": weight, "v": v}, keep, mode, generator, setup.geometry)
 

@@ -164,9 +164,11 @@ class EKFAC(KFAC):
         keep_factors: keep the KFAC factors in :attr:`factors` after an update (``True``, the
             default) or release each one as soon as its eigenbasis is formed (``False``; needs
             ``ema=None``, since an EMA reads the old factors). Preconditioning and the operator
-            algebra need only the bases and corrections, and the factors are as large as the
-            bases (ResNet-18: 359 MB of float32 each); curvlinops' ``EKFACLinearOperator``, too,
-            drops its factors once decomposed. :attr:`factors` is then empty.
+            algebra need only the bases and corrections, and dense factors are as large as the
+            bases (ResNet-18: 359 MB of float32 each; factors held as roots, see
+            :class:`~tnconv.kfac.KroneckerFactors`, are far smaller); curvlinops'
+            ``EKFACLinearOperator``, too, drops its factors once decomposed. :attr:`factors`
+            is then empty.
         The other arguments are :class:`~tnconv.kfac.KFAC`'s.
 
     Attributes:

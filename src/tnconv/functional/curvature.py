@@ -54,6 +54,7 @@ from ..symbolic.builders.curvature import (
     input_patches,
     input_patches_transpose,
 )
+from ..symbolic.network import TensorNetwork
 from ..symbolic.squares import square_network
 
 # ---------------------------------------------------------------------------- patches
@@ -63,6 +64,22 @@ from ..symbolic.squares import square_network
 
 
 # ----------------------------------------------------------------------- evaluation
+
+
+def _patches(
+    x_shape: torch.Size,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple,
+    padding: Padding,
+    dilation: IntOrTuple,
+    groups: int,
+    output_padding: IntOrTuple | None,
+) -> TensorNetwork:
+    """The unfolded-input network of a convolution (``output_padding=None``) or of a
+    transposed one (validated here)."""
+    if output_padding is None:
+        return input_patches(x_shape, kernel_size, stride, padding, dilation, groups)
+    return input_patches_transpose(x_shape, kernel_size, stride, padding, output_padding, dilation, groups)
 
 
 @cached(maxsize=1024)
@@ -82,10 +99,7 @@ def _factor_runner(
     dispatcher's bound runners of it and of the bias row (:func:`~tnconv.execute.dispatch.bind`;
     ``x`` matches the shape keyed on, so its check is skipped). A repeated call of a
     front-end is one look-up of this cache plus the tensor work."""
-    if output_padding is None:
-        patches = input_patches(x_shape, kernel_size, stride, padding, dilation, groups)
-    else:
-        patches = input_patches_transpose(x_shape, kernel_size, stride, padding, output_padding, dilation, groups)
+    patches = _patches(x_shape, kernel_size, stride, padding, dilation, groups, output_padding)
     _, group_count, d, _ = patches.output_shape
     if patches.size("n") == 0:  # a mean over no samples: NaN, as torch's mean of an empty batch
         return lambda x: x.new_full((group_count, d + bias, d + bias), math.nan)
@@ -145,10 +159,7 @@ def _root_runner(
     """``x -> R`` (``[G, N, d]``, ``A = Rᵀ R``) of KFAC-reduce for one signature: the window
     sums ``Σ_o u`` of the factor's network (one pass over ``x``, no GEMM), scaled by
     ``1/(|O|·√N)``, with the constant feature ``1/√N`` appended for a bias."""
-    if output_padding is None:
-        patches = input_patches(x_shape, kernel_size, stride, padding, dilation, groups)
-    else:
-        patches = input_patches_transpose(x_shape, kernel_size, stride, padding, output_padding, dilation, groups)
+    patches = _patches(x_shape, kernel_size, stride, padding, dilation, groups, output_padding)
     _, group_count, d, _ = patches.output_shape
     if patches.size("n") == 0:  # a mean over no samples: NaN, as kfac_reduce_factor
         return lambda x: x.new_full((group_count, 1, d + bias), math.nan)

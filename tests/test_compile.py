@@ -188,6 +188,8 @@ def test_curvature_factors_compile_and_accumulate_in_float32_under_autocast():
             tnconv.kfc_factor_transpose(x, 2, stride=2, groups=2),
             tnconv.kfac_reduce_factor_transpose(x, 3, padding=1, output_padding=0, bias=True),
             tnconv.output_grad_factor(x, "reduce", 2),
+            tnconv.kfac_reduce_root(x, 3, padding=1, groups=2, bias=True),
+            tnconv.kfac_reduce_root_transpose(x, 2, stride=2),
         )
 
     explanation = torch._dynamo.explain(factors)(x)

@@ -211,6 +211,8 @@ def kfac_reduce_root(
     """
     check_tensor(x, "x", min_dim=3)
     check_floating(x, "x")
+    if tracing():  # torch.compile / export / jit.trace: one operator (tnconv.functional.curvature_ops)
+        return traced_input_factor(x, "reduce_root", kernel_size, stride, padding, dilation, groups, bias)
     return _root_runner(x.shape, kernel_size, stride, padding, dilation, groups, bias)(x)
 
 
@@ -235,6 +237,10 @@ def kfac_reduce_root_transpose(
     """
     check_tensor(x, "x", min_dim=3)
     check_floating(x, "x")
+    if tracing():
+        return traced_input_factor(
+            x, "reduce_root", kernel_size, stride, padding, dilation, groups, bias, output_padding
+        )
     return _root_runner(x.shape, kernel_size, stride, padding, dilation, groups, bias, output_padding)(x)
 
 

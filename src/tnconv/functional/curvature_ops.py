@@ -7,7 +7,8 @@ The KFAC input factors:
 the import goes one way: this module imports ``curvature``). The factors are statistics,
 not differentiated: the operators have no autograd formula. Their fake implementations give
 the ``[G, d, d]`` shape (``d = C_in/G·∏K``, ``+ 1`` with ``bias``) after validating the
-arguments through the factor's network builder.
+arguments through the factor's network builder; ``approx="reduce_root"`` is
+:func:`tnconv.kfac_reduce_root` (``[G, N, d]``).
 
 >>> import torch, tnconv
 >>> x = torch.randn(2, 4, 6, 6)
@@ -37,12 +38,29 @@ from ..spec.validation import check_choice
 from ..symbolic.builders.curvature import input_patches, input_patches_transpose
 from ..symbolic.builders.ggn import ggn_factor_network
 from ..symbolic.builders.gradients import per_sample_weight_grad_network
-from .curvature import kfac_reduce_factor, kfac_reduce_factor_transpose, kfc_factor, kfc_factor_transpose
+from .curvature import (
+    kfac_reduce_factor,
+    kfac_reduce_factor_transpose,
+    kfac_reduce_root,
+    kfac_reduce_root_transpose,
+    kfc_factor,
+    kfc_factor_transpose,
+)
 from .ggn import ggn_diagonal, ggn_gram
 from .gradients import grad_second_moment, per_sample_weight_grad
 
-_FORWARD = {"expand": kfc_factor, "reduce": kfac_reduce_factor}
-_TRANSPOSE = {"expand": kfc_factor_transpose, "reduce": kfac_reduce_factor_transpose}
+_FORWARD = {"expand": kfc_factor, "reduce": kfac_reduce_factor, "reduce_root": kfac_reduce_root}
+_TRANSPOSE = {
+    "expand": kfc_factor_transpose,
+    "reduce": kfac_reduce_factor_transpose,
+    "reduce_root": kfac_reduce_root_transpose,
+}
+
+
+def _fake_factor(x: torch.Tensor, approx: str, shape: tuple[int, ...], groups: int, d: int) -> torch.Tensor:
+    """An empty tensor shaped like the factor (``[G, d, d]``) or the root (``[G, N, d]``; one
+    NaN row for an empty batch)."""
+    return x.new_empty(groups, max(shape[0], 1), d) if approx == "reduce_root" else x.new_empty(groups, d, d)
 
 
 def _padding(padding: list[int], name: str) -> object:
@@ -65,7 +83,8 @@ def input_factor(
     groups: int,
     bias: bool,
 ) -> torch.Tensor:
-    """:func:`tnconv.kfc_factor` (``approx="expand"``) or :func:`tnconv.kfac_reduce_factor`."""
+    """:func:`tnconv.kfc_factor` (``approx="expand"``), :func:`tnconv.kfac_reduce_factor`
+    (``"reduce"``) or :func:`tnconv.kfac_reduce_root` (``"reduce_root"``)."""
     function = _FORWARD[_approx(approx)]
     arguments = (tuple(kernel_size), tuple(stride), _padding(padding, padding_name), tuple(dilation), groups)
     return function(x, *arguments, bias=bias).contiguous()
@@ -77,7 +96,7 @@ def _(x, approx, kernel_size, stride, padding, padding_name, dilation, groups, b
     shape = tuple(int(s) for s in x.shape)
     input_patches(shape, tuple(kernel_size), tuple(stride), _padding(padding, padding_name), tuple(dilation), groups)
     d = shape[1] // groups * math.prod(kernel_size) + bool(bias)
-    return x.new_empty(groups, d, d)
+    return _fake_factor(x, approx, shape, groups, d)
 
 
 @torch.library.custom_op("tnconv::input_factor_transpose", mutates_args=())
@@ -92,7 +111,8 @@ def input_factor_transpose(
     groups: int,
     bias: bool,
 ) -> torch.Tensor:
-    """:func:`tnconv.kfc_factor_transpose` or :func:`tnconv.kfac_reduce_factor_transpose`."""
+    """:func:`tnconv.kfc_factor_transpose`, :func:`tnconv.kfac_reduce_factor_transpose` or
+    :func:`tnconv.kfac_reduce_root_transpose` (``approx`` as for ``input_factor``)."""
     function = _TRANSPOSE[_approx(approx)]
     arguments = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation), groups)
     return function(x, *arguments, bias=bias).contiguous()
@@ -106,7 +126,7 @@ def _(x, approx, kernel_size, stride, padding, output_padding, dilation, groups,
         shape, tuple(kernel_size), tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation), groups
     )
     d = shape[1] // groups * math.prod(kernel_size) + bool(bias)
-    return x.new_empty(groups, d, d)
+    return _fake_factor(x, approx, shape, groups, d)
 
 
 # ------------------------------------------------------------------ weight statistics

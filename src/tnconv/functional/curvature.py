@@ -107,7 +107,9 @@ def _factor_runner(
     checked = base.input_shapes
     batch, positions = patches.size("n"), _positions(patches)
     if bias and approx == "reduce":
-        return _reduce_with_bias(bind(base, checked), batch, group_count, d, positions, scale)
+        return _reduce_with_bias(
+            _root_runner(x_shape, kernel_size, stride, padding, dilation, groups, True, output_padding), d
+        )
     run_square = bind(square_network(base, keep=(1,), outer=(2,), scale=scale), checked)
     if not bias:
         return lambda x: run_square({"x": x}, None)
@@ -128,17 +130,14 @@ def _factor_runner(
 
 
 def _reduce_with_bias(
-    run_sums: Callable[..., torch.Tensor], batch: int, groups: int, d: int, positions: int, scale: float
+    run_root: Callable[[torch.Tensor], torch.Tensor], d: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """KFAC-reduce ``A`` of a layer with bias from one evaluation of ``Σ_o u`` (``[N, G, d]``):
-    the constant feature's sum over the positions is ``|O|``, so ``A = scale · s̃ᵀ s̃`` with
-    ``s̃ = [Σ_o u, |O|]`` per group — one pass over ``x`` and one GEMM (the bias row is then
-    ``(1/N) Σ_n ū``). The corner is set to its exact value 1."""
+    """KFAC-reduce ``A`` of a layer with bias as the Gram matrix ``Rᵀ R`` of its root
+    (:func:`_root_runner`, whose constant feature carries the bias): one pass over ``x`` and
+    one GEMM (the bias row is then ``(1/N) Σ_n ū``). The corner is set to its exact value 1."""
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        sums = run_sums({"x": x}, None)
-        extended = torch.cat([sums, sums.new_full((batch, groups, 1), float(positions))], dim=2)
-        factor = scaled_gram(extended.permute(1, 2, 0), scale)  # [G, d+1, N], a view
+        factor = scaled_gram(run_root(x).transpose(1, 2), 1.0)  # [G, d+1, N], a view
         factor[:, d, d] = 1.0
         return factor
 

@@ -30,7 +30,6 @@ import math
 import torch
 
 from .layers import ConvLayer, KroneckerLayer
-from .per_sample import per_sample_gradients
 
 #: keep a root only while it has at most this fraction of ``d`` rows (it is then at most
 #: half the size of the factor, and the QR route is cheaper than ``eigh``)
@@ -74,15 +73,7 @@ def input_root(layer: KroneckerLayer, inputs: torch.Tensor, output: torch.Tensor
         a = layer.unfolded(inputs, output)  # [N, G, d, O]
         batch, groups, d, _ = a.shape
         return a.permute(1, 0, 3, 2).reshape(groups, -1, d) / math.sqrt(batch)
-    if isinstance(layer, ConvLayer):  # the window sums of the factor's network (tnconv.kfac_reduce_root)
-        return layer.reduce_root(inputs, output)
-    # a Linear layer: Σ_o a is its per-sample gradient for an all-ones output gradient with
-    # one output feature
-    batch = 1 if output.dim() == 1 else output.shape[0]
-    spatial = output.shape[1:-1]
-    ones = inputs.new_ones((batch, *spatial, 1))
-    summed = per_sample_gradients(layer, inputs, ones, ones)  # [N, 1, 1, d]
-    return summed[:, :, 0].transpose(0, 1) / (math.prod(spatial) * math.sqrt(batch))
+    return layer.reduce_root(inputs, output)
 
 
 def merge_roots(old: torch.Tensor, new: torch.Tensor, ema: float) -> torch.Tensor:

@@ -83,6 +83,11 @@ class KroneckerLayer(ABC):
         """``A``: ``[G, d, d]`` from the module's input (``output`` for its shape only)."""
 
     @abstractmethod
+    def reduce_root(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """The root ``R`` (``[G, N, d]``, ``A = Rᵀ R``) of the KFAC-reduce ``A``: the mean of
+        the unfolded input over the positions over ``√N``, without a ``d × d`` product."""
+
+    @abstractmethod
     def output_factor(self, grads: torch.Tensor, approx: str) -> torch.Tensor:
         """``B``: ``[G, C_out/G, C_out/G]`` from ``[M, *output.shape]`` output gradients."""
 
@@ -150,6 +155,13 @@ class LinearLayer(KroneckerLayer):
             factor = summed.T @ summed / (batch * positions**2)
         return factor.unsqueeze(0)
 
+    def reduce_root(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        a = self._positions(inputs)
+        root = a.mean(1) / math.sqrt(a.shape[0])  # [N, D]
+        if self.has_bias:
+            root = torch.cat([root, root.new_full((root.shape[0], 1), 1 / math.sqrt(a.shape[0]))], dim=-1)
+        return root.unsqueeze(0)
+
     def unfolded(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         a = self._positions(inputs)
         if self.has_bias:
@@ -204,8 +216,7 @@ class ConvLayer(KroneckerLayer):
         return self._input_function(function, inputs, output)
 
     def reduce_root(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """The root ``R`` (``[G, N, d]``, ``A = Rᵀ R``) of the KFAC-reduce ``A``
-        (:func:`tnconv.kfac_reduce_root`): window sums of the input, no ``d × d`` product."""
+        """:func:`tnconv.kfac_reduce_root`: window sums of the input."""
         function = kfac_reduce_root_transpose if self.module.transposed else kfac_reduce_root
         return self._input_function(function, inputs, output)
 

@@ -565,7 +565,7 @@ class KFAC:
 
     def _invert_one(self, name: str) -> KroneckerInverse:
         factors = self.factors[name]
-        if self.inverse == "eigen" and _root_route(factors):
+        if self.inverse == "eigen":  # (from A's root where it has a short one)
             (a_vals, a_vecs), (b_vals, b_vecs) = factor_eigh(factors, self.inverse_dtype)
             return KroneckerInverse("eigen", self.damping, a_vals, a_vecs, b_vals, b_vecs)
         A, B = factors.A, factors.B

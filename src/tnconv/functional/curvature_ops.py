@@ -57,10 +57,11 @@ _TRANSPOSE = {
 }
 
 
-def _fake_factor(x: torch.Tensor, approx: str, shape: tuple[int, ...], groups: int, d: int) -> torch.Tensor:
-    """An empty tensor shaped like the factor (``[G, d, d]``) or the root (``[G, N, d]``; one
-    NaN row for an empty batch)."""
-    return x.new_empty(groups, max(shape[0], 1), d) if approx == "reduce_root" else x.new_empty(groups, d, d)
+def _fake_factor(x: torch.Tensor, approx: str, kernel_size: list[int], groups: int, bias: bool) -> torch.Tensor:
+    """An empty tensor shaped like the factor (``[G, d, d]``, ``d = C_in/G·∏K (+ 1)``) or the
+    root (``[G, N, d]``; one NaN row for an empty batch)."""
+    d = int(x.shape[1]) // groups * math.prod(kernel_size) + bool(bias)
+    return x.new_empty(groups, max(int(x.shape[0]), 1), d) if approx == "reduce_root" else x.new_empty(groups, d, d)
 
 
 def _padding(padding: list[int], name: str) -> object:
@@ -95,8 +96,7 @@ def _(x, approx, kernel_size, stride, padding, padding_name, dilation, groups, b
     _approx(approx)
     shape = tuple(int(s) for s in x.shape)
     input_patches(shape, tuple(kernel_size), tuple(stride), _padding(padding, padding_name), tuple(dilation), groups)
-    d = shape[1] // groups * math.prod(kernel_size) + bool(bias)
-    return _fake_factor(x, approx, shape, groups, d)
+    return _fake_factor(x, approx, kernel_size, groups, bias)
 
 
 @torch.library.custom_op("tnconv::input_factor_transpose", mutates_args=())
@@ -125,8 +125,7 @@ def _(x, approx, kernel_size, stride, padding, output_padding, dilation, groups,
     input_patches_transpose(
         shape, tuple(kernel_size), tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation), groups
     )
-    d = shape[1] // groups * math.prod(kernel_size) + bool(bias)
-    return _fake_factor(x, approx, shape, groups, d)
+    return _fake_factor(x, approx, kernel_size, groups, bias)
 
 
 # ------------------------------------------------------------------ weight statistics

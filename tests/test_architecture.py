@@ -126,7 +126,7 @@ SPECS = {
         stride=(2, 1),
         padding=1,
         dilation=(1, 2),
-    ),  # fmt: skip
+    ),
     "1x1": tnconv.ConvSpec.create(dims=1, in_channels=3, out_channels=2, input_size=5, kernel_size=1),
     "patchify": tnconv.ConvSpec.create(dims=2, in_channels=2, input_size=8, kernel_size=4, stride=4),
     "3d": tnconv.ConvSpec.create(dims=3, batch=1, in_channels=2, input_size=5, kernel_size=3, padding=1),

@@ -175,6 +175,30 @@ def _root_runner(
     return run
 
 
+def _input_statistic(
+    approx: str,
+    x: torch.Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple,
+    padding: Padding,
+    dilation: IntOrTuple,
+    groups: int,
+    bias: bool,
+    output_padding: IntOrTuple | None = None,
+) -> torch.Tensor:
+    """What the input-factor front-ends share: ``x`` checked, then the factor (``approx``
+    ``"expand"``/``"reduce"``) or the KFAC-reduce root (``"reduce_root"``) of a convolution
+    (``output_padding=None``) or a transposed one — one operator while compiling or tracing
+    (:mod:`tnconv.functional.curvature_ops`), else the cached runner of the signature."""
+    check_tensor(x, "x", min_dim=3)
+    check_floating(x, "x")
+    if tracing():
+        return traced_input_factor(x, approx, kernel_size, stride, padding, dilation, groups, bias, output_padding)
+    if approx == "reduce_root":
+        return _root_runner(x.shape, kernel_size, stride, padding, dilation, groups, bias, output_padding)(x)
+    return _factor_runner(approx, x.shape, kernel_size, stride, padding, dilation, groups, bias, output_padding)(x)
+
+
 @float32_under_autocast
 def kfac_reduce_root(
     x: torch.Tensor,
@@ -208,11 +232,7 @@ def kfac_reduce_root(
     >>> torch.allclose(R.transpose(1, 2) @ R, tnconv.kfac_reduce_factor(x, 3, padding=1, groups=2, bias=True))
     True
     """
-    check_tensor(x, "x", min_dim=3)
-    check_floating(x, "x")
-    if tracing():  # torch.compile / export / jit.trace: one operator (tnconv.functional.curvature_ops)
-        return traced_input_factor(x, "reduce_root", kernel_size, stride, padding, dilation, groups, bias)
-    return _root_runner(x.shape, kernel_size, stride, padding, dilation, groups, bias)(x)
+    return _input_statistic("reduce_root", x, kernel_size, stride, padding, dilation, groups, bias)
 
 
 @float32_under_autocast
@@ -234,13 +254,7 @@ def kfac_reduce_root_transpose(
     >>> tnconv.kfac_reduce_root_transpose(torch.randn(2, 3, 4), 2, stride=2).shape
     torch.Size([1, 2, 6])
     """
-    check_tensor(x, "x", min_dim=3)
-    check_floating(x, "x")
-    if tracing():
-        return traced_input_factor(
-            x, "reduce_root", kernel_size, stride, padding, dilation, groups, bias, output_padding
-        )
-    return _root_runner(x.shape, kernel_size, stride, padding, dilation, groups, bias, output_padding)(x)
+    return _input_statistic("reduce_root", x, kernel_size, stride, padding, dilation, groups, bias, output_padding)
 
 
 @float32_under_autocast
@@ -273,11 +287,7 @@ def kfc_factor(
     >>> tnconv.kfc_factor(x, 3, padding=1, groups=2, bias=True).shape
     torch.Size([2, 28, 28])
     """
-    check_tensor(x, "x", min_dim=3)
-    check_floating(x, "x")
-    if tracing():  # torch.compile / export / jit.trace: one operator (tnconv.functional.curvature_ops)
-        return traced_input_factor(x, "expand", kernel_size, stride, padding, dilation, groups, bias)
-    return _factor_runner("expand", x.shape, kernel_size, stride, padding, dilation, groups, bias)(x)
+    return _input_statistic("expand", x, kernel_size, stride, padding, dilation, groups, bias)
 
 
 @float32_under_autocast
@@ -300,11 +310,7 @@ def kfac_reduce_factor(
     >>> tnconv.kfac_reduce_factor(x, 3, stride=2, bias=True).shape
     torch.Size([1, 10, 10])
     """
-    check_tensor(x, "x", min_dim=3)
-    check_floating(x, "x")
-    if tracing():
-        return traced_input_factor(x, "reduce", kernel_size, stride, padding, dilation, groups, bias)
-    return _factor_runner("reduce", x.shape, kernel_size, stride, padding, dilation, groups, bias)(x)
+    return _input_statistic("reduce", x, kernel_size, stride, padding, dilation, groups, bias)
 
 
 @float32_under_autocast
@@ -336,11 +342,7 @@ def kfc_factor_transpose(
     >>> tnconv.kfc_factor_transpose(x, 3, stride=2, padding=1, output_padding=1, groups=2).shape
     torch.Size([2, 18, 18])
     """
-    check_tensor(x, "x", min_dim=3)
-    check_floating(x, "x")
-    if tracing():
-        return traced_input_factor(x, "expand", kernel_size, stride, padding, dilation, groups, bias, output_padding)
-    return _factor_runner("expand", x.shape, kernel_size, stride, padding, dilation, groups, bias, output_padding)(x)
+    return _input_statistic("expand", x, kernel_size, stride, padding, dilation, groups, bias, output_padding)
 
 
 @float32_under_autocast
@@ -363,11 +365,7 @@ def kfac_reduce_factor_transpose(
     >>> tnconv.kfac_reduce_factor_transpose(torch.randn(2, 3, 4), 2, stride=2).shape
     torch.Size([1, 6, 6])
     """
-    check_tensor(x, "x", min_dim=3)
-    check_floating(x, "x")
-    if tracing():
-        return traced_input_factor(x, "reduce", kernel_size, stride, padding, dilation, groups, bias, output_padding)
-    return _factor_runner("reduce", x.shape, kernel_size, stride, padding, dilation, groups, bias, output_padding)(x)
+    return _input_statistic("reduce", x, kernel_size, stride, padding, dilation, groups, bias, output_padding)
 
 
 @float32_under_autocast

@@ -122,6 +122,18 @@ class KroneckerFactors:
         d = self.root.shape[-1]
         return torch.Size((*self.root.shape[:-2], d, d))
 
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        """``(G, d, c)``: groups (1 for a ``Linear``), ``A``'s and ``B``'s side, without forming ``A``."""
+        shape = self.A_shape
+        return shape[0] if len(shape) == 3 else 1, shape[-1], self.B.shape[-1]
+
+    @property
+    def eigh_cost(self) -> int:
+        """``G·(d³ + c³)``: the cost of decomposing both factors (to balance work across processes)."""
+        groups, d, c = self.sizes
+        return groups * (d**3 + c**3)
+
     def __repr__(self) -> str:
         held = f"root={tuple(self.root.shape)}" if self.root is not None and self._A is None else ""
         return f"KroneckerFactors(A={tuple(self.A_shape)}, B={tuple(self.B.shape)}{', ' + held if held else ''})"
@@ -591,16 +603,12 @@ class KFAC:
         self._stale = False
 
     def _inverse_cost(self, name: str) -> float:
-        f = self.factors[name]
-        shape = f.A_shape
-        groups = shape[0] if len(shape) == 3 else 1
-        return groups * (shape[-1] ** 3 + f.B.shape[-1] ** 3)
+        return self.factors[name].eigh_cost
 
     def _inverse_template(self, name: str) -> KroneckerInverse:
         """Empty tensors shaped like the inverse of ``name`` (to receive a broadcast)."""
         f = self.factors[name]
-        shape = f.A_shape
-        groups, d, c = shape[0] if len(shape) == 3 else 1, shape[-1], f.B.shape[-1]
+        groups, d, c = f.sizes
         dtype = self.inverse_dtype or f.B.dtype
         new = lambda *shape: torch.empty(shape, dtype=dtype, device=f.B.device)  # noqa: E731
         if self.inverse == "eigen":

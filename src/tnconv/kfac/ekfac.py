@@ -207,17 +207,13 @@ class EKFAC(KFAC):
 
         def template(name: str) -> EigenBasis:
             f = factors[name]
-            shape = f.A_shape
-            groups = shape[0] if len(shape) == 3 else 1
+            groups, d, c = f.sizes
             dtype = self.inverse_dtype or f.B.dtype
-            d, c = shape[-1], f.B.shape[-1]
             return EigenBasis(torch.empty(groups, d, d, dtype=dtype), torch.empty(groups, c, c, dtype=dtype))
 
-        def cost(name: str) -> float:
-            shape = factors[name].A_shape
-            return (shape[0] if len(shape) == 3 else 1) * (shape[-1] ** 3 + factors[name].B.shape[-1] ** 3)
-
-        bases = invert_distributed(list(factors), cost, lambda n: self._basis_of(factors[n]), template)
+        bases = invert_distributed(
+            list(factors), lambda n: factors[n].eigh_cost, lambda n: self._basis_of(factors[n]), template
+        )
         if release:
             factors.clear()
         return bases

@@ -60,12 +60,6 @@ from ..symbolic.squares import square_network
 # ---------------------------------------------------------------------------- patches
 
 
-# --------------------------------------------------------------------- factor networks
-
-
-# ----------------------------------------------------------------------- evaluation
-
-
 def _patches(
     x_shape: torch.Size,
     kernel_size: IntOrTuple,
@@ -80,6 +74,9 @@ def _patches(
     if output_padding is None:
         return input_patches(x_shape, kernel_size, stride, padding, dilation, groups)
     return input_patches_transpose(x_shape, kernel_size, stride, padding, output_padding, dilation, groups)
+
+
+# ----------------------------------------------------------------------- evaluation
 
 
 @cached(maxsize=1024)

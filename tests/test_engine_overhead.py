@@ -157,3 +157,26 @@ def test_a_bound_runner_resolves_once_and_again_after_register_strategy():
     assert _memo().size == 0
     torch.testing.assert_close(run({"x": x}), contract(tn, {"x": x}, strategy="einsum"))
     assert _AUTO.get(tn)[0]  # resolved again through "auto" (and remembered there)
+
+
+@pytest.mark.parametrize("front_end", ["conv", "conv_transpose"])
+def test_a_remembered_signature_lets_no_bad_call_through(front_end):
+    # the front-ends' fast path checks types in a few comparisons and leaves shapes to the
+    # cached network builder: a signature seen before must still reject what it rejected
+    call = getattr(tnconv, front_end)
+    x, w, b = torch.randn(2, 4, 6, 6), torch.randn(4, 4, 3, 3), torch.randn(4)
+    expected = call(x, w, b, stride=1)  # remembered from here on
+    torch.testing.assert_close(call(x, w, b, stride=1), expected, rtol=0, atol=0)
+    bad = [
+        (dict(stride=True), TypeError, "stride"),
+        (dict(bias=torch.randn(3)), ValueError, "bias"),
+        (dict(bias=torch.randn(4, dtype=torch.float64)), TypeError, "bias"),
+        (dict(bias=[0.0] * 4), TypeError, "bias"),
+        (dict(weight=w.double()), TypeError, "weight"),
+        (dict(weight=w[:3, :3] if front_end == "conv_transpose" else w[:, :3], bias=None), ValueError, "weight"),
+    ]
+    for change, error, name in bad:
+        arguments = dict(weight=w, bias=b, stride=1) | change
+        weight, bias = arguments.pop("weight"), arguments.pop("bias")
+        with pytest.raises(error, match=name):
+            call(x, weight, bias, **arguments)

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import torch
 
 from ..spec.convspec import ConvSpec
-from ..spec.validation import check_bias
+from ..spec.validation import UNSUPPORTED_DTYPES, check_bias
 from ..symbolic.builders.conv import conv_network
 from ..symbolic.builders.transpose import conv_transpose_network
 from ..symbolic.builders.unfold import fold_network, unfold_network, unfold_transpose_network
@@ -58,6 +58,30 @@ def tracing() -> bool:
     """Whether the caller is being compiled, exported or ``torch.jit``-traced (then the
     front-ends call the custom operators)."""
     return torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+
+
+def plain_call(input: object, weight: object, bias: object, strategy: object) -> bool:
+    """Whether a front-end call (:func:`tnconv.conv`, :func:`tnconv.conv_transpose`) needs
+    none of its slow path: ``"auto"``, batched real tensors of one supported dtype and device
+    (a bias too), no autocast, not :func:`tracing`. The front-end then checks the bias's
+    shape and leaves the shapes and hyper-parameters to its network builder, which checks
+    them once per signature: the full checks cost as much as a small layer's GEMM."""
+    return (
+        strategy == "auto"
+        and isinstance(input, torch.Tensor)
+        and isinstance(weight, torch.Tensor)
+        and input.dim() == weight.dim() >= 3
+        and input.dtype == weight.dtype
+        and input.device == weight.device
+        and (
+            bias is None
+            or (isinstance(bias, torch.Tensor) and bias.dtype == input.dtype and bias.device == input.device)
+        )
+        and input.dtype not in UNSUPPORTED_DTYPES
+        and not input.is_complex()
+        and not torch._C._is_any_autocast_enabled()
+        and not tracing()
+    )
 
 
 def _padding(padding: Sequence[int], name: str) -> object:

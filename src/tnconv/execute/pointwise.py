@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from ..spec.pattern import IndexPattern
 
@@ -82,11 +83,8 @@ def forward_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """``[N, C_out, 1…]``: a pointwise convolution of ``x`` of ``[N, C_in, 1…]`` (one position)."""
     batch, c_in, c_out = x.shape[0], x.shape[1], weight.shape[0]
     ones = (1,) * (x.dim() - 2)
-    if groups == 1:
-        w = weight.reshape(c_out, c_in).t()
-        rows = x.reshape(batch, c_in)
-        result = torch.mm(rows, w) if bias is None else torch.addmm(bias, rows, w)
-        return result.view(batch, c_out, *ones)
+    if groups == 1:  # (F.linear: one call, one autograd node, where mm(rows, w.t()) records three)
+        return F.linear(x.reshape(batch, c_in), weight.reshape(c_out, c_in), bias).view(batch, c_out, *ones)
     out_g, in_g = c_out // groups, c_in // groups
     w = weight.reshape(groups, out_g, in_g).transpose(1, 2)
     rows = x.reshape(batch, groups, in_g).transpose(0, 1)  # [G, N, C_in/G]

@@ -44,6 +44,11 @@ def conv(
     >>> tnconv.conv(x, w, padding="same").shape        # a 4-d convolution
     torch.Size([2, 4, 5, 5, 5, 5])
     """
+    if ops.plain_call(input, weight, bias, strategy):  # the common call: the checks below in a few comparisons
+        runners = _conv_runners(input.shape, weight.shape, stride, padding, dilation, groups)
+        check_bias(bias, weight.shape[0])
+        result = run_bound(runners, {"x": input, "w": weight}, bias)
+        return result if result is not None else contract_with_bias(runners[0], strategy, bias, x=input, w=weight)
     check_tensor(input, "input")
     check_tensor(weight, "weight", min_dim=3)
     if input.dim() == weight.dim() - 1:  # unbatched [C_in, I_1, …, I_D], as torch accepts

@@ -56,6 +56,11 @@ def conv_transpose(
     >>> tnconv.conv_transpose(torch.randn(1, 2, 3, 3, 3, 3), torch.randn(2, 4, 2, 2, 2, 2), stride=2).shape
     torch.Size([1, 4, 6, 6, 6, 6])
     """
+    if ops.plain_call(input, weight, bias, strategy):  # the common call: the checks below in a few comparisons
+        runners = _transpose_runners(input.shape, weight.shape, stride, padding, output_padding, groups, dilation)
+        check_bias(bias, runners[0].output_shape[1])
+        result = run_bound(runners, {"x": input, "w": weight}, bias)
+        return result if result is not None else contract_with_bias(runners[0], strategy, bias, x=input, w=weight)
     check_tensor(input, "input")
     check_tensor(weight, "weight", min_dim=3)
     if input.dim() == weight.dim() - 1:  # unbatched [C_in, O_1, …, O_D], as torch accepts
